@@ -1,0 +1,189 @@
+"""The plain (non-Lightning) subcommands of ``genoformer``; each takes parsed argparse args."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, InputFileError
+
+
+def _progress(total: int, desc: str):
+    """A progress bar on stderr (tqdm comes with Lightning); returns an update(n) callable and closer."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="bp", unit_scale=True, file=sys.stderr, leave=False,
+               disable=not sys.stderr.isatty())
+    return bar.update, bar.close
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def annotate_genome(
+    model: str | Path,
+    fasta: str | Path,
+    out: str | Path,
+    *,
+    records: list[str] | None = None,
+    regions: str | Path | list | None = None,
+    organism: str | None = None,
+    window_length: int | None = None,
+    batch_size: int = 8,
+    both_strands: bool = True,
+    bigwig: bool = False,
+    device: str = "auto",
+) -> dict[str, Path]:
+    """Predict, decode and export gene regions for every record (or region) of ``fasta``.
+
+    ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
+    PREFIX.bed and one probability track per class and strand. Returns the written paths.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .decode import decode_record
+    from .export import open_track, write_bed, write_gff3
+    from .genome import Genome, Interval, LabelScheme, read_bed_regions
+    from .model.networks import ReformerTagger, load_network
+    from .predict import predict_record
+
+    network, pretrained = load_network(model)
+    if pretrained.task != ReformerTagger.task:
+        raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
+    scheme = LabelScheme.from_dict(pretrained.head["scheme"])
+    organism = organism or pretrained.head.get("organism", "prokaryote")
+    window = window_length or int(pretrained.head.get("window_length") or 0)
+    min_window = pretrained.tokenizer.k
+    if window < max(min_window, 1):
+        raise ConfigError(f"window length {window} is below the model's minimum ({min_window} bases); set --window-length")
+    dev = _device(device)
+    network.to(dev)
+    genome = Genome(fasta)
+    if regions is not None:
+        stretches = regions if isinstance(regions, list) else read_bed_regions(regions)
+        for iv in stretches:
+            genome.validate_interval(iv.name, iv.start, iv.end)
+    else:
+        names = records if records else genome.names
+        for name in names:
+            if name not in genome.lengths:
+                raise InputFileError(fasta, f"no record named {name!r} (records: {', '.join(genome.names[:5])}...)")
+        stretches = [Interval(name, 0, genome.lengths[name]) for name in names]
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"gff3": out.with_name(out.name + ".gff3"), "bed": out.with_name(out.name + ".bed")}
+    suffix = ".bw" if bigwig else ".bedgraph"
+    tracked = [c for c in scheme.classes[1:]]
+    lengths = {iv.name: genome.lengths[iv.name] for iv in stretches}
+    update, close = _progress(sum(len(iv) for iv in stretches) * (2 if both_strands else 1), "annotate")
+    tables = []
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for cls in tracked:
+            for strand, sign in (("plus", "+"), ("minus", "-")):
+                key = f"{cls}.{strand}"
+                paths[key] = out.with_name(f"{out.name}.{key}{suffix}")
+                writers[key] = stack.enter_context(open_track(
+                    paths[key], f"{out.name} {cls} ({sign})", sequence_lengths=lengths if bigwig else None,
+                    description=f"genoformer P({cls}) on the {sign} strand"))
+        for iv in stretches:
+            probs = predict_record(network, genome, iv.name, pretrained.tokenizer, scheme.n_classes,
+                                   window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
+                                   both_strands=both_strands, device=dev, progress=update)
+            sequence = genome.fetch(iv.name, iv.start, iv.end)
+            table = decode_record(sequence, probs, iv.name, scheme, organism=organism)
+            table[["start", "end"]] += iv.start
+            tables.append(table)
+            for c, cls in enumerate(scheme.classes):
+                if cls not in tracked:
+                    continue
+                for row, strand in enumerate(("plus", "minus")):
+                    track = probs[row, c]
+                    if bigwig or iv.start or iv.end != genome.lengths[iv.name]:
+                        # Region runs: place the stretch on its record, zeros elsewhere.
+                        full = np.zeros(genome.lengths[iv.name], dtype=np.float32)
+                        full[iv.start : iv.end] = track
+                        track = full
+                    writers[f"{cls}.{strand}"].add(iv.name, track)
+        close()
+        predictions = pd.concat(tables, ignore_index=True)
+        write_gff3(predictions, paths["gff3"], lengths)
+        write_bed(predictions, paths["bed"], sequence_lengths=lengths,
+                  types=["gene", "ncRNA"] if scheme.kind == "gene_structure" else None)
+    return paths
+
+
+def annotate(args: argparse.Namespace) -> int:
+    paths = annotate_genome(
+        args.model, args.fasta, args.out, records=args.records, regions=args.regions, organism=args.organism,
+        window_length=args.window_length, batch_size=args.batch_size, both_strands=not args.single_strand,
+        bigwig=args.bigwig, device=args.device,
+    )
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate as score, format_table, write_json
+    from .genome import Genome, read_annotation, read_bed_regions
+
+    reference = read_annotation(args.reference)
+    prediction = read_annotation(args.prediction)
+    if args.fasta:
+        lengths = Genome(args.fasta).lengths
+    else:
+        both = __import__("pandas").concat([reference, prediction])
+        lengths = both.groupby("seqid")["end"].max().astype(int).to_dict()
+    regions = read_bed_regions(args.regions) if args.regions else None
+    results = score(reference, prediction, lengths=lengths, regions=regions,
+                    prokaryote=args.organism == "prokaryote")
+    print(format_table(results))
+    if args.json:
+        write_json(results, args.json)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import torch
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused or corrupt file
+        raise InputFileError(path, f"cannot load checkpoint safely ({type(exc).__name__}: {exc})") from None
+    from .tasks import TASKS
+
+    name = checkpoint.get("genoformer_task")
+    if name not in TASKS:
+        raise InputFileError(path, "not a genoformer training checkpoint (no task recorded)")
+    task = TASKS[name](**checkpoint["hyper_parameters"])
+    task.load_state_dict(checkpoint["state_dict"])
+    print(task.export(args.out))
+    return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    from .model.memory import plan_from_cli
+
+    print(plan_from_cli(args.config, args.length, batch_size=args.batch_size, precision=args.precision,
+                        inference=args.inference))
+    return 0
+
+
+def pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    report = run_pipeline(args.config, args.out, stages=args.stages)
+    print(report)
+    return 0

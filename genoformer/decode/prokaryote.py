@@ -1,0 +1,226 @@
+"""Prokaryotic gene calls: open reading frames scored by the model's coding probability.
+
+What is built (a segment-level decoder, as fast gene finders do; no per-base loop):
+
+1. Per strand (the − strand is decoded on the reverse complement, with its probability row
+   reversed), every base gets the coding log-odds ``log p(CDS) - log(1 - p(CDS))`` and their prefix
+   sums, so the score of any span is two lookups.
+2. Stop and start codons are found for all positions at once from 3-mer codes. For each frame the
+   start codons are assigned to the first in-frame stop downstream (``searchsorted``): that is the
+   ORF each start opens. A candidate gene is start..stop inclusive of the stop codon; per stop the
+   start with the best score (span log-odds plus a small start-codon prior, ATG > GTG > TTG) among
+   candidates of at least ``min_cds_length`` is kept, and it is kept only if its score exceeds
+   ``min_score``. One candidate per stop, all vectorised.
+3. Overlaps on a strand are resolved by weighted interval scheduling over the candidates sorted by
+   end: a gene may overlap its predecessor by up to ``max_overlap`` bases (operons), and the
+   log-odds of an overlap, counted by both genes, is subtracted once so that alternative-frame ORFs
+   straddling two real genes do not pay. The only Python loop is over candidates (and their few
+   overlapping predecessors). The two strands are decoded independently: the model's per-strand
+   probabilities already decide antisense overlaps.
+
+Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
+strands) decodes in a few seconds on one core.
+
+Each gene is written gene -> mRNA -> exon + CDS (exon = CDS span, phase 0), the same hierarchy as
+eukaryotic calls, so exporters and the evaluator treat both alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from genoformer.decode.segments import (
+    StrandSums, Transcript, encode_bases, prefix_sums, reverse_complement_codes, transcript_table, word_codes, word_mask,
+)
+
+GENE_STRUCTURE_CLASSES = ("intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR", "ncRNA")
+# Log prior of each start codon relative to ATG (~90% / 8% / 1% of E. coli starts); it only breaks
+# near-ties where the coding probability rises over a few codons.
+START_CODONS = MappingProxyType({"ATG": 0.0, "GTG": -2.4, "TTG": -4.5})
+STOP_CODONS = ("TAA", "TAG", "TGA")
+# Alternative starts kept per stop codon for the overlap resolution to choose from.
+STARTS_PER_STOP = 8
+EPS = 1e-6
+
+
+def resolve_classes(probs: np.ndarray, classes: Sequence[str] | None) -> tuple[str, ...]:
+    """The class names of ``probs`` rows: given, or the gene-structure set (without ncRNA for 5 rows)."""
+    if classes is None:
+        n = probs.shape[1]
+        classes = GENE_STRUCTURE_CLASSES[:n] if n in (5, 6) else None
+        if classes is None:
+            raise ValueError(f"cannot tell the classes of {n} probability rows; pass classes=")
+    classes = tuple(classes)
+    if probs.shape[1] != len(classes):
+        raise ValueError(f"{probs.shape[1]} probability rows for {len(classes)} classes {classes}")
+    return classes
+
+
+def check_inputs(sequence: str, probs: np.ndarray) -> np.ndarray:
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] != 2:
+        raise ValueError(f"expected probabilities of shape (2, n_classes, length), got {probs.shape}")
+    if probs.shape[2] != len(sequence):
+        raise ValueError(f"probabilities cover {probs.shape[2]} bases but the sequence has {len(sequence)}")
+    return probs
+
+
+def strand_view(codes: np.ndarray, probs: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and (classes, length) probabilities of strand ``row`` read 5' -> 3' along that strand."""
+    if row == 0:
+        return codes, probs[0]
+    return reverse_complement_codes(codes), probs[1, :, ::-1]
+
+
+def _start_table(start_codons: Mapping[str, float] | Sequence[str]) -> dict[str, float]:
+    if isinstance(start_codons, Mapping):
+        return {codon.upper(): float(bonus) for codon, bonus in start_codons.items()}
+    return {codon.upper(): 0.0 for codon in start_codons}
+
+
+def orf_candidates(
+    codes: np.ndarray,
+    log_odds_sums: np.ndarray,
+    starts: Mapping[str, float],
+    stops: Sequence[str],
+    min_length: int,
+    min_score: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate genes on one strand: (begin, end, score) arrays in strand coordinates.
+
+    Per stop codon: the best-scoring start and up to ``STARTS_PER_STOP - 1`` shorter alternatives
+    that each beat every start downstream of them.
+
+    ``end`` includes the stop codon. ``log_odds_sums`` is the (length + 1,) prefix sum of the coding log-odds.
+    """
+    words = word_codes(codes, 3)
+    stop_at = np.flatnonzero(word_mask(words, stops, 3))
+    start_bonus = np.zeros(65, dtype=np.float64)
+    is_start = np.zeros(65, dtype=bool)
+    for codon, bonus in starts.items():
+        word = int(word_codes(encode_bases(codon), 3)[0])
+        start_bonus[word], is_start[word] = bonus, True
+    start_at = np.flatnonzero(is_start[words])
+
+    found = []
+    for frame in range(3):
+        frame_stops = stop_at[stop_at % 3 == frame]
+        frame_starts = start_at[start_at % 3 == frame]
+        which = np.searchsorted(frame_stops, frame_starts)  # first in-frame stop downstream of each start
+        ok = which < len(frame_stops)
+        begin, which = frame_starts[ok], which[ok]
+        end = frame_stops[which] + 3
+        long_enough = end - begin >= min_length
+        begin, end, which = begin[long_enough], end[long_enough], which[long_enough]
+        score = log_odds_sums[end] - log_odds_sums[begin] + start_bonus[words[begin]]
+        # Walking upstream from the stop, a start is worth keeping only if it beats every start
+        # downstream of it (a longer gene must score higher to be preferred; a shorter one may be
+        # needed to fit beside a neighbour). Keep the best few of those per stop.
+        order = np.lexsort((-begin, which))
+        group, ranked = which[order], score[order]
+        running = pd.Series(ranked).groupby(group).cummax().to_numpy()
+        new_group = np.concatenate(([True], group[1:] != group[:-1]))
+        record = new_group | (ranked > np.concatenate(([-np.inf], running[:-1])))
+        kept = order[record]
+        best_first = kept[np.lexsort((-score[kept], which[kept]))]
+        rank = pd.Series(which[best_first]).groupby(which[best_first]).cumcount().to_numpy()
+        chosen = best_first[rank < STARTS_PER_STOP]
+        found.append((begin[chosen], end[chosen], score[chosen]))
+    begin, end, score = (np.concatenate(parts) for parts in zip(*found))
+    keep = score > min_score
+    return begin[keep], end[keep], score[keep]
+
+
+def select_genes(
+    begin: np.ndarray, end: np.ndarray, score: np.ndarray, log_odds_sums: np.ndarray, max_overlap: int
+) -> np.ndarray:
+    """Indices of the best-scoring set of candidates whose pairwise overlaps are at most ``max_overlap``.
+
+    Weighted interval scheduling over candidates sorted by end (one strand, any consistent
+    coordinates). A predecessor either ends before the gene starts (best of all such, by prefix
+    maximum) or overlaps it by at most ``max_overlap``; then the overlap's log-odds is paid once.
+    Needs every candidate longer than ``max_overlap`` (so an allowed predecessor starts earlier).
+    """
+    n = len(begin)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((begin, end))
+    b, e, w = begin[order], end[order], score[order]
+    clear = np.searchsorted(e, b, side="right")  # candidates ending at or before each start
+    reach = np.minimum(np.searchsorted(e, b + max_overlap, side="right"), np.arange(n))
+    counts = np.maximum(reach - clear, 0)
+    # All (predecessor i, gene j) pairs with an allowed overlap, and the overlap's log-odds.
+    pair_j = np.repeat(np.arange(n), counts)
+    pair_i = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(clear, counts)
+    cost = np.maximum(log_odds_sums[e[pair_i]] - log_odds_sums[b[pair_j]], 0.0)
+    pair_offsets = np.concatenate(([0], np.cumsum(counts))).tolist()
+    pair_i_list, cost_list = pair_i.tolist(), cost.tolist()
+    clear_list, w_list = clear.tolist(), w.tolist()
+
+    best = [0.0] * n
+    back = [-1] * n
+    prefix_best = [0.0] * (n + 1)  # best total over the first k candidates
+    prefix_arg = [-1] * (n + 1)
+    for j in range(n):
+        total, arg = prefix_best[clear_list[j]], prefix_arg[clear_list[j]]
+        for p in range(pair_offsets[j], pair_offsets[j + 1]):
+            i = pair_i_list[p]
+            value = best[i] - cost_list[p]
+            if value > total:
+                total, arg = value, i
+        best[j] = w_list[j] + total
+        back[j] = arg
+        if best[j] > prefix_best[j]:
+            prefix_best[j + 1], prefix_arg[j + 1] = best[j], j
+        else:
+            prefix_best[j + 1], prefix_arg[j + 1] = prefix_best[j], prefix_arg[j]
+    chosen = []
+    j = prefix_arg[n]
+    while j >= 0:
+        chosen.append(j)
+        j = back[j]
+    return np.sort(order[chosen])
+
+
+def call_genes_prokaryote(
+    sequence: str,
+    probs: np.ndarray,
+    seqid: str,
+    *,
+    classes: Sequence[str] | None = None,
+    min_cds_length: int = 90,
+    start_codons: Mapping[str, float] | Sequence[str] = START_CODONS,
+    stop_codons: Sequence[str] = STOP_CODONS,
+    max_overlap: int = 60,
+    min_score: float = 0.0,
+) -> pd.DataFrame:
+    """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
+
+    ``start_codons`` is a sequence of codons (no preference) or a mapping codon -> log prior
+    added to a candidate's score. ``min_score`` is the least summed coding log-odds of a kept gene.
+    ``max_overlap`` is clamped below ``min_cds_length``.
+    """
+    probs = check_inputs(sequence, probs)
+    classes = resolve_classes(probs, classes)
+    if "CDS" not in classes:
+        raise ValueError(f"no CDS class among {classes}")
+    cds = classes.index("CDS")
+    starts = _start_table(start_codons)
+    max_overlap = max(0, min(max_overlap, min_cds_length - 1))
+    codes = encode_bases(sequence)
+    n = len(sequence)
+
+    transcripts = []
+    for row, strand in enumerate(("+", "-")):
+        strand_codes, strand_probs = strand_view(codes, probs, row)
+        p = np.clip(strand_probs[cds].astype(np.float64), EPS, 1.0 - EPS)
+        sums = prefix_sums(np.log(p) - np.log1p(-p))
+        begin, end, score = orf_candidates(strand_codes, sums, starts, stop_codons, min_cds_length, min_score)
+        keep = select_genes(begin, end, score, sums, max_overlap)
+        for b, e in zip(begin[keep].tolist(), end[keep].tolist()):
+            span = (b, e) if row == 0 else (n - e, n - b)
+            transcripts.append(Transcript(strand=strand, cds=[span]))
+    return transcript_table(seqid, transcripts, StrandSums(probs, classes))

@@ -1,0 +1,170 @@
+"""Coding gene models of an annotation table, and exon/gene level matching.
+
+Each CDS row becomes a *part* of a transcript: the transcript is the CDS's parent (several
+parents: one part per parent, protein/polypeptide parents skipped), else its transcript_id,
+else its own ID; the gene is the topmost ancestor of the transcript through Parent links,
+else the row's gene_id, else the transcript itself. So NCBI prokaryotic files (CDS -> gene),
+eukaryotic GFF3 (CDS -> mRNA -> gene), GTF (transcript_id/gene_id) and bare CDS lists all
+give one chain of CDS parts per transcript.
+
+Pseudogenes are not coding genes: CDS rows marked ``pseudo=true``, or below a feature whose
+type names a pseudogene or that is marked ``pseudo=true``, are dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
+_NOT_TRANSCRIPTS = {"protein", "polypeptide"}
+
+
+def _present(series: pd.Series) -> pd.Series:
+    return series.notna() & (series.astype(str) != "")
+
+
+def _ancestors(keys: pd.Series, parent_of: dict[str, str]):
+    """Yield the successive ancestors of each key (first parent each step; NaN once past the root)."""
+    current = keys
+    for _ in range(len(parent_of) + 1):
+        current = current.map(parent_of)
+        if not current.notna().any():
+            return
+        yield current
+    raise ValueError("the Parent links of the annotation form a cycle")
+
+
+def _root(keys: pd.Series, parent_of: dict[str, str]) -> pd.Series:
+    """Topmost ancestor of each key (the key itself when it has no parent)."""
+    root = keys
+    for upper in _ancestors(keys, parent_of):
+        root = upper.where(upper.notna(), root)
+    return root
+
+
+def _parent_map(table: pd.DataFrame) -> dict[str, str]:
+    has = _present(table["id"]) & _present(table["parent"])
+    rows = table[has]
+    return dict(zip(rows["id"].astype(str), rows["parent"].astype(str).str.split(",").str[0]))
+
+
+def is_pseudo(table: pd.DataFrame) -> np.ndarray:
+    """Rows that are pseudogenes, marked ``pseudo=true``, or descend from such a feature."""
+    marked = table["type"].astype(str).str.contains("pseudogen", case=False).to_numpy() | np.array(
+        [isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true" for a in table["attributes"]], dtype=bool
+    )
+    pseudo_ids = set(table.loc[marked & _present(table["id"]).to_numpy(), "id"].astype(str))
+    if not pseudo_ids:
+        return marked
+    parent_of = _parent_map(table)
+    first = table["parent"].where(_present(table["parent"])).astype(object)
+    first = first.map(lambda text: text.split(",")[0] if isinstance(text, str) else None)
+    below = first.isin(pseudo_ids).to_numpy()
+    for upper in _ancestors(first, parent_of):
+        below = below | upper.isin(pseudo_ids).to_numpy()
+    return marked | below
+
+
+def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
+    """Non-pseudo CDS parts: columns seqid, strand, start, end, transcript, gene (one row per part and transcript)."""
+    cds = table[(table["type"] == "CDS").to_numpy() & ~is_pseudo(table)]
+    kinds = dict(zip(table.loc[_present(table["id"]), "id"].astype(str), table.loc[_present(table["id"]), "type"]))
+    own = pd.Series([f"\0row{i}" for i in range(len(cds))], index=cds.index)
+    for column in ("id", "transcript_id"):
+        own = cds[column].where(_present(cds[column]), own)
+    parents = cds["parent"].where(_present(cds["parent"])).astype(object)
+    parents = parents.map(lambda text: None if not isinstance(text, str) else text.split(","))
+    parts = cds.assign(transcript=parents).explode("transcript")
+    transcripts = parts["transcript"].where(parts["transcript"].notna(), own.reindex(parts.index)).astype(str)
+    # Drop protein-like parents, but keep a CDS whose only parent is one.
+    protein = transcripts.map(kinds).isin(_NOT_TRANSCRIPTS)
+    keep_any = ~protein.groupby(level=0).transform("all")
+    parts = parts.assign(transcript=transcripts)[(~protein) | ~keep_any]
+
+    # A transcript named by a Parent but absent from the table (cut-off slices) falls back to gene_id.
+    gene = _root(parts["transcript"], _parent_map(table))
+    orphan = ~parts["transcript"].isin(kinds.keys()) & _present(parts["gene_id"])
+    gene = gene.where(~orphan, parts["gene_id"])
+    out = pd.DataFrame(
+        {
+            "seqid": parts["seqid"].astype(str).to_numpy(),
+            "strand": parts["strand"].astype(str).to_numpy(),
+            "start": parts["start"].to_numpy(dtype=np.int64),
+            "end": parts["end"].to_numpy(dtype=np.int64),
+            "transcript": parts["transcript"].to_numpy(),
+            "gene": gene.astype(str).to_numpy(),
+        }
+    )
+    return out.drop_duplicates(["transcript", "start", "end", "strand"]).reset_index(drop=True)
+
+
+def inside_regions(seqid: pd.Series, start: pd.Series, end: pd.Series, regions: dict[str, np.ndarray] | None) -> np.ndarray:
+    """Whether each interval lies wholly inside one (merged) region; all True without regions.
+
+    ``regions`` maps a record to an array (n, 2) of sorted, disjoint [start, end) intervals.
+    """
+    if regions is None:
+        return np.ones(len(seqid), dtype=bool)
+    inside = np.zeros(len(seqid), dtype=bool)
+    seqids = seqid.to_numpy()
+    for name, spans in regions.items():
+        rows = np.flatnonzero(seqids == name)
+        if rows.size == 0 or spans.size == 0:
+            continue
+        starts, ends = start.to_numpy()[rows], end.to_numpy()[rows]
+        # The only region that can hold [s, e) is the last one starting at or before s.
+        which = np.searchsorted(spans[:, 0], starts, side="right") - 1
+        ok = which >= 0
+        inside[rows[ok]] = ends[ok] <= spans[which[ok], 1]
+    return inside
+
+
+def exon_counts(reference: pd.DataFrame, prediction: pd.DataFrame, regions) -> dict:
+    """Unique CDS exons (record, strand, start, end) inside the regions, and how many match exactly."""
+    key = ["seqid", "strand", "start", "end"]
+    ref = reference[key].drop_duplicates()
+    pred = prediction[key].drop_duplicates()
+    ref = ref[inside_regions(ref["seqid"], ref["start"], ref["end"], regions)]
+    pred = pred[inside_regions(pred["seqid"], pred["start"], pred["end"], regions)]
+    matched = len(ref.merge(pred, on=key))
+    return {"reference": len(ref), "predicted": len(pred), "matched_reference": matched, "matched_predicted": matched}
+
+
+def transcript_keys(parts: pd.DataFrame, regions) -> pd.DataFrame:
+    """One row per transcript: gene, its exact CDS chain key and its stop-codon key, for genes inside the regions.
+
+    The chain key is record, strand(s) and every (start, end) in order; the stop key is record,
+    strand and the 3' end of the CDS on that strand (end on +, start on -).
+    """
+    parts = parts.sort_values(["transcript", "start", "end"], kind="stable")
+    coords = parts["start"].astype(str) + "-" + parts["end"].astype(str)
+    grouped = parts.assign(coords=coords).groupby("transcript", sort=False)
+    table = grouped.agg(
+        gene=("gene", "first"),
+        seqid=("seqid", "first"),
+        strands=("strand", lambda s: "".join(sorted(set(s)))),
+        start=("start", "min"),
+        end=("end", "max"),
+        chain=("coords", ",".join),
+    )
+    span = table.groupby("gene").agg(seqid=("seqid", "first"), start=("start", "min"), end=("end", "max"))
+    keep_genes = span.index[inside_regions(span["seqid"], span["start"], span["end"], regions)]
+    table = table[table["gene"].isin(keep_genes)]
+    table["chain"] = table["seqid"] + "\0" + table["strands"] + "\0" + table["chain"]
+    stop = np.where(table["strands"] == "-", table["start"], table["end"]).astype(str)
+    table["stop"] = (table["seqid"] + "\0" + table["strands"] + "\0" + stop).where(table["strands"].isin(["+", "-"]))
+    return table
+
+
+def gene_counts(reference: pd.DataFrame, prediction: pd.DataFrame, column: str) -> dict:
+    """Genes with at least one transcript whose ``column`` key (chain or stop) occurs on the other side."""
+    ref_keys = set(reference[column].dropna())
+    pred_keys = set(prediction[column].dropna())
+    found = reference.loc[reference[column].isin(pred_keys), "gene"].nunique()
+    correct = prediction.loc[prediction[column].isin(ref_keys), "gene"].nunique()
+    return {
+        "reference": int(reference["gene"].nunique()),
+        "predicted": int(prediction["gene"].nunique()),
+        "matched_reference": int(found),
+        "matched_predicted": int(correct),
+    }

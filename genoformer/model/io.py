@@ -1,0 +1,131 @@
+"""Save and load an exported model folder.
+
+A model folder holds exactly three files with fixed names (so nothing inside a downloaded
+folder can point outside it):
+
+- ``config.json``: format version, the :class:`ReformerConfig`, the task and its head settings
+  (e.g. the label scheme of a tagger), all plain JSON;
+- ``model.safetensors``: the weights (safetensors never executes code on load);
+- ``tokenizer.json``: the tokenizer, so a model always carries the vocabulary it was trained with.
+
+The folder is written next to its destination and renamed into place, so an interrupted export
+leaves the old folder (or none), never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import ConfigError, ModelFileError
+from ..tokenize import Tokenizer, load_tokenizer
+from .config import ReformerConfig
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass
+class PretrainedModel:
+    """What a model folder holds, read and validated but not yet bound to modules."""
+
+    folder: Path
+    config: ReformerConfig
+    tokenizer: Tokenizer
+    task: str
+    head: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+    def load_into(self, module: torch.nn.Module, *, prefix: str = "", strict: bool = True) -> None:
+        """Load the weights whose names start with ``prefix`` into ``module``; name any mismatch."""
+        weights = {k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+        expected = module.state_dict()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected)) if strict else []
+        wrong_shape = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+        if missing or unexpected or wrong_shape:
+            problems = []
+            if missing:
+                problems.append(f"missing tensors {missing[:3]}{'...' if len(missing) > 3 else ''}")
+            if unexpected:
+                problems.append(f"unexpected tensors {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+            for k in wrong_shape[:3]:
+                problems.append(f"{k} has shape {tuple(weights[k].shape)}, model expects {tuple(expected[k].shape)}")
+            raise ModelFileError(self.folder / WEIGHTS_FILE, "weights do not match config.json: " + "; ".join(problems))
+        module.load_state_dict({k: weights[k] for k in expected}, strict=True)
+
+
+def save_pretrained(
+    folder: str | os.PathLike,
+    module: torch.nn.Module,
+    config: ReformerConfig,
+    tokenizer: Tokenizer,
+    *,
+    task: str,
+    head: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``module``'s weights with its config and tokenizer into ``folder`` atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        meta = {"format": "genoformer", "format_version": FORMAT_VERSION, "task": task,
+                "model": config.to_dict(), "head": head or {}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "genoformer"})
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_pretrained(folder: str | os.PathLike) -> PretrainedModel:
+    """Read and validate a model folder written by :func:`save_pretrained`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFileError(folder, "model folder not found" if not folder.exists() else "not a folder")
+    for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
+        if not (folder / name).is_file():
+            raise ModelFileError(folder / name, "missing from the model folder")
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(folder / CONFIG_FILE, f"not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "genoformer":
+        raise ModelFileError(folder / CONFIG_FILE, "not a genoformer model config")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(folder / CONFIG_FILE,
+                             f"format version {meta.get('format_version')!r}, this genoformer reads {FORMAT_VERSION}")
+    try:
+        config = ReformerConfig.from_dict(meta["model"])
+        tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(folder / CONFIG_FILE, f"invalid model settings: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ModelFileError(folder / TOKENIZER_FILE,
+                             f"tokenizer has {tokenizer.vocab_size} tokens, config.json says {config.vocab_size}")
+    try:
+        state_dict = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(folder / WEIGHTS_FILE, f"cannot read weights ({exc})") from None
+    return PretrainedModel(folder, config, tokenizer, str(meta.get("task", "")), dict(meta.get("head") or {}), state_dict)

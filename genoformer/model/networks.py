@@ -1,0 +1,67 @@
+"""Encoder + head pairs: the plain-PyTorch networks that tasks train and model folders hold.
+
+The weights of a model folder are the ``state_dict`` of one of these, so ``encoder.*`` names are
+the same for every task and a tagger can start from a pretrained masked-LM encoder.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from .config import ReformerConfig
+from .heads import MaskedLMHead, TaggingHead
+from .io import PretrainedModel, load_pretrained
+from .reformer import Reformer
+
+
+class ReformerForMaskedLM(nn.Module):
+    """Encoder and a token-prediction head (masked or, with ``config.causal``, next-token LM)."""
+
+    task = "masked_lm"
+
+    def __init__(self, config: ReformerConfig):
+        super().__init__()
+        self.encoder = Reformer(config)
+        self.lm_head = MaskedLMHead(config)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(input_ids, attention_mask)  # (batch, length, d_model)
+
+
+class ReformerTagger(nn.Module):
+    """Encoder and a per-base, strand-aware classification head."""
+
+    task = "tagging"
+
+    def __init__(self, config: ReformerConfig, n_classes: int, k: int = 1, stride: int = 1):
+        super().__init__()
+        self.encoder = Reformer(config)
+        self.head = TaggingHead(config.d_model, n_classes, k=k, stride=stride)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, n_bases: int) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask)  # (batch, tokens, d_model)
+        return self.head(hidden, n_bases)  # (batch, 2 strands, classes, bases)
+
+
+def load_network(folder: str | os.PathLike) -> tuple[nn.Module, PretrainedModel]:
+    """Rebuild the network stored in a model folder, weights loaded, in eval mode."""
+    pretrained = load_pretrained(folder)
+    if pretrained.task == ReformerTagger.task:
+        try:
+            classes = pretrained.head["classes"]
+        except KeyError:
+            raise ModelFileError(pretrained.folder / "config.json", "tagging model without head.classes") from None
+        network: nn.Module = ReformerTagger(pretrained.config, len(classes),
+                                            k=pretrained.tokenizer.k, stride=pretrained.tokenizer.stride)
+    elif pretrained.task == ReformerForMaskedLM.task:
+        network = ReformerForMaskedLM(pretrained.config)
+    else:
+        raise ModelFileError(pretrained.folder / "config.json", f"unknown task {pretrained.task!r}")
+    pretrained.load_into(network)
+    return network.eval(), pretrained
+
+
+__all__ = ["ReformerForMaskedLM", "ReformerTagger", "load_network"]

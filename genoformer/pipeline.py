@@ -1,0 +1,275 @@
+"""The end-to-end job: pretrain → fine-tune → annotate → evaluate → report.
+
+One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
+stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
+depends on, its outputs and its wall time); a rerun skips a stage whose record matches, and a
+training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
+(``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigError, InputFileError
+from .files import atomic_write
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
+STAGES = ("pretrain", "finetune", "annotate", "evaluate", "report")
+
+# Every key a pipeline config may hold, with its default (None: required or optional path).
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "data": {"fasta": None, "annotation": None, "organism": "prokaryote", "classes": "gene_structure",
+             "val_regions": None, "test_regions": None},
+    "model": {"tokenizer": "nucleotide", "d_model": 128, "n_heads": 4, "depth": 4, "d_ff": 512,
+              "attention": "lsh", "chunk_size": 64, "n_hashes": 2, "dropout": 0.1, "reversible": True},
+    "trainer": {"accelerator": "auto", "devices": 1, "precision": "32", "gradient_clip_val": 1.0,
+                "log_every_n_steps": 10, "num_nodes": 1, "strategy": "auto"},
+    "pretrain": {"enabled": True, "window_length": 4096, "batch_size": 8, "max_steps": 200, "lr": 1e-3,
+                 "warmup_steps": 50, "num_workers": 0},
+    "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
+                 "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None},
+    "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None},
+}
+# Which config sections each stage depends on (its hash covers these).
+DEPENDS = {
+    "pretrain": ("seed", "data", "model", "trainer", "pretrain"),
+    "finetune": ("seed", "data", "model", "trainer", "pretrain", "finetune"),
+    "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
+    "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
+    "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
+}
+
+
+def _merge(defaults: dict, given: dict, path: str, where: str) -> dict:
+    out = copy.deepcopy(defaults)
+    for key, value in given.items():
+        name = f"{path}{key}"
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown key {name!r} (known: {', '.join(sorted(defaults))})")
+        default = defaults[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {name!r} must be a mapping, got {type(value).__name__}")
+            out[key] = _merge(default, value, f"{name}.", where)
+        elif default is not None and value is not None and not _same_kind(default, value):
+            raise ConfigError(f"{where}: {name!r} must be {type(default).__name__}, got {value!r}")
+        else:
+            out[key] = value
+    return out
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) == isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(default, str):
+        return isinstance(value, (str, list))  # e.g. attention: a name or a per-layer list
+    return True
+
+
+def load_config(path: str | Path | None) -> dict:
+    """Read a pipeline YAML (as data, never code), check every key and type, fill defaults."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise InputFileError(path, "pipeline config not found")
+    try:
+        given = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputFileError(path, f"not valid YAML ({exc})") from None
+    if not isinstance(given, dict):
+        raise InputFileError(path, "a pipeline config must be a mapping of sections")
+    config = _merge(DEFAULTS, given, "", str(path))
+    base = path.parent if path != DEFAULT_CONFIG else PACKAGE_ROOT
+    data = config["data"]
+    if not data["fasta"]:
+        raise ConfigError(f"{path}: data.fasta is required")
+    for key in ("fasta", "annotation"):
+        if isinstance(data[key], str):
+            data[key] = [data[key]]
+    # Relative paths are relative to the working directory, else to the config's project root.
+    for key in ("fasta", "annotation", "val_regions", "test_regions"):
+        data[key] = _resolve(data[key], base)
+    for stage in ("finetune", "annotate"):
+        config[stage]["model"] = _resolve(config[stage]["model"], base)
+    return config
+
+
+def _resolve(value, base: Path):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    p = Path(value)
+    return str(p if p.is_absolute() or p.exists() else (base / p))
+
+
+def _digest(config: dict, stage: str) -> str:
+    text = json.dumps({k: config[k] for k in DEPENDS[stage]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _log(message: str) -> None:
+    print(f"[genoformer pipeline] {message}", file=sys.stderr, flush=True)
+
+
+class Pipeline:
+    """One run: a config and an output folder."""
+
+    def __init__(self, config: dict, out: Path):
+        self.config, self.out = config, out
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.out / "config.yaml") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
+
+    def record_path(self, stage: str) -> Path:
+        return self.out / stage / "stage.json"
+
+    def record(self, stage: str) -> dict | None:
+        path = self.record_path(stage)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        outputs_exist = all((self.out / p).exists() for p in record.get("outputs", []))
+        return record if record.get("digest") == _digest(self.config, stage) and outputs_exist else None
+
+    def run_stage(self, stage: str, fn: Callable[[Path], dict]) -> dict:
+        done = self.record(stage)
+        if done is not None:
+            _log(f"{stage}: up to date, skipped ({self.record_path(stage)})")
+            return done
+        _log(f"{stage}: running")
+        folder = self.out / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        result = fn(folder)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        result["digest"] = _digest(self.config, stage)
+        with atomic_write(self.record_path(stage)) as handle:
+            json.dump(result, handle, indent=2)
+        _log(f"{stage}: done in {result['seconds']} s")
+        return result
+
+    # ---- stages -----------------------------------------------------------------------------
+    def train(self, folder: Path, task, stage_cfg: dict, classes_data: bool) -> dict:
+        import pytorch_lightning as pl
+        from pytorch_lightning.callbacks import ModelCheckpoint
+        from pytorch_lightning.loggers import CSVLogger
+
+        from .tasks import GenomeDataModule
+
+        c, data = self.config, self.config["data"]
+        pl.seed_everything(c["seed"], workers=True, verbose=False)
+        steps_per_epoch = 50
+        datamodule = GenomeDataModule(
+            fasta=data["fasta"], annotation=data["annotation"] if classes_data else None,
+            classes=data["classes"], val_regions=data["val_regions"], test_regions=data["test_regions"],
+            val_fraction=0.0 if data["val_regions"] else 0.05, test_fraction=0.0,
+            window_length=stage_cfg["window_length"], batch_size=stage_cfg["batch_size"],
+            windows_per_epoch=stage_cfg["batch_size"] * steps_per_epoch,
+            max_eval_windows=None if classes_data else 64, num_workers=stage_cfg["num_workers"], seed=c["seed"],
+        )
+        checkpoints = folder / "checkpoints"
+        trainer = pl.Trainer(
+            **c["trainer"], max_steps=stage_cfg["max_steps"], default_root_dir=folder,
+            logger=CSVLogger(folder, name="logs", version=0),
+            callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=steps_per_epoch)],
+            num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+            check_val_every_n_epoch=max(1, stage_cfg["max_steps"] // steps_per_epoch // 3),
+        )
+        last = checkpoints / "last.ckpt"
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        task.export(folder / "model")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        return {"outputs": [str((folder / "model").relative_to(self.out))], "metrics": metrics,
+                "steps": int(trainer.global_step)}
+
+    def pretrain(self, folder: Path) -> dict:
+        from .tasks import MaskedLMTask
+
+        c, p = self.config, self.config["pretrain"]
+        task = MaskedLMTask(**c["model"], lr=p["lr"], warmup_steps=p["warmup_steps"], seed=c["seed"])
+        return self.train(folder, task, p, classes_data=False)
+
+    def finetune(self, folder: Path) -> dict:
+        from .tasks import TaggingTask
+
+        c, f = self.config, self.config["finetune"]
+        pretrained = f["model"] or (str(self.out / "pretrain" / "model") if c["pretrain"]["enabled"] else None)
+        task = TaggingTask(**c["model"], classes=c["data"]["classes"], organism=c["data"]["organism"],
+                           loss=f["loss"], freeze_encoder=f["freeze_encoder"], pretrained=pretrained,
+                           lr=f["lr"], warmup_steps=f["warmup_steps"], seed=c["seed"])
+        return self.train(folder, task, f, classes_data=True)
+
+    def annotate(self, folder: Path) -> dict:
+        from .commands import annotate_genome
+
+        c, a = self.config, self.config["annotate"]
+        model = a["model"] or str(self.out / "finetune" / "model")
+        from .genome import Genome, read_bed_regions
+
+        held_out = read_bed_regions(c["data"]["test_regions"]) if c["data"]["test_regions"] else None
+        outputs = []
+        for i, fasta in enumerate(c["data"]["fasta"]):
+            # The held-out BED may list records of several FASTA files: each takes its own.
+            names = set(Genome(fasta).lengths)
+            regions = None if held_out is None else [iv for iv in held_out if iv.name in names]
+            paths = annotate_genome(model, fasta, folder / f"genome{i}", regions=regions,
+                                    organism=c["data"]["organism"], window_length=a["window_length"],
+                                    batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"])
+            outputs += [str(p.relative_to(self.out)) for p in paths.values()]
+        return {"outputs": outputs}
+
+    def evaluate(self, folder: Path) -> dict:
+        from .evaluate import evaluate, write_json
+        from .genome import Genome, read_annotation, read_bed_regions
+
+        c = self.config
+        results = {}
+        regions = read_bed_regions(c["data"]["test_regions"]) if c["data"]["test_regions"] else None
+        for i, (fasta, ref) in enumerate(zip(c["data"]["fasta"], c["data"]["annotation"] or [])):
+            genome = Genome(fasta)
+            prediction = read_annotation(self.out / "annotate" / f"genome{i}.gff3")
+            mine = [iv for iv in regions or [] if iv.name in genome.lengths] or None
+            results[Path(fasta).name] = evaluate(read_annotation(ref), prediction, lengths=genome.lengths,
+                                                 regions=mine, prokaryote=c["data"]["organism"] == "prokaryote")
+        write_json(results, folder / "metrics.json")
+        return {"outputs": [str((folder / "metrics.json").relative_to(self.out))]}
+
+    def report(self, folder: Path) -> dict:
+        from .report import write_report
+
+        path = write_report(self, folder)
+        return {"outputs": [str(p.relative_to(self.out)) for p in path]}
+
+
+def run_pipeline(config_path: str | Path | None = None, out: str | Path | None = None,
+                 stages: list[str] | None = None) -> Path:
+    """Run (or resume) the pipeline; returns the report's path."""
+    config = load_config(config_path)
+    out = Path(out) if out else Path("runs") / config["name"]
+    unknown = set(stages or []) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
+    pipeline = Pipeline(config, out)
+    wanted = [s for s in STAGES if (stages is None or s in stages)]
+    if not config["pretrain"]["enabled"] and "pretrain" in wanted:
+        wanted.remove("pretrain")
+    if not config["data"]["annotation"]:
+        wanted = [s for s in wanted if s == "pretrain"]
+    for stage in wanted:
+        pipeline.run_stage(stage, getattr(pipeline, stage))
+    report = out / "report" / "report.md"
+    _log(f"outputs in {out.resolve()}")
+    return report if report.exists() else out

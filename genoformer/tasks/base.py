@@ -1,0 +1,147 @@
+"""What every genoformer LightningModule shares.
+
+The encoder's settings arrive as plain arguments (so LightningCLI can set each one from YAML or a
+dotted flag, and the checkpoint's hyperparameters stay primitive and load with
+``weights_only=True``). This base class turns them into a :class:`ReformerConfig`, builds the
+optimiser and schedule, keeps the RNG streams in the checkpoint so a resumed run continues exactly,
+and refuses to save a checkpoint once the loss has become NaN/Inf.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from ..errors import TrainingError
+from ..model import ReformerConfig
+from ..model.io import PretrainedModel, load_pretrained, save_pretrained
+from ..tokenize import Tokenizer, make_tokenizer
+
+
+class ReformerTask(pl.LightningModule):
+    """Base class: an encoder built from primitive settings, AdamW with warm-up and cosine decay."""
+
+    task_name = ""
+
+    def __init__(
+        self,
+        tokenizer: str = "nucleotide",
+        d_model: int = 128,
+        n_heads: int = 4,
+        depth: int = 4,
+        d_ff: int = 512,
+        attention: str | list[str] = "lsh",
+        chunk_size: int = 64,
+        n_hashes: int = 2,
+        dropout: float = 0.1,
+        reversible: bool = True,
+        causal: bool = False,
+        pretrained: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.pretrained_model: PretrainedModel | None = load_pretrained(pretrained) if pretrained else None
+        if self.pretrained_model is not None:
+            # A pretrained folder fixes the vocabulary and the encoder's shape.
+            self.tokenizer: Tokenizer = self.pretrained_model.tokenizer
+            self.config = self.pretrained_model.config
+        else:
+            self.tokenizer = make_tokenizer(tokenizer)
+            self.config = ReformerConfig(
+                vocab_size=self.tokenizer.vocab_size, d_model=d_model, n_heads=n_heads, depth=depth,
+                d_ff=d_ff, attention=attention, chunk_size=chunk_size, n_hashes=n_hashes,
+                dropout=dropout, attention_dropout=dropout, causal=causal, reversible=reversible,
+                pad_token_id=self.tokenizer.pad_id, seed=seed,
+            )
+        self.network = self.build_network()
+        if self.pretrained_model is not None:
+            # Fine-tuning starts from the pretrained encoder; a head of another task starts fresh.
+            self.pretrained_model.load_into(self.network.encoder, prefix="encoder.", strict=False)
+        # First step at which the loss was not finite (-1: none). Kept on the device so the hot
+        # path never waits for the host; read at logging and checkpoint time.
+        self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+
+    def setup(self, stage: str) -> None:
+        # The model owns the tokenizer (a pretrained folder fixes it): the data module follows.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            datamodule.tokenizer = self.tokenizer
+
+    def build_network(self) -> torch.nn.Module:
+        """The plain-PyTorch network (``.encoder`` plus a head) this task trains and exports."""
+        raise NotImplementedError
+
+    # ---- numerical safety -------------------------------------------------------------------
+    def guard_loss(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        unset = self.first_nonfinite_step < 0
+        step = torch.tensor(self.global_step, device=loss.device)
+        self.first_nonfinite_step.copy_(torch.where(bad & unset, step, self.first_nonfinite_step))
+
+    def check_finite(self) -> None:
+        step = int(self.first_nonfinite_step)
+        if step >= 0:
+            raise TrainingError(
+                f"the training loss became NaN/Inf at step {step}; stopping before a poisoned checkpoint "
+                f"is written. Lower the learning rate (--model.lr), add gradient clipping "
+                f"(--trainer.gradient_clip_val 1.0) or train in fp32 (--trainer.precision 32)."
+            )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self.check_finite()
+
+    # ---- exact resume -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()
+        # Dropout and masking draw from the global torch RNG; Lightning does not store it.
+        checkpoint["genoformer_task"] = self.task_name
+        checkpoint["genoformer_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["genoformer_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("genoformer_rng")
+        if state:
+            torch.set_rng_state(state["cpu"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+
+    # ---- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- export -----------------------------------------------------------------------------
+    def head_settings(self) -> dict:
+        """JSON settings a subclass's head needs to be rebuilt from a model folder."""
+        return {}
+
+    def export(self, folder: str | Path) -> Path:
+        """Write a model folder (config.json, model.safetensors, tokenizer.json) others can load."""
+        return save_pretrained(folder, self.network, self.config, self.tokenizer,
+                               task=self.task_name, head=self.head_settings())

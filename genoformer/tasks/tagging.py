@@ -1,0 +1,193 @@
+"""Gene-region tagging: per-base, strand-aware classes, fine-tuned from a pretrained encoder."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..datasets.windows import IGNORE_LABEL
+from ..decode import decode_record
+from ..evaluate import evaluate
+from ..genome import LabelScheme
+from ..model.networks import ReformerTagger
+from ..predict import ProbabilityStitcher
+from .base import ReformerTask
+from .metrics import ConfusionMatrix
+
+
+class TaggingTask(ReformerTask):
+    """Per-base classification head on the Reformer encoder.
+
+    ``classes`` is ``"gene_structure"`` (intergenic, 5'UTR, CDS, intron, 3'UTR, ncRNA) or a list
+    of the user's own class names (BED name column or GFF feature types). The loss is plain,
+    class-weighted (weights 1/sqrt(frequency) measured on the training stretches) or focal.
+    Each validation epoch logs per-class F1/MCC per base and, for gene structures, decodes the
+    validation stretches into gene models and logs exon- and gene-level scores against the
+    reference annotation.
+    """
+
+    task_name = ReformerTagger.task
+
+    def __init__(
+        self,
+        classes: str | list[str] = "gene_structure",
+        organism: Literal["prokaryote", "eukaryote"] = "prokaryote",
+        loss: Literal["ce", "weighted", "focal"] = "weighted",
+        focal_gamma: float = 2.0,
+        freeze_encoder: bool = False,
+        gene_metrics: bool = True,
+        tokenizer: str = "nucleotide",
+        d_model: int = 128,
+        n_heads: int = 4,
+        depth: int = 4,
+        d_ff: int = 512,
+        attention: str | list[str] = "lsh",
+        chunk_size: int = 64,
+        n_hashes: int = 2,
+        dropout: float = 0.1,
+        reversible: bool = True,
+        pretrained: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        seed: int = 0,
+    ):
+        self.scheme = (LabelScheme.gene_structure() if classes == "gene_structure"
+                       else LabelScheme.from_names([classes] if isinstance(classes, str) else classes))
+        super().__init__(
+            tokenizer=tokenizer, d_model=d_model, n_heads=n_heads, depth=depth, d_ff=d_ff,
+            attention=attention, chunk_size=chunk_size, n_hashes=n_hashes, dropout=dropout,
+            reversible=reversible, causal=False, pretrained=pretrained, lr=lr,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
+        )
+        self.save_hyperparameters()
+        if freeze_encoder:
+            self.network.encoder.requires_grad_(False)
+        n = self.scheme.n_classes
+        self.register_buffer("class_weights", torch.ones(n), persistent=False)
+        self.confusion = {stage: ConfusionMatrix(n) for stage in ("val", "test")}
+        self.stitchers: dict[tuple[int, str, int], ProbabilityStitcher] = {}
+
+    def build_network(self) -> ReformerTagger:
+        return ReformerTagger(self.config, self.scheme.n_classes, k=self.tokenizer.k, stride=self.tokenizer.stride)
+
+    def head_settings(self) -> dict:
+        return {"classes": list(self.scheme.classes), "scheme": self.scheme.to_dict(),
+                "organism": self.hparams.organism, "window_length": self.window_length}
+
+    @property
+    def window_length(self) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return int(datamodule.hparams.window_length) if datamodule is not None else 0
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if tuple(datamodule.scheme.classes) != tuple(self.scheme.classes):
+            raise ValueError(f"model classes {self.scheme.classes} differ from the data's {datamodule.scheme.classes}")
+        if self.hparams.loss == "weighted" and stage == "fit":
+            freq = torch.as_tensor(datamodule.class_frequencies(), dtype=torch.float32)
+            weights = torch.where(freq > 0, freq.clamp_min(1e-6).rsqrt(), torch.zeros_like(freq))
+            self.class_weights.copy_(weights / (weights * freq).sum().clamp_min(1e-12))
+
+    # ---- loss -------------------------------------------------------------------------------
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float().transpose(1, 2)  # (batch, classes, strands, bases)
+        if self.hparams.loss == "focal":
+            logp = F.log_softmax(logits, dim=1)
+            valid = labels != IGNORE_LABEL
+            target = labels.clamp_min(0)
+            logp_t = logp.gather(1, target[:, None])[:, 0]  # (batch, strands, bases)
+            focal = -((1 - logp_t.exp()) ** self.hparams.focal_gamma) * logp_t
+            return focal[valid].mean()
+        weight = self.class_weights if self.hparams.loss == "weighted" else None
+        return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_LABEL)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        n_bases = batch["labels"].shape[-1] if "labels" in batch else self.window_length
+        return self.network(batch["input_ids"], batch["attention_mask"], n_bases)  # (batch, 2, classes, bases)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss_fn(self(batch), batch["labels"])
+        self.guard_loss(loss)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def eval_step(self, batch: dict, stage: str) -> None:
+        logits = self(batch)
+        labels = batch["labels"]
+        loss = self.loss_fn(logits, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=labels.shape[0], sync_dist=True)
+        self.confusion[stage].update(logits.argmax(2), labels)
+        if self.hparams.gene_metrics and self.scheme.kind == "gene_structure":
+            probs = torch.softmax(logits.float(), dim=2).cpu().numpy()
+            for i, p in enumerate(probs):
+                key = (int(batch["source"][i]), int(batch["record"][i]))
+                n = int(batch["n_bases"][i])
+                self.stitch(key, int(batch["start"][i]), p[:, :, :n], stage)
+
+    def stitch(self, key: tuple[int, int], start: int, probs: np.ndarray, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        source, record = key
+        name = datamodule.genomes[source].names[record]
+        for iv in datamodule.split_intervals(stage)[source]:
+            if iv.name == name and iv.start <= start < iv.end:
+                skey = (source, name, iv.start)
+                if skey not in self.stitchers:
+                    self.stitchers[skey] = ProbabilityStitcher(len(iv), self.scheme.n_classes, offset=iv.start)
+                self.stitchers[skey].add(start, probs)
+                return
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metrics("test")
+
+    def log_metrics(self, stage: str) -> None:
+        for name, value in self.confusion[stage].summary(self.scheme.classes).items():
+            self.log(f"{stage}/{name}", value, sync_dist=True)
+        self.confusion[stage].reset()
+        if self.stitchers and not self.trainer.sanity_checking:
+            for name, value in self.gene_level(stage).items():
+                self.log(f"{stage}/{name}", value)
+        self.stitchers.clear()
+
+    def gene_level(self, stage: str) -> dict[str, float]:
+        """Decode the stitched stretches into gene models; score them against the reference."""
+        datamodule = self.trainer.datamodule
+        predictions, regions = [], []
+        for (source, name, start), stitcher in self.stitchers.items():
+            probs = stitcher.result()
+            sequence = datamodule.genomes[source].fetch(name, start, start + probs.shape[-1])
+            table = decode_record(sequence, probs, name, self.scheme, organism=self.hparams.organism)
+            table[["start", "end"]] += start
+            predictions.append((source, table))
+        out: dict[str, float] = {}
+        for source, genome in enumerate(datamodule.genomes):
+            tables = [t for s, t in predictions if s == source]
+            if not tables:
+                continue
+            regions = datamodule.split_intervals(stage)[source]
+            result = evaluate(datamodule.annotations[source], pd.concat(tables, ignore_index=True),
+                              lengths=genome.lengths, regions=regions,
+                              prokaryote=self.hparams.organism == "prokaryote")
+            for level in ("exon", "gene"):
+                for metric in ("sensitivity", "precision", "f1"):
+                    value = result.get(level, {}).get(metric)
+                    if value is not None:
+                        out[f"{level}_{metric}"] = float(value)
+        return out
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return torch.softmax(self(batch).float(), dim=2)
