@@ -10,6 +10,7 @@ import pytest
 
 from genoformer.errors import RegionError
 from genoformer.evaluate import evaluate, format_table, write_json
+from genoformer.export import write_bed12
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.intervals import Interval
 
@@ -60,7 +61,8 @@ def test_identical_annotations_score_one_everywhere():
 
 
 def test_shifted_exon_boundary_fails_exon_and_gene_but_not_bases():
-    prediction = table(*gene("g1", "+", [(100, 160), (203, 260)]), *gene("g2", "-", [(400, 430), (500, 560), (600, 630)]))
+    prediction = table(*gene("g1", "+", [(100, 160), (203, 260)]),
+                       *gene("g2", "-", [(400, 430), (500, 560), (600, 630)]))
     results = evaluate(REFERENCE, prediction, lengths=LENGTHS)
     coding = results["nucleotide"]["coding"]
     assert (coding["tp"], coding["fp"], coding["fn"]) == (237, 0, 3)
@@ -92,10 +94,63 @@ def test_wrong_strand_is_wrong_except_on_the_unstranded_track():
     assert results["exon"]["matched_reference"] == 0 and results["gene"]["matched_reference"] == 0
 
 
+def test_cds_only_prediction_scores_genes_but_no_structure_classes():
+    # Prodigal-style output: CDS rows with an ID and no parent; each is its own gene.
+    prediction = table(("CDS", 100, 160, "+", "c1", None), ("CDS", 200, 260, "+", "c2", None),
+                       ("CDS", 400, 430, "-", "c3", None))
+    ncrna = table(("gene", 700, 800, "+", "nc", None), ("ncRNA", 700, 800, "+", "nc.1", "nc"))
+    reference = pd.concat([REFERENCE, ncrna])
+    results = evaluate(reference, prediction, lengths=LENGTHS)
+    assert results["settings"]["prokaryote"] is False and "gene_stop" not in results
+    assert results["gene"]["predicted"] == 3 and results["gene"]["matched_predicted"] == 0
+    assert results["exon"]["matched_reference"] == 3
+    assert "classes" not in results["nucleotide"]
+
+
+def test_per_class_scores_when_both_sides_carry_structure():
+    def transcript(cds_end: int) -> pd.DataFrame:
+        return table(
+            ("gene", 100, 400, "+", "g", None), ("mRNA", 100, 400, "+", "t", "g"),
+            ("exon", 100, 200, "+", None, "t"), ("exon", 300, 400, "+", None, "t"),
+            ("five_prime_UTR", 100, 150, "+", None, "t"), ("CDS", 150, 200, "+", None, "t"),
+            ("CDS", 300, cds_end, "+", None, "t"), ("three_prime_UTR", cds_end, 400, "+", None, "t"),
+        )
+    results = evaluate(transcript(350), transcript(360), lengths=LENGTHS)
+    classes = results["nucleotide"]["classes"]
+    assert set(classes) == {"intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR"}
+    assert (classes["CDS"]["tp"], classes["CDS"]["fp"], classes["CDS"]["fn"]) == (100, 10, 0)
+    assert (classes["three_prime_UTR"]["tp"], classes["three_prime_UTR"]["fn"]) == (40, 10)
+    assert classes["intron"]["f1"] == classes["five_prime_UTR"]["f1"] == 1.0
+    assert results["nucleotide"]["accuracy"] == pytest.approx(1 - 10 / 2000)
+    assert "nucleotide three_prime_UTR" in format_table(results)
+
+
+def test_bed12_export_of_the_reference_scores_perfectly(tmp_path):
+    bed = write_bed12(REFERENCE, tmp_path / "ref.bed")
+    results = evaluate(REFERENCE, read_annotation(bed), lengths=LENGTHS)
+    assert results["gene"]["f1"] == results["exon"]["f1"] == results["nucleotide"]["coding"]["f1"] == 1.0
+
+
+def test_gtf_stop_codon_rows_join_the_cds(tmp_path):
+    # GTF leaves the stop codon out of CDS; the same models as REFERENCE must still match exactly.
+    rows = [
+        ("transcript", 101, 260, "+", "g1"), ("CDS", 101, 160, "+", "g1"), ("CDS", 201, 257, "+", "g1"),
+        ("stop_codon", 258, 260, "+", "g1"),
+        ("transcript", 401, 630, "-", "g2"), ("stop_codon", 401, 403, "-", "g2"), ("CDS", 404, 430, "-", "g2"),
+        ("CDS", 501, 560, "-", "g2"), ("CDS", 601, 630, "-", "g2"),
+    ]
+    gtf = tmp_path / "pred.gtf"
+    gtf.write_text("".join(f'chr1\ttest\t{kind}\t{s}\t{e}\t.\t{strand}\t.\tgene_id "{g}"; transcript_id "{g}.1";\n'
+                           for kind, s, e, strand, g in rows))
+    results = evaluate(REFERENCE, read_annotation(gtf), lengths=LENGTHS)
+    assert results["gene"]["f1"] == results["exon"]["f1"] == results["nucleotide"]["coding"]["f1"] == 1.0
+
+
 def test_any_isoform_exact_finds_the_gene():
     reference = table(
         *gene("g1", "+", [(100, 160), (200, 260)]),
-        ("mRNA", 100, 300, "+", "g1.t2", "g1"), ("CDS", 100, 160, "+", None, "g1.t2"), ("CDS", 230, 300, "+", None, "g1.t2"),
+        ("mRNA", 100, 300, "+", "g1.t2", "g1"),
+        ("CDS", 100, 160, "+", None, "g1.t2"), ("CDS", 230, 300, "+", None, "g1.t2"),
     )
     prediction = table(*gene("p1", "+", [(100, 160), (230, 300)]))
     results = evaluate(reference, prediction, lengths=LENGTHS)
@@ -133,6 +188,10 @@ def test_unknown_record_and_feature_beyond_end_are_errors():
         evaluate(REFERENCE, REFERENCE, lengths={"chr2": 1000})
     with pytest.raises(RegionError, match="beyond"):
         evaluate(REFERENCE, REFERENCE, lengths={"chr1": 500})
+    with pytest.raises(RegionError, match="chr9"):
+        evaluate(REFERENCE, REFERENCE, lengths=LENGTHS, regions=[Interval("chr9", 0, 10)])
+    with pytest.raises(RegionError, match="outside"):
+        evaluate(REFERENCE, REFERENCE, lengths=LENGTHS, regions=[Interval("chr1", 900, 1001)])
 
 
 def test_report_table_and_json(tmp_path):
@@ -160,6 +219,13 @@ def test_ecoli_against_itself_is_perfect_and_fast(ecoli):
     assert 4250 < results["gene"]["reference"] < 4300
     for level in ("exon", "gene", "gene_stop"):
         assert results[level]["f1"] == 1.0
+
+
+def test_ecoli_gff_against_its_genbank_is_perfect(ecoli):
+    genbank = read_annotation(ECOLI_GFF.replace("genomic.gff.gz", "genomic.gbff.gz"))
+    results = evaluate(ecoli, genbank, lengths=ECOLI_LENGTHS)
+    assert results["nucleotide"]["coding"]["f1"] == 1.0
+    assert results["gene"]["f1"] == results["exon"]["f1"] == 1.0
 
 
 def test_ecoli_with_every_stop_moved_fails_genes_not_bases(ecoli):

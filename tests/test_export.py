@@ -29,7 +29,8 @@ def feature_lines(path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
 
 
-def gene_model(gene: str, strand: str, exons: list[tuple[int, int]], seqid: str = "chr1", score: float = np.nan) -> list[dict]:
+def gene_model(gene: str, strand: str, exons: list[tuple[int, int]], seqid: str = "chr1",
+               score: float = np.nan) -> list[dict]:
     """gene -> mRNA -> exon + CDS rows (CDS = exons, no phase given), gene_id/transcript_id filled."""
     start, end = exons[0][0], exons[-1][1]
     common = {"seqid": seqid, "strand": strand, "gene_id": gene}
@@ -38,7 +39,8 @@ def gene_model(gene: str, strand: str, exons: list[tuple[int, int]], seqid: str 
              "transcript_id": f"{gene}.t1"}]
     common["transcript_id"] = f"{gene}.t1"
     for i, (s, e) in enumerate(exons, 1):
-        rows.append({**common, "type": "exon", "start": s, "end": e, "id": f"{gene}.t1.exon{i}", "parent": f"{gene}.t1"})
+        rows.append({**common, "type": "exon", "start": s, "end": e, "id": f"{gene}.t1.exon{i}",
+                     "parent": f"{gene}.t1"})
         rows.append({**common, "type": "CDS", "start": s, "end": e, "id": f"{gene}.t1.cds", "parent": f"{gene}.t1"})
     return rows
 
@@ -46,7 +48,8 @@ def gene_model(gene: str, strand: str, exons: list[tuple[int, int]], seqid: str 
 # --- GFF3 ---------------------------------------------------------------------------------
 
 def test_gff3_header_regions_and_sorting(tmp_path):
-    rows = gene_model("gA2", "+", [(300, 330)]) + gene_model("gB", "-", [(50, 80)], seqid="chrB") + gene_model("gA1", "+", [(10, 40)])
+    rows = (gene_model("gA2", "+", [(300, 330)]) + gene_model("gB", "-", [(50, 80)], seqid="chrB")
+            + gene_model("gA1", "+", [(10, 40)]))
     path = write_gff3(table(*rows), tmp_path / "out.gff3", {"chrB": 500, "chr1": 1000, "chrEmpty": 7})
     lines = path.read_text().splitlines()
     assert lines[:4] == ["##gff-version 3", "##sequence-region chrB 1 500", "##sequence-region chr1 1 1000",
@@ -54,22 +57,23 @@ def test_gff3_header_regions_and_sorting(tmp_path):
     features = feature_lines(path)
     assert all(len(f) == 9 for f in features)
     assert [(f[0], f[2], f[3], f[4]) for f in features] == [
-        ("chrB", "gene", "51", "80"), ("chrB", "mRNA", "51", "80"), ("chrB", "exon", "51", "80"), ("chrB", "CDS", "51", "80"),
-        ("chr1", "gene", "11", "40"), ("chr1", "mRNA", "11", "40"), ("chr1", "exon", "11", "40"), ("chr1", "CDS", "11", "40"),
-        ("chr1", "gene", "301", "330"), ("chr1", "mRNA", "301", "330"), ("chr1", "exon", "301", "330"), ("chr1", "CDS", "301", "330"),
+        (seqid, kind, first, last)
+        for seqid, first, last in (("chrB", "51", "80"), ("chr1", "11", "40"), ("chr1", "301", "330"))
+        for kind in ("gene", "mRNA", "exon", "CDS")
     ]
     assert features[1][8] == "ID=gB.t1;Parent=gB"
 
 
 def test_gff3_attributes_are_encoded_and_tags_cased(tmp_path):
-    rows = [{"type": "gene", "start": 0, "end": 10, "id": "g;1", "name": "a=b", "score": 0.93,
-             "attributes": {"Note": "x;y=z&w,v\tt\nn%", "prob": 0.93, "Custom": "k"}}]
-    path = write_gff3(table(*rows), tmp_path / "out.gff3", {"chr1": 100})
+    rows = [{"type": "gene", "start": 0, "end": 10, "id": "g;1", "name": "a=b", "score": 0.93, "seqid": "chr 1",
+             "attributes": {"Note": "x;y=z&w,v\tt\nn%", "prob": np.float64(0.93), "Custom": "k"}}]
+    path = write_gff3(table(*rows), tmp_path / "out.gff3", {"chr 1": 100})
     (line,) = feature_lines(path)
-    assert line[5] == "0.93" and line[7] == "."
+    assert path.read_text().splitlines()[1] == "##sequence-region chr%201 1 100"
+    assert line[0] == "chr%201" and line[5] == "0.93" and line[7] == "."
     assert line[8] == "ID=g%3B1;Name=a%3Db;Note=x%3By%3Dz%26w%2Cv%09t%0An%25;prob=0.93;custom=k"
     back = read_annotation(path).iloc[0]
-    assert back["id"] == "g;1" and back["name"] == "a=b" and back["score"] == 0.93
+    assert back["seqid"] == "chr 1" and back["id"] == "g;1" and back["name"] == "a=b" and back["score"] == 0.93
     assert back["attributes"]["Note"] == "x;y=z&w,v\tt\nn%"
 
 
@@ -103,17 +107,27 @@ def test_gff3_rejects_bad_tables_and_leaves_no_file(tmp_path):
         write_gff3(table({"type": "gene", "start": 0, "end": 10, "seqid": "chr2"}), path, {"chr1": 100})
     with pytest.raises(GenoformerError, match="outside"):
         write_gff3(table({"type": "gene", "start": 0, "end": 101}), path, {"chr1": 100})
-    with pytest.raises(GenoformerError, match="'x'"):
-        write_gff3(table({"type": "gene", "start": 0, "end": 10, "id": "x"},
-                         {"type": "mRNA", "start": 0, "end": 10, "id": "x"}), path, {"chr1": 100})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gff3_ids_shared_only_by_lines_of_one_feature(tmp_path):
+    rows = [{"type": "gene", "start": 0, "end": 50, "id": "x"},
+            {"type": "mRNA", "start": 0, "end": 50, "id": "x-2", "parent": "x"},
+            {"type": "CDS", "start": 0, "end": 10, "id": "cds1", "parent": "x-2"},
+            {"type": "CDS", "start": 20, "end": 30, "id": "cds1", "parent": "x-2"},
+            {"type": "intron", "start": 60, "end": 70, "id": "x"},
+            {"type": "intron", "start": 80, "end": 90, "id": "x", "strand": "-"}]
+    path = write_gff3(table(*rows), tmp_path / "out.gff3", {"chr1": 100})
+    ids = [f[8].split(";")[0] for f in feature_lines(path)]
+    assert ids == ["ID=x", "ID=x-2", "ID=cds1", "ID=cds1", "ID=x-3", "ID=x-4"]
 
 
 def normalised(frame: pd.DataFrame) -> pd.DataFrame:
     """Comparable form: missing values as None, default index, and attributes without the
     ID/Name/Parent keys (the reader keeps them in the dict as well as in their columns)."""
     frame = frame.astype(object).where(frame.notna(), None).reset_index(drop=True)
-    frame["attributes"] = [{k: v for k, v in a.items() if k not in ("ID", "Name", "Parent")} for a in frame["attributes"]]
+    frame["attributes"] = [{k: v for k, v in a.items() if k not in ("ID", "Name", "Parent")}
+                           for a in frame["attributes"]]
     return frame
 
 
@@ -165,7 +179,8 @@ def test_bed6_lines(tmp_path):
             {"type": "promoter", "start": 5, "end": 9, "strand": ".", "name": "TATA box"},
             {"type": "CDS", "start": 1, "end": 4, "seqid": "chr0", "score": 1.2}]
     path = write_bed(table(*rows), tmp_path / "out.bed", sequence_lengths={"chr1": 100, "chr0": 10})
-    assert path.read_text().splitlines() == ["chr1\t5\t9\tpromoter\t0\t.", "chr1\t50\t80\tCDS\t877\t-", "chr0\t1\t4\tCDS\t1000\t+"]
+    assert path.read_text().splitlines() == [
+        "chr1\t5\t9\tpromoter\t0\t.", "chr1\t50\t80\tCDS\t877\t-", "chr0\t1\t4\tCDS\t1000\t+"]
     path = write_bed(table(*rows), tmp_path / "named.bed", name="name", types=["promoter"])
     assert path.read_text() == "chr1\t5\t9\tTATA_box\t0\t.\n"
 
@@ -231,10 +246,12 @@ def test_class_tracks_per_class_and_strand(tmp_path):
     probabilities[1, 0] = 1.0        # all intergenic on -
     paths = write_class_tracks(tmp_path / "run", [("chr1", probabilities)], ["intergenic", "UTR", "CDS"],
                                sequence_lengths={"chr1": 6})
-    assert [p.name for p in paths] == [f"run.{c}.{s}.bedgraph" for c in ("intergenic", "UTR", "CDS") for s in ("plus", "minus")]
+    assert [p.name for p in paths] == [
+        f"run.{c}.{s}.bedgraph" for c in ("intergenic", "UTR", "CDS") for s in ("plus", "minus")]
     assert (tmp_path / "run.CDS.plus.bedgraph").read_text().splitlines()[1:] == [
         "chr1\t0\t2\t0.0", "chr1\t2\t4\t0.75", "chr1\t4\t6\t0.0"]
     assert (tmp_path / "run.intergenic.minus.bedgraph").read_text().splitlines()[1:] == ["chr1\t0\t6\t1.0"]
     with pytest.raises(GenoformerError, match="shape"):
-        write_class_tracks(tmp_path / "bad", [("chr1", probabilities[:, :2])], ["a", "b", "c"], sequence_lengths={"chr1": 6})
+        write_class_tracks(tmp_path / "bad", [("chr1", probabilities[:, :2])], ["a", "b", "c"],
+                           sequence_lengths={"chr1": 6})
     assert not list(tmp_path.glob("bad*"))

@@ -1,0 +1,101 @@
+"""Per-base class probabilities -> features (an annotation table like ``read_annotation``'s).
+
+Probabilities for one record are (2, n_classes, length): row 0 the + strand, row 1 the − strand,
+both in forward-strand coordinates, classes as the model's ``LabelScheme``.
+
+- Gene structures, prokaryote: ORF-constrained gene calls (``prokaryote``).
+- Gene structures, eukaryote: exon–intron Viterbi over splice, start and stop signals (``eukaryote``).
+- In both, an "ncRNA" class is segmented on its own (``segments.call_segments``) into
+  gene -> ncRNA -> exon models.
+- Any other label set ("regions"): run-length segmentation with minimum lengths (``segments``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from genoformer.decode.eukaryote import call_genes_eukaryote, eukaryote_transcripts
+from genoformer.decode.prokaryote import call_genes_prokaryote, check_inputs, prokaryote_transcripts
+from genoformer.decode.segments import (
+    STRANDS, StrandSums, Transcript, call_segments, segment_table, transcript_table,
+)
+from genoformer.errors import ConfigError
+
+__all__ = [
+    "decode_record", "call_genes_prokaryote", "call_genes_eukaryote", "call_segments",
+]
+
+ORGANISMS = ("prokaryote", "eukaryote")
+
+
+def _class_minimums(min_length: int | Mapping[str, int], classes: tuple[str, ...]) -> int | dict[int, int]:
+    if not isinstance(min_length, Mapping):
+        return int(min_length)
+    unknown = set(min_length) - set(classes)
+    if unknown:
+        raise ConfigError(f"min_length names classes {sorted(unknown)} that are not among {list(classes)}")
+    return {classes.index(name): int(value) for name, value in min_length.items()}
+
+
+def _ncrna_transcripts(probs: np.ndarray, index: int, min_length: int, window: int) -> list[Transcript]:
+    transcripts = []
+    for row, strand in enumerate(STRANDS):
+        others = np.delete(probs[row], index, axis=0)  # (classes - 1, length)
+        # ncRNA where it beats every other class: (2, length) best other class, ncRNA.
+        two_class = np.stack((others.max(axis=0), probs[row, index])).astype(np.float32)
+        for _, start, end, _ in call_segments(two_class, {1: min_length}, window):
+            transcripts.append(Transcript(strand=strand, kind="ncRNA", exons=[(start, end)]))
+    return transcripts
+
+
+def decode_record(
+    sequence: str,
+    probs: np.ndarray,
+    seqid: str,
+    scheme: Any,
+    organism: str = "prokaryote",
+    *,
+    min_length: int | Mapping[str, int] = 1,
+    window: int = 1,
+    stranded: bool = True,
+    ncrna_min_length: int = 40,
+    **options,
+) -> pd.DataFrame:
+    """Features of one record decoded from its (2, n_classes, length) probabilities.
+
+    ``scheme`` is the model's ``LabelScheme`` (``classes``, ``kind``). For ``kind ==
+    "gene_structure"`` the ``organism`` picks the gene decoder and ``options`` go to it
+    (see ``call_genes_prokaryote`` / ``call_genes_eukaryote``); an "ncRNA" class is segmented with
+    ``ncrna_min_length`` and ``window``. For ``kind == "regions"`` each strand row is segmented
+    (``min_length``: one minimum or class name -> minimum; ``window``: smoothing); with
+    ``stranded=False`` (labels from unstranded features, identical on both rows) the two rows are
+    averaged and segments get strand ".".
+    """
+    probs = check_inputs(sequence, probs)
+    classes = tuple(scheme.classes)
+    if probs.shape[1] != len(classes):
+        raise ConfigError(f"{probs.shape[1]} probability rows for the {len(classes)} classes {list(classes)}")
+    if scheme.kind == "gene_structure":
+        if organism not in ORGANISMS:
+            raise ConfigError(f"organism must be one of {ORGANISMS}, got {organism!r}")
+        decode = prokaryote_transcripts if organism == "prokaryote" else eukaryote_transcripts
+        transcripts = decode(sequence, probs, classes=classes, **options)
+        if "ncRNA" in classes:
+            transcripts += _ncrna_transcripts(probs, classes.index("ncRNA"), ncrna_min_length, window)
+        return transcript_table(seqid, transcripts, StrandSums(probs, classes))
+    if scheme.kind == "regions":
+        minimums = _class_minimums(min_length, classes)
+        if not stranded:
+            merged = probs.mean(axis=0)  # (classes, length)
+            found = [(classes[c], ".", s, e, p) for c, s, e, p in call_segments(merged, minimums, window)]
+        else:
+            found = [
+                (classes[c], strand, s, e, p)
+                for row, strand in enumerate(STRANDS)
+                for c, s, e, p in call_segments(probs[row], minimums, window)
+            ]
+        return segment_table(seqid, found)
+    raise ConfigError(f"unknown label scheme kind {scheme.kind!r} (expected 'gene_structure' or 'regions')")

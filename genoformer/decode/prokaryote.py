@@ -185,10 +185,9 @@ def select_genes(
     return np.sort(order[chosen])
 
 
-def call_genes_prokaryote(
+def prokaryote_transcripts(
     sequence: str,
     probs: np.ndarray,
-    seqid: str,
     *,
     classes: Sequence[str] | None = None,
     min_cds_length: int = 90,
@@ -196,13 +195,8 @@ def call_genes_prokaryote(
     stop_codons: Sequence[str] = STOP_CODONS,
     max_overlap: int = 60,
     min_score: float = 0.0,
-) -> pd.DataFrame:
-    """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
-
-    ``start_codons`` is a sequence of codons (no preference) or a mapping codon -> log prior
-    added to a candidate's score. ``min_score`` is the least summed coding log-odds of a kept gene.
-    ``max_overlap`` is clamped below ``min_cds_length``.
-    """
+) -> list[Transcript]:
+    """The genes of :func:`call_genes_prokaryote` (same options) as transcripts, forward-strand coordinates."""
     probs = check_inputs(sequence, probs)
     classes = resolve_classes(probs, classes)
     if "CDS" not in classes:
@@ -223,4 +217,31 @@ def call_genes_prokaryote(
         for b, e in zip(begin[keep].tolist(), end[keep].tolist()):
             span = (b, e) if row == 0 else (n - e, n - b)
             transcripts.append(Transcript(strand=strand, cds=[span]))
-    return transcript_table(seqid, transcripts, StrandSums(probs, classes))
+    return transcripts
+
+
+def call_genes_prokaryote(
+    sequence: str,
+    probs: np.ndarray,
+    seqid: str,
+    *,
+    classes: Sequence[str] | None = None,
+    min_cds_length: int = 90,
+    start_codons: Mapping[str, float] | Sequence[str] = START_CODONS,
+    stop_codons: Sequence[str] = STOP_CODONS,
+    max_overlap: int = 60,
+    min_score: float = 0.0,
+) -> pd.DataFrame:
+    """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
+
+    ``classes`` names the probability rows (default: the gene-structure classes). ``start_codons``
+    is a sequence of codons (no preference) or a mapping codon -> log prior added to a candidate's
+    score. ``min_score`` is the least summed coding log-odds of a kept gene. ``max_overlap`` (bases
+    two genes on one strand may share) is clamped below ``min_cds_length``.
+    """
+    transcripts = prokaryote_transcripts(
+        sequence, probs, classes=classes, min_cds_length=min_cds_length, start_codons=start_codons,
+        stop_codons=stop_codons, max_overlap=max_overlap, min_score=min_score,
+    )
+    probs = np.asarray(probs)
+    return transcript_table(seqid, transcripts, StrandSums(probs, resolve_classes(probs, classes)))

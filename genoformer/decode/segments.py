@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-COLUMNS = (
-    "seqid", "source", "type", "start", "end", "score", "strand", "phase",
-    "id", "parent", "gene_id", "transcript_id", "name", "attributes",
-)
+from genoformer.genome.annotation import ANNOTATION_COLUMNS as COLUMNS, make_annotation
+
 SOURCE = "genoformer"
 STRANDS = ("+", "-")
 
@@ -228,19 +226,9 @@ class StrandSums:
         return self.total(strand, name, start, end) / max(end - start, 1)
 
 
-def empty_table() -> pd.DataFrame:
-    return _frame([])
-
-
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    # Text columns stay object dtype with None for missing, as read_annotation gives them.
-    data = {column: pd.Series([row[column] for row in rows], dtype=object) for column in COLUMNS}
-    table = pd.DataFrame(data, columns=list(COLUMNS))
-    table["start"] = table["start"].astype(np.int64)
-    table["end"] = table["end"].astype(np.int64)
-    table["score"] = table["score"].astype(np.float64)
-    table["phase"] = table["phase"].astype("Int64")
-    return table
+    # make_annotation gives the dtypes and index read_annotation returns.
+    return make_annotation({column: [row[column] for row in rows] for column in COLUMNS})
 
 
 def _row(seqid, kind, start, end, score, strand, *, phase=None, id=None, parent=None, gene_id=None, transcript_id=None):

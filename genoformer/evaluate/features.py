@@ -7,6 +7,10 @@ else the row's gene_id, else the transcript itself. So NCBI prokaryotic files (C
 eukaryotic GFF3 (CDS -> mRNA -> gene), GTF (transcript_id/gene_id) and bare CDS lists all
 give one chain of CDS parts per transcript.
 
+GTF leaves the stop codon out of CDS rows and lists it as ``stop_codon``: stop_codon rows of a
+coding transcript are joined to its CDS parts (touching or overlapping parts merge), so GTF and
+GFF3 versions of one gene model give the same chain.
+
 Pseudogenes are not coding genes: CDS rows marked ``pseudo=true``, or below a feature whose
 type names a pseudogene or that is marked ``pseudo=true``, are dropped.
 """
@@ -66,9 +70,12 @@ def is_pseudo(table: pd.DataFrame) -> np.ndarray:
 
 
 def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
-    """Non-pseudo CDS parts: columns seqid, strand, start, end, transcript, gene (one row per part and transcript)."""
-    cds = table[(table["type"] == "CDS").to_numpy() & ~is_pseudo(table)]
-    kinds = dict(zip(table.loc[_present(table["id"]), "id"].astype(str), table.loc[_present(table["id"]), "type"]))
+    """Non-pseudo CDS parts, one row per part and transcript: seqid, strand, start, end, transcript, gene."""
+    table = table.reset_index(drop=True)  # BED12 rows share their line number as index
+    cds = table[table["type"].isin(["CDS", "stop_codon"]).to_numpy() & ~is_pseudo(table)]
+    named = table[_present(table["id"])]
+    kinds = dict(zip(named["id"].astype(str), named["type"]))
+    # Without a parent a CDS is its own transcript: its transcript_id, else its ID, else the row alone.
     own = pd.Series([f"\0row{i}" for i in range(len(cds))], index=cds.index)
     for column in ("id", "transcript_id"):
         own = cds[column].where(_present(cds[column]), own)
@@ -95,10 +102,26 @@ def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
             "gene": gene.astype(str).to_numpy(),
         }
     )
-    return out.drop_duplicates(["transcript", "start", "end", "strand"]).reset_index(drop=True)
+    coding = set(out.loc[(parts["type"] == "CDS").to_numpy(), "transcript"])
+    return _merge_touching(out[out["transcript"].isin(coding)])
 
 
-def inside_regions(seqid: pd.Series, start: pd.Series, end: pd.Series, regions: dict[str, np.ndarray] | None) -> np.ndarray:
+def _merge_touching(parts: pd.DataFrame) -> pd.DataFrame:
+    """Union of each transcript's parts per strand: overlapping or touching parts become one."""
+    parts = parts.sort_values(["transcript", "strand", "start", "end"], kind="stable").reset_index(drop=True)
+    group = parts["transcript"] + "\0" + parts["strand"]
+    reach = parts.groupby(group, sort=False)["end"].cummax().groupby(group, sort=False).shift(1)
+    block = (reach.isna() | (parts["start"] > reach)).cumsum()
+    merged = parts.groupby(block, sort=False).agg(
+        seqid=("seqid", "first"), strand=("strand", "first"), start=("start", "min"), end=("end", "max"),
+        transcript=("transcript", "first"), gene=("gene", "first"),
+    )
+    return merged.reset_index(drop=True)
+
+
+def inside_regions(
+    seqid: pd.Series, start: pd.Series, end: pd.Series, regions: dict[str, np.ndarray] | None
+) -> np.ndarray:
     """Whether each interval lies wholly inside one (merged) region; all True without regions.
 
     ``regions`` maps a record to an array (n, 2) of sorted, disjoint [start, end) intervals.
@@ -142,7 +165,8 @@ def transcript_keys(parts: pd.DataFrame, regions) -> pd.DataFrame:
     table = grouped.agg(
         gene=("gene", "first"),
         seqid=("seqid", "first"),
-        strands=("strand", lambda s: "".join(sorted(set(s)))),
+        strand=("strand", "first"),
+        n_strands=("strand", "nunique"),
         start=("start", "min"),
         end=("end", "max"),
         chain=("coords", ",".join),
@@ -150,6 +174,8 @@ def transcript_keys(parts: pd.DataFrame, regions) -> pd.DataFrame:
     span = table.groupby("gene").agg(seqid=("seqid", "first"), start=("start", "min"), end=("end", "max"))
     keep_genes = span.index[inside_regions(span["seqid"], span["start"], span["end"], regions)]
     table = table[table["gene"].isin(keep_genes)]
+    # A chain on both strands (trans-splicing) is kept as such; it has no single stop codon.
+    table["strands"] = table["strand"].where(table["n_strands"] == 1, "+-")
     table["chain"] = table["seqid"] + "\0" + table["strands"] + "\0" + table["chain"]
     stop = np.where(table["strands"] == "-", table["start"], table["end"]).astype(str)
     table["stop"] = (table["seqid"] + "\0" + table["strands"] + "\0" + stop).where(table["strands"].isin(["+", "-"]))

@@ -7,7 +7,7 @@ older wording):
   on that strand covers it; TP/FP/FN/TN are counted over both strands of every evaluated base.
   ``coding_unstranded`` is the same with a base coding when a CDS on either strand covers it.
 - nucleotide, per class: when both sides carry gene-structure classes besides CDS (UTR,
-  intron, ncRNA), per-base label tracks (:func:`genoformer.genome.labels.label_track`,
+  intron, ncRNA), per-base label tracks (:class:`genoformer.genome.labels.LabelIndex`,
   gene-structure scheme) are compared class by class on both strands.
 - exon: unique CDS parts (record, strand, start, end); a part matches when a part on the
   other side has both boundaries and the strand equal.
@@ -37,7 +37,7 @@ from genoformer.errors import RegionError
 from genoformer.evaluate.features import coding_parts, exon_counts, gene_counts, is_pseudo, transcript_keys
 from genoformer.evaluate.nucleotide import binary_counts, coding_track, confusion, paint
 from genoformer.files import atomic_write
-from genoformer.genome.labels import LabelScheme, label_track
+from genoformer.genome.labels import LabelIndex, LabelScheme
 
 # Share of reference coding transcripts with several CDS parts below which a genome counts as
 # prokaryotic (E. coli: a handful of programmed frameshifts among 4,300 genes).
@@ -74,16 +74,20 @@ def match_scores(counts: dict) -> dict:
 
 
 def merge_regions(regions: Iterable, lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Regions (anything with name/start/end) as record -> sorted disjoint (n, 2) [start, end) arrays."""
+    """Regions (anything with name/start/end) as record -> sorted disjoint (n, 2) [start, end) arrays.
+
+    Overlapping or touching regions merge; empty ones are dropped; a region on an unknown record
+    or past its record's end is an error.
+    """
     frame = pd.DataFrame([(r.name, int(r.start), int(r.end)) for r in regions], columns=["name", "start", "end"])
     merged = {}
-    for name, spans in frame.groupby("name", sort=False):
+    for name, spans in frame[frame["end"] > frame["start"]].groupby("name", sort=False):
         if name not in lengths:
             raise RegionError(f"region on record {name!r}, which is not among the sequences")
         spans = spans.sort_values("start")
-        starts, ends = spans["start"].to_numpy(), np.minimum(spans["end"].to_numpy(), lengths[name])
-        if (starts < 0).any() or (starts >= ends).any():
-            raise RegionError(f"empty, negative or out-of-record region on {name!r}")
+        starts, ends = spans["start"].to_numpy(), spans["end"].to_numpy()
+        if (starts < 0).any() or (ends > lengths[name]).any():
+            raise RegionError(f"a region on {name!r} lies outside the record (length {lengths[name]})")
         reach = np.maximum.accumulate(ends)
         # A region starting past everything before it opens a new merged block.
         first = np.flatnonzero(np.concatenate(([True], starts[1:] > reach[:-1])))
@@ -117,6 +121,7 @@ def _nucleotide(reference, prediction, ref_parts, pred_parts, lengths, regions) 
     unstranded = np.zeros(4, dtype=np.int64)
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     ref_by, pred_by = dict(tuple(ref_parts.groupby("seqid"))), dict(tuple(pred_parts.groupby("seqid")))
+    ref_labels, pred_labels = LabelIndex(reference, scheme), LabelIndex(prediction, scheme)
     empty = ref_parts.iloc[:0]
     for name, length in lengths.items():
         if regions is None:
@@ -129,9 +134,7 @@ def _nucleotide(reference, prediction, ref_parts, pred_parts, lengths, regions) 
         pred = coding_track(pred_by.get(name, empty), length)
         stranded += binary_counts(ref, pred, mask)
         unstranded += binary_counts(ref.any(axis=0), pred.any(axis=0), mask)
-        matrix += confusion(
-            label_track(reference, name, 0, length, scheme), label_track(prediction, name, 0, length, scheme), mask, n_classes
-        )
+        matrix += confusion(ref_labels.track(name, 0, length), pred_labels.track(name, 0, length), mask, n_classes)
     result = {"coding": binary_scores(stranded), "coding_unstranded": binary_scores(unstranded)}
     # Per-class scores only when both sides describe gene structure beyond CDS (a Prodigal-style
     # CDS-only prediction would otherwise score 0 on every UTR/intron class it never claims to call).
@@ -168,8 +171,8 @@ def evaluate(
     _check_records(reference, lengths, "reference")
     _check_records(prediction, lengths, "prediction")
     merged = None if regions is None else merge_regions(regions, lengths)
-    reference = reference[~is_pseudo(reference)]
-    prediction = prediction[~is_pseudo(prediction)]
+    reference = reference[~is_pseudo(reference)].reset_index(drop=True)
+    prediction = prediction[~is_pseudo(prediction)].reset_index(drop=True)
     ref_parts, pred_parts = coding_parts(reference), coding_parts(prediction)
     if prokaryote is None:
         prokaryote = _is_prokaryote(ref_parts)
@@ -203,14 +206,17 @@ def format_table(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     nucleotide = results["nucleotide"]
-    rows = [("nucleotide coding (strand-aware)", nucleotide["coding"]), ("nucleotide coding (either strand)", nucleotide["coding_unstranded"])]
+    rows = [("nucleotide coding (strand-aware)", nucleotide["coding"]),
+            ("nucleotide coding (either strand)", nucleotide["coding_unstranded"])]
     rows += [(f"nucleotide {label}", scores) for label, scores in nucleotide.get("classes", {}).items()]
     for label, scores in rows:
         lines.append(
             f"| {label} | {_cell(scores['recall'])} | {_cell(scores['precision'])} | {_cell(scores['f1'])} | "
             f"{_cell(scores['mcc'])} | {scores['tp'] + scores['fn']} bp | {scores['tp'] + scores['fp']} bp |"
         )
-    for key, label in (("exon", "exon (CDS, exact)"), ("gene", "gene (all CDS exons exact)"), ("gene_stop", "gene (stop codon exact)")):
+    levels = (("exon", "exon (CDS, exact)"), ("gene", "gene (all CDS exons exact)"),
+              ("gene_stop", "gene (stop codon exact)"))
+    for key, label in levels:
         if key in results:
             scores = results[key]
             lines.append(

@@ -119,7 +119,8 @@ def write_bed12(
 
     first = parts.groupby("transcript", sort=False).agg(seqid=("seqid", "first"), strand=("strand", "first"))
     span = blocks.groupby("transcript", sort=False).agg(start=("start", "min"), end=("end", "max"))
-    cds = parts[parts["type"] == "CDS"].groupby("transcript").agg(thick_start=("start", "min"), thick_end=("end", "max"))
+    cds = parts[parts["type"] == "CDS"].groupby("transcript")
+    cds = cds.agg(thick_start=("start", "min"), thick_end=("end", "max"))
     lines = first.join(span, how="inner").join(cds, how="left")
     lines["thick_start"] = lines["thick_start"].fillna(lines["start"]).astype(np.int64)
     lines["thick_end"] = lines["thick_end"].fillna(lines["start"]).astype(np.int64)
@@ -139,7 +140,8 @@ def write_bed12(
     lines["rank"] = _record_rank(lines["seqid"], sequence_lengths)
     lines = lines.sort_values(["rank", "start", "end", "name"], kind="stable")
     lines["rgb"] = "0"
-    columns = ["seqid", "start", "end", "name", "score", "strand", "thick_start", "thick_end", "rgb", "count", "sizes", "offsets"]
+    columns = ["seqid", "start", "end", "name", "score", "strand",
+               "thick_start", "thick_end", "rgb", "count", "sizes", "offsets"]
     with atomic_write(path) as handle:
         lines[columns].to_csv(handle, sep="\t", header=False, index=False, lineterminator="\n")
     return Path(path)

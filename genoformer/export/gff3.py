@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,13 @@ _COLUMN_TAGS = {"ID", "Name", "Parent"}
 def encode(value: object) -> str:
     """Percent-encode one attribute value (``;=&,`` tab, newline, carriage return, ``%``)."""
     if isinstance(value, float):
-        value = repr(value)
+        value = repr(float(value))  # shortest round-trip form (numpy 2 reprs np.float64 verbosely)
     return str(value).translate(_ESCAPE_TABLE)
+
+
+def encode_seqid(seqid: str) -> str:
+    """Percent-encode a record name as GFF3 asks (anything outside ``a-zA-Z0-9.:^*$@!+_?-|``)."""
+    return quote(str(seqid), safe=".:^*$@!+_?-|")
 
 
 def _tag(key: str) -> str:
@@ -55,9 +61,9 @@ def _missing(value: object) -> bool:
 
 
 def _first_parent(table: pd.DataFrame) -> pd.Series:
-    return table["parent"].where(table["parent"].notna(), None).map(
-        lambda text: None if _missing(text) else str(text).split(",")[0]
-    )
+    """First Parent of each row, None when there is none (object dtype, so None stays None)."""
+    first = [None if _missing(text) else str(text).split(",")[0] for text in table["parent"]]
+    return pd.Series(first, index=table.index, dtype=object)
 
 
 def hierarchy_depth(table: pd.DataFrame) -> np.ndarray:
@@ -91,7 +97,8 @@ def cds_phase(table: pd.DataFrame) -> pd.Series:
     minus = (cds["strand"] == "-").to_numpy()
     # Sort key running 5'->3': start on +, -end on - strand.
     five_prime = np.where(minus, -cds["end"].to_numpy(dtype=np.int64), cds["start"].to_numpy(dtype=np.int64))
-    order = pd.DataFrame({"group": group.astype(str).to_numpy(), "key": five_prime, "length": (cds["end"] - cds["start"]).to_numpy()}, index=cds.index)
+    length = (cds["end"] - cds["start"]).to_numpy()
+    order = pd.DataFrame({"group": group.astype(str).to_numpy(), "key": five_prime, "length": length}, index=cds.index)
     order = order.sort_values(["group", "key"], kind="stable")
     before = order.groupby("group", sort=False)["length"].cumsum() - order["length"]
     phase.loc[order.index] = ((3 - before % 3) % 3).astype("Int64")
@@ -121,24 +128,45 @@ def _fill_ids(table: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def _check(table: pd.DataFrame, ids: pd.Series, sequence_lengths: Mapping[str, int]) -> None:
+def _check(table: pd.DataFrame, sequence_lengths: Mapping[str, int]) -> None:
     unknown = ~table["seqid"].isin(list(sequence_lengths))
     if unknown.any():
         names = sorted(table.loc[unknown, "seqid"].astype(str).unique())
         raise GenoformerError(f"features on records not among the sequences: {', '.join(map(repr, names[:5]))}")
     lengths = table["seqid"].map(dict(sequence_lengths)).to_numpy(dtype=np.int64)
-    bad = (table["start"].to_numpy() < 0) | (table["end"].to_numpy() > lengths) | (table["start"].to_numpy() >= table["end"].to_numpy())
+    start, end = table["start"].to_numpy(), table["end"].to_numpy()
+    bad = (start < 0) | (end > lengths) | (start >= end)
     if bad.any():
         row = table[bad].iloc[0]
         raise GenoformerError(
             f"feature {row['type']} {row['seqid']}:{row['start']}-{row['end']} is empty or outside its record"
         )
-    # One ID may span several lines only for one discontinuous feature (same record, type, strand, parent).
+
+
+def _unique_ids(table: pd.DataFrame, ids: pd.Series) -> pd.Series:
+    """Rows sharing an ID must be lines of one feature (same record, type, strand and parent);
+    other features reusing an ID (some files reuse one for unrelated evidence rows) get ``{id}-{n}``.
+    Children keep pointing at the first feature of that ID."""
     key = [table[c].astype(object).fillna("").astype(str) for c in ("seqid", "type", "strand", "parent")]
     shape = pd.DataFrame({"id": ids, "key": key[0].str.cat(key[1:], sep="\0")})
-    clash = shape.groupby("id")["key"].nunique()
-    if (clash > 1).any():
-        raise GenoformerError(f"ID {clash[clash > 1].index[0]!r} is used by different features")
+    first = shape.drop_duplicates()
+    rank = first.groupby("id", sort=False).cumcount()
+    if not (rank > 0).any():
+        return ids
+    first = first.assign(rank=rank)
+    rank = shape.merge(first, on=["id", "key"], how="left")["rank"].to_numpy()
+    taken = set(ids)
+    renamed = {}
+    for identifier, n in first.loc[first["rank"] > 0, ["id", "rank"]].itertuples(index=False):
+        candidate, extra = f"{identifier}-{n + 1}", n + 1
+        while candidate in taken:
+            extra += 1
+            candidate = f"{identifier}-{extra}"
+        taken.add(candidate)
+        renamed[(identifier, n)] = candidate
+    return pd.Series(
+        [renamed.get((i, n), i) for i, n in zip(ids, rank)], index=ids.index, dtype=object
+    )
 
 
 def _column9(table: pd.DataFrame, ids: pd.Series, keys: set[str] | None) -> list[str]:
@@ -183,8 +211,8 @@ def write_gff3(
     generated; missing CDS phases are computed from the transcript's CDS parts (:func:`cds_phase`).
     """
     table = table.reset_index(drop=True)
-    ids = _fill_ids(table)
-    _check(table, ids, sequence_lengths)
+    _check(table, sequence_lengths)
+    ids = _unique_ids(table, _fill_ids(table))
     phase = table["phase"].astype("Int64")
     computed = cds_phase(table)
     phase = phase.where(phase.notna() | (table["type"] != "CDS"), computed)
@@ -195,7 +223,7 @@ def write_gff3(
     sources = sources.where(sources.notna() & (sources.astype(str) != ""), source)
     score = table["score"].astype(np.float64)
     columns = [
-        table["seqid"].astype(str),
+        table["seqid"].astype(str).map(encode_seqid),
         sources.astype(str),
         table["type"].astype(str),
         (table["start"].astype(np.int64) + 1).astype(str),
@@ -209,7 +237,7 @@ def write_gff3(
     with atomic_write(path) as handle:
         handle.write("##gff-version 3\n")
         for name, length in sequence_lengths.items():
-            handle.write(f"##sequence-region {name} 1 {int(length)}\n")
+            handle.write(f"##sequence-region {encode_seqid(name)} 1 {int(length)}\n")
         if len(lines):
             handle.write("\n".join(lines) + "\n")
     return Path(path)

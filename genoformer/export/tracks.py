@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_path, atomic_write
 
 Records = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
+_CHUNK = 1 << 20  # runs formatted per write
 
 
 def runs(values: np.ndarray, decimals: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,10 +87,14 @@ class BedGraphWriter:
     def add(self, seqid: str, values: np.ndarray) -> None:
         _check_length(seqid, values, self.sequence_lengths)
         starts, ends, vals = runs(values, self.decimals)
-        # pandas writes the shortest repr of each rounded float in C, far faster than f-strings.
-        pd.DataFrame({"chrom": seqid, "start": starts, "end": ends, "value": vals}).to_csv(
-            self.handle, sep="\t", header=False, index=False, lineterminator="\n"
-        )
+        # str.format over Python lists (shortest float repr) is about twice as fast as DataFrame.to_csv;
+        # chunks bound the text held in memory for a long, noisy record.
+        line = seqid.replace("{", "{{").replace("}", "}}") + "\t{}\t{}\t{}\n"
+        for first in range(0, len(starts), _CHUNK):
+            chunk = slice(first, first + _CHUNK)
+            self.handle.write(
+                "".join(map(line.format, starts[chunk].tolist(), ends[chunk].tolist(), vals[chunk].tolist()))
+            )
 
 
 def _pybigwig():
@@ -252,7 +256,8 @@ def write_class_tracks(
             record = np.asarray(record)
             if record.ndim != 3 or record.shape[:2] != (2, len(classes)):
                 raise GenoformerError(
-                    f"probabilities for record {seqid!r} have shape {record.shape}, expected (2, {len(classes)}, length)"
+                    f"probabilities for record {seqid!r} have shape {record.shape}, "
+                    f"expected (2, {len(classes)}, length)"
                 )
             for index, writer in enumerate(writers):
                 class_index, strand_row = divmod(index, 2)

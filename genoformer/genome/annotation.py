@@ -57,9 +57,7 @@ FORMATS = ("gff3", "gtf", "bed", "genbank")
 _FORMAT_ALIASES = {"gff": "gff3", "gff3": "gff3", "gtf": "gtf", "gff2": "gtf", "bed": "bed",
                    "genbank": "genbank", "gb": "genbank", "gbk": "genbank", "gbff": "genbank"}
 _STR_COLUMNS = ("seqid", "source", "type", "strand")
-_DTYPES = {"attributes": object, "id": object, "parent": object, "gene_id": object, "transcript_id": object,
-           "name": object}
-_OPTIONAL_COLUMNS = ("id", "parent", "gene_id", "transcript_id", "name")
+_OBJECT_COLUMNS = ("id", "parent", "gene_id", "transcript_id", "name", "attributes")
 _GTF_PAIR = re.compile(r'\s*([^\s";]+)\s+(?:"([^"]*)"|([^\s";]+))\s*(?:;|$)')
 _GTF_ATTRIBUTES = re.compile(r'^\s*[^\s=;"]+\s+("|[^\s=;"]+\s*(;|$))')
 _DIGITS = r"[0-9]+"
@@ -107,7 +105,7 @@ def detect_format(text: str, path: str | PathLike | None = None) -> str:
             attributes = fields[8] if len(fields) == 9 else ""
             return "gtf" if _GTF_ATTRIBUTES.match(attributes) else "gff3"
         fields = fields if len(fields) > 1 else line.split()
-        if len(fields) in _BED_COUNTS and fields[1].isdigit() and fields[2].isdigit():
+        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():  # column count checked later
             return "bed"
         raise AnnotationError(
             path, "unrecognised annotation format (expected GFF3, GTF, BED or GenBank)", line=number)
@@ -145,7 +143,7 @@ def make_annotation(columns: Mapping[str, Any], index: Sequence[int] | None = No
             data[name] = _optional_strings(value, n)
     index = pd.Index(np.arange(1, n + 1) if index is None else np.asarray(index, dtype=np.int64), name="line")
     # explicit dtypes: pandas would otherwise infer its str dtype, turning None into NaN
-    return pd.DataFrame({name: pd.Series(values, index=index, dtype=_DTYPES.get(name))
+    return pd.DataFrame({name: pd.Series(values, index=index, dtype=object if name in _OBJECT_COLUMNS else None)
                          for name, values in data.items()})
 
 
@@ -569,6 +567,10 @@ def _parse_genbank(text: str, path: Path) -> pd.DataFrame:
         numbers = feature_lines[r] if r < len(feature_lines) else []
         if len(numbers) != len(record.features):  # unusual layout: point at the record instead
             numbers = [locus_lines[r] if r < len(locus_lines) else 1] * len(record.features)
+        for feature, number in zip(record.features, numbers):
+            if feature.location is None:  # Biopython only warns about a location it cannot read
+                raise AnnotationError(path, f"cannot parse the location of this {feature.type} feature",
+                                      record=_genbank_seqid(record), line=number)
         for row in _genbank_rows(record):
             feature = row.pop("feature")
             for name, value in row.items():

@@ -200,6 +200,12 @@ class _Scanner:
             header = text[1:].rstrip(b"\r").decode("utf-8")
         except UnicodeDecodeError:
             raise FastaError(self.path, "header line is not UTF-8 text", line=line) from None
+        if "\r" in header:
+            raise FastaError(
+                self.path,
+                "carriage return inside a header line: old Mac (CR-only) line endings; convert them to LF",
+                line=line,
+            )
         fields = header.split()
         if not fields or header[:1].isspace():
             raise FastaError(self.path, "header line has no record name right after '>'", line=line)
@@ -447,6 +453,8 @@ def _examine(path: Path, real: Path, st: os.stat_result, folder: Path, key: str)
         except ValueError:
             kind, reason = "gzip", "its gzip members are not all BGZF blocks"
         else:
+            if blocks.shape[0] == 0 or blocks[-1, 2] != 0:
+                raise FastaError(path, "BGZF file ends without its end-of-file block: it is truncated")
             if blocks[:, 2].max(initial=0) >= 65536:
                 kind, reason = "gzip", "its BGZF blocks hold 64 KiB, which pyfaidx cannot seek reliably"
     if kind == "gzip":
@@ -455,14 +463,14 @@ def _examine(path: Path, real: Path, st: os.stat_result, folder: Path, key: str)
         with _open_stream(real, kind) as stream:
             scanner = _scan(path, stream)
         if scanner.irregular is not None:
-            reason = f"record {scanner.irregular!r} has sequence lines of unequal length"
+            reason = f"record {scanner.irregular!r} has sequence lines of unequal length or inner blank lines"
     if reason is None:
         source, records = real, scanner.records
     else:
         version = hashlib.sha1(f"{real}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
         source = folder / f"{version}.fa.gz"
         print(
-            f"genoformer: {path}: {reason}; writing an indexed BGZF copy to {source} (once per file version)",
+            f"genoformer: {path}: {reason}; converting it once into an indexed BGZF copy at {source}",
             file=sys.stderr,
         )
         with atomic_path(source) as tmp, open(tmp, "wb") as handle, _open_stream(real, kind) as stream:
@@ -516,6 +524,7 @@ def _place_index(source: Path, suffix: str, content: bytes, fallback: Path) -> P
         try:
             with atomic_path(cand) as tmp:
                 tmp.write_bytes(content)
+                tmp.chmod(0o644)  # readable like a samtools index, not mkstemp's 0600
                 if tmp.stat().st_mtime_ns < source_mtime:  # a FASTA dated in the future
                     os.utime(tmp, ns=(source_mtime, source_mtime))
             return cand
@@ -583,7 +592,7 @@ class Genome:
     """
 
     def __init__(self, path: str | os.PathLike, *, uppercase: bool = False, read_ahead: int = 65536):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.uppercase = uppercase
         # pyfaidx keeps the last fetch plus ``read_ahead`` bases in memory, so neighbouring and
         # overlapping windows read sequentially cost one file read; random windows pay at most 64 KiB.

@@ -5,6 +5,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -40,6 +41,7 @@ def _is_gzip(path: Path) -> bool:
 def read_bed_regions(path: str | os.PathLike) -> list[Interval]:
     """Regions of a BED file (3 or more tab-separated columns; column 6, if present, is the strand).
 
+    Lines without a strand get ``"."`` (unstranded; :meth:`Genome.fetch` reads it as ``"+"``).
     Blank, ``#`` comment, ``track`` and ``browser`` lines are skipped. BED is already 0-based half-open,
     so coordinates are taken as they are. Errors name the file and the 1-based line number.
     """
@@ -96,10 +98,34 @@ def read_bed_regions(path: str | os.PathLike) -> list[Interval]:
         if bad.any():
             fail(bad, "column 6 (strand) must be +, - or .: {value!r}")
     else:
-        strands = pd.Series("+", index=fields.index)
+        strands = pd.Series(".", index=fields.index)
     if (fields[0] == "").any():
         fail(fields[0] == "", "empty chromosome name: {value!r}")
     return [
         Interval(name, int(s), int(e), strand)
         for name, s, e, strand in zip(fields[0], starts, ends, strands)
     ]
+
+
+def subtract_intervals(intervals: Iterable[Interval], remove: Iterable[Interval]) -> list[Interval]:
+    """The parts of ``intervals`` not covered by any of ``remove`` (same record, any strand).
+
+    Pieces keep their interval's name and strand, in input order; empty pieces are dropped.
+    """
+    holes: dict[str, list[tuple[int, int]]] = {}
+    for r in remove:
+        holes.setdefault(r.name, []).append((r.start, r.end))
+    for spans in holes.values():
+        spans.sort()
+    out = []
+    for iv in intervals:
+        cursor = iv.start
+        for start, end in holes.get(iv.name, ()):
+            if start >= iv.end:
+                break
+            if end > cursor and start > cursor:
+                out.append(Interval(iv.name, cursor, start, iv.strand))
+            cursor = max(cursor, end)
+        if cursor < iv.end:
+            out.append(Interval(iv.name, cursor, iv.end, iv.strand))
+    return out

@@ -1,0 +1,262 @@
+"""Prodigal and AUGUSTUS on the held-out regions genoformer is tested on, scored by genoformer's evaluator.
+
+    .venv/bin/python bench/gene_finders.py [--data ecoli athaliana celegans] [--whole-genome]
+        [--genoformer ecoli=pred.gff3 ...] [--json out.json]
+
+Peers (Debian: ``apt-get install prodigal augustus augustus-data``):
+
+- E. coli K-12: Prodigal ``-p single`` on the whole chromosome (it trains itself on the genome it is
+  given, so it sees all of it, as a user would run it), scored on the held-out stretch of
+  ``pipelines/regions/ecoli_test.bed``.
+- A. thaliana / C. elegans slices: AUGUSTUS with its shipped ``arabidopsis`` / ``caenorhabditis``
+  parameters (no training), run only on the held-out records of ``pipelines/regions/model_organisms_test.bed``.
+
+``--whole-genome`` adds a row per peer scored over its whole genome (AUGUSTUS then runs a second
+time, on every record), comparable with the numbers in docs/field-notes.md.
+
+Both sides are read with :func:`genoformer.genome.annotation.read_annotation` and compared by
+:func:`genoformer.evaluate.evaluate` with the same regions, so the rows compare like with like.
+Prodigal writes bare CDS rows (no gene/mRNA parents); the evaluator takes a CDS without a parent as
+a one-part transcript and gene of its own, which is exactly a prokaryotic gene, so its output is
+scored as written. ``--genoformer DATA=GFF3`` adds rows for genoformer's own predictions (held-out
+regions only: the rest of each genome was seen in training). Wall seconds time the peer program
+alone (the FASTA it reads is written beforehand; scoring is not timed).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from genoformer.evaluate import evaluate, write_json
+from genoformer.genome.annotation import read_annotation
+from genoformer.genome.fasta import Genome
+from genoformer.genome.intervals import Interval, read_bed_regions
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+REGIONS_DIR = ROOT / "pipelines" / "regions"
+FASTA_LINE = 60
+
+
+@dataclass(frozen=True)
+class Dataset:
+    label: str
+    fasta: str  # relative to the data folder
+    reference: str
+    regions: str  # relative to pipelines/regions; may also hold other genomes' records
+    tool: str  # "prodigal" or "augustus"
+    species: str | None = None
+
+
+DATASETS = {
+    "ecoli": Dataset(
+        "E. coli K-12",
+        "ecoli_k12/GCF_000005845.2_ASM584v2_genomic.fna.gz",
+        "ecoli_k12/GCF_000005845.2_ASM584v2_genomic.gff.gz",
+        "ecoli_test.bed",
+        "prodigal",
+    ),
+    "athaliana": Dataset(
+        "A. thaliana 1% slices",
+        "model_organisms/A.thaliana.fa.gz",
+        "model_organisms/A.thaliana.gff.gz",
+        "model_organisms_test.bed",
+        "augustus",
+        "arabidopsis",
+    ),
+    "celegans": Dataset(
+        "C. elegans 1% slices",
+        "model_organisms/C.elegans.fa.gz",
+        "model_organisms/C.elegans.gff.gz",
+        "model_organisms_test.bed",
+        "augustus",
+        "caenorhabditis",
+    ),
+}
+PACKAGES = {"prodigal": "prodigal", "augustus": "augustus augustus-data"}
+
+
+def regions_in(regions: list[Interval], lengths: dict[str, int]) -> list[Interval]:
+    """The regions on records of this genome (one test BED lists held-out records of two genomes)."""
+    return [region for region in regions if region.name in lengths]
+
+
+def region_label(regions: list[Interval] | None, lengths: dict[str, int]) -> str:
+    """Short description of what a row is scored on, e.g. ``held-out Chr5 (269,755 bp)``."""
+    if regions is None:
+        return f"whole genome ({sum(lengths.values()):,} bp)"
+    names = ", ".join(dict.fromkeys(region.name for region in regions))
+    return f"held-out {names} ({sum(len(region) for region in regions):,} bp)"
+
+
+def write_fasta(genome: Genome, names: list[str], path: Path) -> Path:
+    """Write whole records of ``genome`` as plain FASTA (peers read neither gzip nor our index)."""
+    with open(path, "w") as handle:
+        for name in names:
+            sequence = genome.fetch(name, 0, genome.lengths[name])
+            handle.write(f">{name}\n")
+            handle.writelines(sequence[i : i + FASTA_LINE] + "\n" for i in range(0, len(sequence), FASTA_LINE))
+    return path
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise SystemExit(f"{tool} is not installed (Debian: apt-get install {PACKAGES[tool]})")
+    return path
+
+
+def tool_version(tool: str) -> str:
+    """Version number the program prints (``prodigal -v``, ``augustus --version``)."""
+    flag = "-v" if tool == "prodigal" else "--version"
+    done = subprocess.run([require(tool), flag], capture_output=True, text=True)
+    found = re.search(r"(\d+\.\d+(?:\.\d+)?)", done.stdout + done.stderr)
+    return found.group(1) if found else "unknown"
+
+
+def run_timed(argv: list[str]) -> float:
+    """Run a peer program; wall seconds. A failure stops the benchmark with the program's own message."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def prodigal_argv(fasta: Path, out: Path) -> list[str]:
+    return [require("prodigal"), "-i", str(fasta), "-f", "gff", "-o", str(out), "-p", "single", "-q"]
+
+
+def augustus_argv(fasta: Path, species: str, out: Path) -> list[str]:
+    return [require("augustus"), f"--species={species}", "--gff3=on", f"--outfile={out}", str(fasta)]
+
+
+def scores_row(data: str, tool: str, region: str, seconds: float | None, results: dict, **extra) -> dict:
+    return {"data": data, "tool": tool, "region": region, "seconds": seconds, **extra, "results": results}
+
+
+def peer_records(dataset: Dataset, genome: Genome, scope: list[Interval] | None) -> list[str]:
+    """Records the peer runs on: Prodigal always the whole genome, AUGUSTUS only the records scored."""
+    if dataset.tool == "prodigal" or scope is None:
+        return genome.names
+    return list(dict.fromkeys(region.name for region in scope))
+
+
+def run_peer(dataset: Dataset, genome: Genome, records: list[str], workdir: Path) -> tuple[pd.DataFrame, float, str, str]:
+    """Run the data set's peer on ``records``; (predictions, wall seconds, tool name, command line)."""
+    workdir.mkdir()
+    fasta = write_fasta(genome, records, workdir / "input.fa")
+    version = tool_version(dataset.tool)
+    if dataset.tool == "prodigal":
+        out = workdir / "prodigal.gff"
+        argv = prodigal_argv(fasta, out)
+        tool = f"Prodigal {version}"
+    else:
+        out = workdir / "augustus.gff3"
+        argv = augustus_argv(fasta, dataset.species, out)
+        tool = f"AUGUSTUS {version} --species={dataset.species}"
+    seconds = run_timed(argv)
+    return read_annotation(out), seconds, tool, shlex.join(argv)
+
+
+def bench_dataset(key: str, *, run_peers: bool, whole_genome: bool, genoformer: list[Path], data_dir: Path) -> list[dict]:
+    """Rows for one data set: its peer on the held-out regions (and the whole genome), then genoformer's files."""
+    dataset = DATASETS[key]
+    genome = Genome(data_dir / dataset.fasta)
+    lengths = genome.lengths
+    reference = read_annotation(data_dir / dataset.reference)
+    held_out = regions_in(read_bed_regions(REGIONS_DIR / dataset.regions), lengths)
+    if not held_out:
+        raise SystemExit(f"{REGIONS_DIR / dataset.regions}: no region on the records of {data_dir / dataset.fasta}")
+    rows = []
+    if run_peers:
+        scopes = [held_out, None] if whole_genome else [held_out]
+        runs: dict[tuple[str, ...], tuple] = {}
+        with tempfile.TemporaryDirectory(prefix="genoformer-bench-") as workdir:
+            for scope in scopes:
+                records = tuple(peer_records(dataset, genome, scope))
+                if records not in runs:  # Prodigal scores its one whole-genome run on both scopes
+                    runs[records] = run_peer(dataset, genome, list(records), Path(workdir) / str(len(runs)))
+                prediction, seconds, tool, command = runs[records]
+                results = evaluate(reference, prediction, lengths=lengths, regions=scope)
+                rows.append(scores_row(dataset.label, tool, region_label(scope, lengths), seconds, results, command=command))
+    for path in genoformer:
+        results = evaluate(reference, read_annotation(path), lengths=lengths, regions=held_out)
+        rows.append(scores_row(dataset.label, "genoformer", region_label(held_out, lengths), None, results, prediction=str(path)))
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_rows(rows: list[dict]) -> str:
+    """One Markdown table: nucleotide coding F1 and MCC, exact CDS exons, exact genes (sensitivity / precision).
+
+    MCC is given both ways the evaluator counts: strand-aware (each base once per strand, so the
+    non-coding opposite strand adds true negatives) and either strand (a base is coding when a CDS on
+    either strand covers it, as most gene-finder papers count). F1 hardly differs between the two.
+    """
+    lines = [
+        "| data | tool | region | nt CDS F1 | nt CDS MCC stranded / either strand | exon Sn / Pr | gene Sn / Pr | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        nucleotide, exon, gene = row["results"]["nucleotide"], row["results"]["exon"], row["results"]["gene"]
+        coding, either = nucleotide["coding"], nucleotide["coding_unstranded"]
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        lines.append(
+            f"| {row['data']} | {row['tool']} | {row['region']} | {_cell(coding['f1'])} | "
+            f"{_cell(coding['mcc'])} / {_cell(either['mcc'])} | "
+            f"{_cell(exon['sensitivity'])} / {_cell(exon['precision'])} | "
+            f"{_cell(gene['sensitivity'])} / {_cell(gene['precision'])} | {seconds} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_genoformer(values: list[str]) -> dict[str, list[Path]]:
+    """``DATA=GFF3`` options as data set key -> prediction files."""
+    found: dict[str, list[Path]] = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep or key not in DATASETS or not path:
+            raise SystemExit(f"--genoformer {value!r}: expected DATA=GFF3 with DATA one of {', '.join(DATASETS)}")
+        found.setdefault(key, []).append(Path(path))
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="data sets to run the peers on")
+    parser.add_argument("--whole-genome", action="store_true", help="also score each peer over its whole genome (AUGUSTUS: a second run on every record)")
+    parser.add_argument("--genoformer", action="append", default=[], metavar="DATA=GFF3", help="also score this genoformer prediction (repeatable)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder holding ecoli_k12/ and model_organisms/")
+    parser.add_argument("--json", type=Path, help="write every row, with the evaluator's full results, here")
+    args = parser.parse_args(argv)
+    genoformer = parse_genoformer(args.genoformer)
+
+    rows = []
+    for key in DATASETS:
+        if key in args.data or key in genoformer:
+            rows += bench_dataset(
+                key, run_peers=key in args.data, whole_genome=args.whole_genome, genoformer=genoformer.get(key, []), data_dir=args.data_dir
+            )
+            print(f"done: {key}", file=sys.stderr)
+    sys.stdout.write(format_rows(rows))
+    if args.json:
+        write_json({"rows": rows}, args.json)
+
+
+if __name__ == "__main__":
+    main()

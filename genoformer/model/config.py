@@ -1,0 +1,200 @@
+"""`ReformerConfig`: every hyper-parameter of the Reformer encoder, validated, JSON round-trippable.
+
+The memory knobs (`head_group_size`, `attention_chunk_tokens`, `ff_chunk_size`) change how much is held
+at once, never the result: the same weights and seed give the same outputs whatever their values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from genoformer.errors import ConfigError
+
+ATTENTION_KINDS = ("lsh", "local", "full")
+
+# Largest bucket count one random rotation hashes into (64 projections, argmax over [xR; -xR]).
+# Larger counts (multi-megabase windows want ~2L/chunk buckets) are products of such factors.
+MAX_BUCKET_FACTOR = 128
+
+
+@dataclass
+class ReformerConfig:
+    """Hyper-parameters of :class:`genoformer.model.Reformer`.
+
+    Architecture
+        vocab_size: number of token ids (the tokenizer's ``vocab_size``).
+        d_model: width of the residual streams.
+        n_heads: attention heads; ``d_model / n_heads`` is the head width and must be even (rotary).
+        depth: number of reversible blocks (one attention + one feed-forward each).
+        d_ff: hidden width of the feed-forward.
+        attention: ``"lsh"``, ``"local"`` or ``"full"`` for every layer, or a list of those: one per
+            layer, or a shorter pattern repeated to ``depth`` (``["local", "lsh"]`` alternates).
+        causal: decoder mode (a token sees only earlier positions) instead of a bidirectional encoder.
+        reversible: ``True`` runs the RevNet stack that stores only its output; ``False`` runs the same
+            weights as an ordinary residual stack (activations kept by autograd).
+        pad_token_id: id used to pad inputs to a chunk multiple inside the model.
+        rotary_base: base of the rotary position frequencies (positions are computed on the fly, so
+            any length works).
+        layer_norm_eps: epsilon of every LayerNorm.
+        tie_word_embeddings: the masked-LM decoder reuses the token embedding matrix.
+        init_std: standard deviation of the normal initialisation of weight matrices.
+
+    Attention
+        chunk_size: tokens per chunk for LSH and local attention; each chunk attends to itself and the
+            previous chunk (and the next one when not causal).
+        n_hashes: hash rounds of LSH attention in training (and in evaluation unless ``eval_n_hashes``).
+        eval_n_hashes: hash rounds in ``eval()`` mode (more rounds evaluate better); ``None`` = n_hashes.
+        n_buckets: ``None`` follows each sequence's real length on every call (the next power of two
+            >= 2 * length / chunk_size, so a mean bucket fits a chunk); or a fixed count: 1, an even
+            number <= 128, or a power of two.
+        dropout: dropout on both branch outputs (attention and feed-forward).
+        attention_dropout: dropout on attention probabilities.
+        seed: seeds the LSH random rotations and dropout masks. No layer ever touches the global
+            torch RNG; training calls draw fresh rotations/masks from (seed, call counter).
+
+    Memory (results do not depend on these)
+        head_group_size: heads projected and attended together; ``None`` = all heads at once.
+        attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
+            attention kernel; bounds its working memory (about 4 KiB per row in float32).
+        ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
+    """
+
+    vocab_size: int
+    d_model: int = 256
+    n_heads: int = 4
+    depth: int = 6
+    d_ff: int = 1024
+    attention: str | list[str] = "lsh"
+    chunk_size: int = 64
+    n_hashes: int = 4
+    eval_n_hashes: int | None = None
+    n_buckets: int | None = None
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    causal: bool = False
+    reversible: bool = True
+    pad_token_id: int = 0
+    rotary_base: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    init_std: float = 0.02
+    seed: int = 0
+    head_group_size: int | None = None
+    attention_chunk_tokens: int = 4096
+    ff_chunk_size: int = 8192
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._check_values()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def layer_types(self) -> tuple[str, ...]:
+        """Attention kind of each of the ``depth`` layers."""
+        pattern = [self.attention] if isinstance(self.attention, str) else self.attention
+        return tuple(pattern[i % len(pattern)] for i in range(self.depth))
+
+    @property
+    def heads_per_group(self) -> int:
+        return self.n_heads if self.head_group_size is None else self.head_group_size
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the init fields (lists copied)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, list) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReformerConfig":
+        """Build from :meth:`to_dict` output; unknown or missing keys raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+        if "vocab_size" not in data:
+            raise ConfigError("model config is missing 'vocab_size'")
+        return cls(**data)
+
+    # ------------------------------------------------------------------ validation
+    _INT_FIELDS = ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes",
+                   "pad_token_id", "seed", "attention_chunk_tokens", "ff_chunk_size")
+    _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size")
+    _FLOAT_FIELDS = ("dropout", "attention_dropout", "rotary_base", "layer_norm_eps", "init_std")
+    _BOOL_FIELDS = ("causal", "reversible", "tie_word_embeddings")
+
+    def _check_types(self) -> None:
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for name in self._INT_FIELDS:
+            if not is_int(getattr(self, name)):
+                raise ConfigError(f"model config {name!r} must be an integer, got {getattr(self, name)!r}")
+        for name in self._OPTIONAL_INT_FIELDS:
+            v = getattr(self, name)
+            if v is not None and not is_int(v):
+                raise ConfigError(f"model config {name!r} must be an integer or null, got {v!r}")
+        for name in self._FLOAT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"model config {name!r} must be a number, got {v!r}")
+            setattr(self, name, float(v))
+        for name in self._BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model config {name!r} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.attention, tuple):
+            self.attention = list(self.attention)
+        if not isinstance(self.attention, (str, list)):
+            raise ConfigError(f"model config 'attention' must be a string or a list, got {self.attention!r}")
+
+    def _check_values(self) -> None:
+        def positive(name):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model config {name!r} must be >= 1, got {getattr(self, name)}")
+
+        for name in ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes",
+                     "attention_chunk_tokens", "ff_chunk_size"):
+            positive(name)
+        for name in ("eval_n_hashes", "head_group_size"):
+            if getattr(self, name) is not None:
+                positive(name)
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model config d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"model config head width d_model/n_heads={self.head_dim} must be even (rotary positions)")
+        if self.head_group_size is not None and self.n_heads % self.head_group_size:
+            raise ConfigError(f"model config n_heads={self.n_heads} is not divisible by head_group_size={self.head_group_size}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"model config pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model config {name!r} must be in [0, 1), got {getattr(self, name)}")
+        if self.rotary_base <= 1.0:
+            raise ConfigError(f"model config 'rotary_base' must be > 1, got {self.rotary_base}")
+        if self.layer_norm_eps <= 0 or self.init_std <= 0:
+            raise ConfigError("model config 'layer_norm_eps' and 'init_std' must be > 0")
+        if self.seed < 0:
+            raise ConfigError(f"model config 'seed' must be >= 0, got {self.seed}")
+        nb = self.n_buckets
+        if nb is not None and not (nb == 1 or (nb % 2 == 0 and 2 <= nb <= MAX_BUCKET_FACTOR)
+                                   or (nb > MAX_BUCKET_FACTOR and nb & (nb - 1) == 0)):
+            raise ConfigError(f"model config n_buckets={nb} must be null, 1, an even number <= "
+                              f"{MAX_BUCKET_FACTOR}, or a power of two")
+        pattern = [self.attention] if isinstance(self.attention, str) else self.attention
+        if not pattern:
+            raise ConfigError("model config 'attention' list is empty")
+        bad = [a for a in pattern if a not in ATTENTION_KINDS]
+        if bad:
+            raise ConfigError(f"model config 'attention' has unknown kind(s) {bad}; choose from {list(ATTENTION_KINDS)}")
+        if self.depth % len(pattern):
+            raise ConfigError(f"model config 'attention' has {len(pattern)} entries, which does not divide "
+                              f"depth={self.depth} (give one per layer or a repeating pattern)")

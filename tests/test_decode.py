@@ -1,0 +1,419 @@
+"""Decoding per-base probabilities into gene models and segments."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genoformer.decode import call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record
+from genoformer.decode.prokaryote import select_genes
+from genoformer.errors import ConfigError
+from genoformer.genome.annotation import ANNOTATION_COLUMNS, read_annotation
+from genoformer.genome.labels import LabelScheme, label_track
+
+DATA = Path("/work/shared/data")
+ECOLI = str(DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic")
+ATHALIANA = str(DATA / "model_organisms" / "A.thaliana")
+STOPS = ("TAA", "TAG", "TGA")
+CDS, INTRON, UTR5, UTR3, NCRNA = 2, 3, 1, 4, 5
+_COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
+
+
+def revcomp(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def random_dna(rng, n: int) -> str:
+    return np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
+
+
+def codons(rng, n: int, first: str = "") -> str:
+    """n random sense codons (no stop), the first one starting with ``first``."""
+    out = []
+    while len(out) < n:
+        codon = "".join(rng.choice(list("ACGT"), 3))
+        if codon not in STOPS and codon.startswith(first if not out else ""):
+            out.append(codon)
+    return "".join(out)
+
+
+def probabilities(labels: np.ndarray, rng, n_classes: int = 6, noise: float = 0.25) -> np.ndarray:
+    """(2, n_classes, length) float32: the one-hot truth blended with uniform noise, normalised."""
+    onehot = np.zeros((2, n_classes, labels.shape[1]), dtype=np.float32)
+    for row in range(2):
+        onehot[row, labels[row], np.arange(labels.shape[1])] = 1.0
+    probs = (1 - noise) * onehot + noise * rng.random(onehot.shape, dtype=np.float32)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def paint(labels, row, cls, start, end):
+    labels[row, start:end] = cls
+
+
+def cds_rows(table, strand=None):
+    rows = table[table["type"] == "CDS"]
+    if strand is not None:
+        rows = rows[rows["strand"] == strand]
+    return sorted(zip(rows["start"], rows["end"]))
+
+
+def check_hierarchy(table):
+    assert tuple(table.columns) == ANNOTATION_COLUMNS
+    assert table["id"].is_unique
+    ids = set(table["id"])
+    children = table[table["type"] != "gene"]
+    assert children["parent"].isin(ids).all()
+    genes = table[table["type"] == "gene"]
+    assert genes["parent"].isna().all()
+    assert table["score"].between(0, 1).all()
+    cds = table[table["type"] == "CDS"]
+    assert cds["phase"].notna().all() and cds["phase"].isin([0, 1, 2]).all()
+    assert table.loc[table["type"] != "CDS", "phase"].isna().all()
+
+
+# --------------------------------------------------------------------------- prokaryote
+
+def planted_prokaryote(rng, length=3000):
+    """Random DNA with a 303 bp gene on + at 500 and a 453 bp gene on - at 1500; labels (2, length)."""
+    seq = list(random_dna(rng, length))
+    plus = "ATG" + codons(rng, 99) + "TAA"
+    minus = "ATG" + codons(rng, 149) + "TGA"
+    seq[500 : 500 + len(plus)] = plus
+    seq[1500 : 1500 + len(minus)] = revcomp(minus)
+    labels = np.zeros((2, length), dtype=np.int64)
+    paint(labels, 0, CDS, 500, 500 + len(plus))
+    paint(labels, 1, CDS, 1500, 1500 + len(minus))
+    return "".join(seq), labels, [(500, 803)], [(1500, 1953)]
+
+
+def test_prokaryote_recovers_planted_genes_on_both_strands():
+    rng = np.random.default_rng(0)
+    seq, labels, plus, minus = planted_prokaryote(rng)
+    table = call_genes_prokaryote(seq.lower(), probabilities(labels, rng), "chr")
+    assert cds_rows(table, "+") == plus and cds_rows(table, "-") == minus
+    check_hierarchy(table)
+    assert list(table["type"]) == ["gene", "mRNA", "exon", "CDS"] * 2
+    assert list(table["id"][:4]) == ["chr.g1", "chr.g1.t1", "chr.g1.t1.exon1", "chr.g1.t1.cds1"]
+    assert (table.loc[table["type"] == "CDS", "phase"] == 0).all()
+    assert (table.loc[table["type"] == "exon", ["start", "end"]].to_numpy() == np.array(plus + minus)).all()
+
+
+def test_prokaryote_start_follows_where_coding_probability_begins():
+    rng = np.random.default_rng(1)
+    # Three in-frame starts (ATG, GTG, ATG) 30 bases apart; the probability begins at the second.
+    body = "ATG" + codons(rng, 9) + "GTG" + codons(rng, 9) + "ATG" + codons(rng, 80) + "TAG"
+    upstream = "TAA" + random_dna(rng, 97)  # an in-frame stop closes the ORF upstream
+    seq = random_dna(rng, 200) + upstream + body + random_dna(rng, 300)
+    begin = 300
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    paint(labels, 0, CDS, begin + 30, begin + len(body))
+    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    assert cds_rows(table, "+") == [(begin + 30, begin + len(body))]
+    # Where the probability starts at the first ATG, the first ATG is chosen.
+    labels[0, begin : begin + 30] = CDS
+    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    assert cds_rows(table, "+") == [(begin, begin + len(body))]
+
+
+def test_prokaryote_keeps_operon_overlap_and_picks_the_right_start_beside_a_neighbour():
+    rng = np.random.default_rng(2)
+    # Gene A ends ...ATGA, gene B starts ATGA...: the classic 4-base overlap. B's ORF runs on
+    # upstream through A (same frame), so starts inside A would give B a longer, coding-rich CDS;
+    # they are not allowed to overlap A by more than 60 bases.
+    last = next(c for c in iter(lambda: codons(rng, 1), None) if c.endswith("A"))
+    gene_a = "ATG" + codons(rng, 120) + last + "TGA"
+    gene_b = "ATGA" + codons(rng, 150)[1:] + "TAA"  # codon 2 is A + two bases: never a stop
+    seq = random_dna(rng, 300) + gene_a + gene_b[4:] + random_dna(rng, 300)
+    a = (300, 300 + len(gene_a))
+    b = (a[1] - 4, a[1] - 4 + len(gene_b))
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    paint(labels, 0, CDS, *a)
+    paint(labels, 0, CDS, *b)
+    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    assert cds_rows(table, "+") == [a, b]
+
+
+def test_overlap_resolution_allows_small_overlaps_and_charges_double_counted_bases():
+    log_odds = np.zeros(2001)
+    begin = np.array([0, 500, 590, 100])
+    end = np.array([600, 900, 900, 400])
+    # [500, 900) overlaps [0, 600) by 100 > 60; [590, 900) by 10; [100, 400) lies inside.
+    chosen = select_genes(begin, end, np.array([100.0, 50.0, 40.0, 10.0]), log_odds, 60)
+    assert begin[chosen].tolist() == [0, 590]
+    chosen = select_genes(begin[:2], end[:2], np.array([100.0, 150.0]), log_odds, 60)
+    assert begin[chosen].tolist() == [500]
+    # A short candidate straddling two genes within the allowance gains only what it adds:
+    # its overlaps' log-odds are already counted by the genes.
+    coding = np.zeros(2000)
+    coding[0:600] = coding[640:1200] = 1.0
+    sums = np.concatenate(([0.0], np.cumsum(coding)))
+    begin, end = np.array([0, 640, 550]), np.array([600, 1200, 690])
+    score = sums[end] - sums[begin]
+    chosen = select_genes(begin, end, score, sums, 60)
+    assert begin[chosen].tolist() == [0, 640]
+
+
+# --------------------------------------------------------------------------- eukaryote
+
+def spliced_gene(rng, cds: str, cuts: list[int], intron_lengths: list[int], donor="GT"):
+    """Insert introns (donor..AG) into ``cds`` after the given CDS offsets; returns gene and CDS pieces (gene offsets)."""
+    gene, pieces, done, position = "", [], 0, 0
+    for cut, length in zip(cuts, intron_lengths):
+        gene += cds[done:cut]
+        pieces.append((position, position + cut - done))
+        position += cut - done
+        gene += donor + random_dna(rng, length - 4) + "AG"
+        position += length
+        done = cut
+    gene += cds[done:]
+    pieces.append((position, position + len(cds) - done))
+    return gene, pieces
+
+
+def test_eukaryote_two_exon_genes_with_phases_and_utrs_on_both_strands():
+    rng = np.random.default_rng(3)
+    length = 5000
+    seq = list(random_dna(rng, length))
+    labels = np.zeros((2, length), dtype=np.int64)
+    # + strand: exon 1 is 100 bases (phase 2 next), GT..AG intron of 204 bases, 5' and 3' UTRs.
+    plus_gene, plus_pieces = spliced_gene(rng, "ATG" + codons(rng, 80) + "TAG", [100], [204])
+    g = 1000
+    seq[g : g + len(plus_gene)] = plus_gene
+    plus_cds = [(g + s, g + e) for s, e in plus_pieces]
+    paint(labels, 0, UTR5, g - 50, g)
+    paint(labels, 0, INTRON, plus_cds[0][1], plus_cds[1][0])
+    for s, e in plus_cds:
+        paint(labels, 0, CDS, s, e)
+    paint(labels, 0, UTR3, plus_cds[-1][1], plus_cds[-1][1] + 80)
+    # - strand: three exons (50 and 92 bases first: phases 0, 1, 2), a GC donor, no UTRs.
+    minus_gene, minus_pieces = spliced_gene(rng, "ATG" + codons(rng, 90) + "TGA", [50, 142], [104, 60], donor="GC")
+    h = 3000
+    seq[h : h + len(minus_gene)] = revcomp(minus_gene)
+    n = len(minus_gene)
+    minus_cds = sorted((h + n - e, h + n - s) for s, e in minus_pieces)
+    paint(labels, 1, INTRON, minus_cds[0][0], minus_cds[-1][1])
+    for s, e in minus_cds:
+        paint(labels, 1, CDS, s, e)
+    seq = "".join(seq)
+
+    table = call_genes_eukaryote(seq, probabilities(labels, rng), "chr")
+    check_hierarchy(table)
+    assert cds_rows(table, "+") == plus_cds
+    assert cds_rows(table, "-") == minus_cds
+    plus = table[table["strand"] == "+"]
+    assert plus.loc[plus["type"] == "CDS", "phase"].tolist() == [0, 2]
+    assert plus.loc[plus["type"] == "five_prime_UTR", ["start", "end"]].values.tolist() == [[g - 50, g]]
+    assert plus.loc[plus["type"] == "three_prime_UTR", ["start", "end"]].values.tolist() == [
+        [plus_cds[-1][1], plus_cds[-1][1] + 80]]
+    assert plus.loc[plus["type"] == "exon", ["start", "end"]].values.tolist() == [
+        [g - 50, plus_cds[0][1]], [plus_cds[1][0], plus_cds[1][1] + 80]]
+    assert plus.loc[plus["type"] == "gene", ["start", "end"]].values.tolist() == [[g - 50, plus_cds[-1][1] + 80]]
+    minus = table[table["strand"] == "-"]
+    # Listed by position, i.e. right to left along the - strand transcript.
+    assert minus.loc[minus["type"] == "CDS", "phase"].tolist() == [2, 1, 0]
+    assert minus.loc[minus["type"] == "CDS", "id"].tolist() == ["chr.g2.t1.cds3", "chr.g2.t1.cds2", "chr.g2.t1.cds1"]
+
+
+@pytest.mark.parametrize("exon2_start, allowed", [("AA", False), ("AC", True)])
+def test_eukaryote_refuses_an_intron_that_splices_a_stop_codon(exon2_start, allowed):
+    rng = np.random.default_rng(4)
+    # Exon 1 ends one base into a codon with T; spliced to exon 2's first two bases, T|AA is a stop
+    # (the model's probabilities alone would accept it), T|AC is not.
+    first = "ATG" + codons(rng, 30) + "T"
+    second = exon2_start + codons(rng, 40) + "TAG"
+    intron = "GT" + random_dna(rng, 96) + "AG"
+    seq = random_dna(rng, 300) + first + intron + second + random_dna(rng, 300)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    a = 300 + len(first)
+    paint(labels, 0, CDS, 300, a)
+    paint(labels, 0, INTRON, a, a + len(intron))
+    paint(labels, 0, CDS, a + len(intron), a + len(intron) + len(second))
+    table = call_genes_eukaryote(seq, probabilities(labels, rng, noise=0.1), "chr")
+    introns = [(e1, s2) for (_, e1), (s2, _) in zip(cds_rows(table), cds_rows(table)[1:])]
+    assert ((a, a + len(intron)) in introns) == allowed
+
+
+def translate_ok(seq: str, pieces: list[tuple[int, int]], strand: str, *, min_exon: int, min_intron: int) -> None:
+    """Assert a decoded CDS is a valid gene model: ATG..stop, whole codons, no internal stop, GT/GC..AG introns."""
+    spliced = "".join(seq[s:e] for s, e in pieces)
+    introns = [seq[e:s] for (_, e), (s, _) in zip(pieces, pieces[1:])]
+    if strand == "-":
+        spliced = revcomp(spliced)
+        introns = [revcomp(intron) for intron in introns]
+    assert spliced.startswith("ATG") and spliced[-3:] in STOPS and len(spliced) % 3 == 0
+    assert not any(spliced[i : i + 3] in STOPS for i in range(0, len(spliced) - 3, 3))
+    assert all(e - s >= min_exon for s, e in pieces)
+    assert all(len(intron) >= min_intron and intron[:2] in ("GT", "GC") and intron[-2:] == "AG" for intron in introns)
+
+
+def test_eukaryote_calls_are_valid_gene_models_on_noisy_landscapes():
+    rng = np.random.default_rng(5)
+    length = 60_000
+    seq = random_dna(rng, length)
+    # Blocks of random lengths whose most likely class is random: many candidate structures.
+    labels = np.zeros((2, length), dtype=np.int64)
+    for row in range(2):
+        edges = np.cumsum(rng.integers(20, 400, size=length // 20))
+        edges = np.concatenate(([0], edges[edges < length], [length]))
+        for s, e in zip(edges[:-1], edges[1:]):
+            labels[row, s:e] = rng.choice([0, CDS, CDS, INTRON, UTR5, UTR3])
+    table = call_genes_eukaryote(seq, probabilities(labels, rng, noise=0.4), "chr", min_exon=3, min_intron=20)
+    check_hierarchy(table)
+    cds = table[table["type"] == "CDS"]
+    assert cds["parent"].nunique() > 5
+    for (_, strand), rows in cds.groupby(["parent", "strand"]):
+        pieces = sorted(zip(rows["start"], rows["end"]))
+        translate_ok(seq, pieces, strand, min_exon=3, min_intron=20)
+        phases = rows.sort_values("start", ascending=strand == "+")["phase"].tolist()
+        lengths = [e - s for s, e in (pieces if strand == "+" else pieces[::-1])]
+        assert phases == [(3 - sum(lengths[:k]) % 3) % 3 for k in range(len(lengths))]
+
+
+# --------------------------------------------------------------------------- segments and dispatch
+
+def test_segments_merge_short_runs_and_respect_class_minimums():
+    length = 1000
+    probs = np.zeros((3, length), dtype=np.float32)
+    probs[0] = 1.0
+    probs[:, 200:600] = [[0.1], [0.8], [0.1]]  # class 1 ...
+    probs[:, 300:303] = [[0.6], [0.4], [0.0]]  # ... with a 3-base background gap
+    probs[:, 400:402] = [[0.1], [0.3], [0.6]]  # ... and a 2-base class-2 blip
+    probs[:, 800:805] = [[0.2], [0.0], [0.8]]  # a 5-base class-2 run on its own
+    assert len(call_segments(probs)) == 5  # raw arg-max runs
+    segments = call_segments(probs, {0: 10, 1: 50, 2: 4})
+    assert [(c, s, e) for c, s, e, _ in segments] == [(1, 200, 600), (2, 800, 805)]
+    assert segments[0][3] == pytest.approx((0.8 * 395 + 0.4 * 3 + 0.3 * 2) / 400, rel=1e-5)
+    assert [(c, s, e) for c, s, e, _ in call_segments(probs, 10)] == [(1, 200, 600)]
+    # Smoothing over 9 bases alone removes the gap, the blip and the 5-base run (edges may move a little).
+    smoothed = call_segments(probs, 1, window=9)
+    assert [c for c, *_ in smoothed] == [1]
+    assert abs(smoothed[0][1] - 200) <= 2 and abs(smoothed[0][2] - 600) <= 2
+
+
+def test_decode_record_regions_stranded_and_unstranded():
+    scheme = LabelScheme.from_names(["promoter", "enhancer"])
+    rng = np.random.default_rng(6)
+    labels = np.zeros((2, 2000), dtype=np.int64)
+    paint(labels, 0, 1, 100, 400)
+    paint(labels, 1, 2, 1000, 1500)
+    probs = probabilities(labels, rng, n_classes=3, noise=0.3)
+    table = decode_record(random_dna(rng, 2000), probs, "chr", scheme, min_length={"promoter": 50, "enhancer": 50},
+                          window=5)
+    assert table[["type", "strand", "start", "end"]].values.tolist() == [
+        ["promoter", "+", 100, 400], ["enhancer", "-", 1000, 1500]]
+    assert table["id"].tolist() == ["chr.r1", "chr.r2"]
+    both = probabilities(np.stack([labels[0], labels[0]]), rng, n_classes=3, noise=0.3)
+    table = decode_record("A" * 2000, both, "chr", scheme, min_length=50, window=5, stranded=False)
+    assert table[["type", "strand", "start", "end"]].values.tolist() == [["promoter", ".", 100, 400]]
+    with pytest.raises(ConfigError):
+        decode_record("A" * 2000, probs, "chr", scheme, min_length={"silencer": 5})
+
+
+def test_decode_record_gene_structure_adds_ncrna_and_checks_inputs():
+    rng = np.random.default_rng(7)
+    seq, labels, plus, minus = planted_prokaryote(rng)
+    paint(labels, 1, NCRNA, 2500, 2576)  # a tRNA-sized ncRNA on the - strand
+    scheme = LabelScheme.gene_structure()
+    probs = probabilities(labels, rng)
+    table = decode_record(seq, probs, "chr", scheme, "prokaryote", min_cds_length=90)
+    check_hierarchy(table)
+    assert cds_rows(table) == plus + minus
+    ncrna = table[table["type"] == "ncRNA"]
+    assert ncrna[["start", "end", "strand"]].values.tolist() == [[2500, 2576, "-"]]
+    assert table.loc[table["parent"] == ncrna["id"].iloc[0], "type"].tolist() == ["exon"]
+    eukaryote = decode_record(seq, probs, "chr", scheme, "eukaryote")
+    assert cds_rows(eukaryote) == plus + minus
+    with pytest.raises(ConfigError):
+        decode_record(seq, probs, "chr", scheme, "archaeon")
+    with pytest.raises(ConfigError):
+        decode_record(seq, probs[:, :5], "chr", scheme)
+    with pytest.raises(ValueError):
+        call_genes_prokaryote(seq[:-1], probs, "chr")
+    empty = call_genes_eukaryote("ACGT" * 50, np.full((2, 6, 200), 1 / 6, np.float32), "chr")
+    assert len(empty) == 0 and tuple(empty.columns) == ANNOTATION_COLUMNS
+
+
+def test_decoders_handle_a_megabase():
+    rng = np.random.default_rng(8)
+    length = 1_000_000
+    seq = random_dna(rng, length)
+    labels = np.zeros((2, length), dtype=np.int64)
+    for s in range(1000, length - 5000, 5000):
+        labels[0, s : s + 1500] = CDS
+        labels[0, s + 600 : s + 800] = INTRON
+    probs = probabilities(labels, rng, noise=0.3)
+    # Random DNA rarely holds the painted structures; this is about running through, not accuracy.
+    for decode in (call_genes_prokaryote, call_genes_eukaryote):
+        table = decode(seq, probs, "chr")
+        assert table["end"].max() <= length and table["strand"].eq("+").all()
+
+
+# --------------------------------------------------------------------------- real data
+
+def read_fasta_prefix(path: Path, name: str | None, length: int | None) -> tuple[str, str]:
+    with gzip.open(path, "rt") as handle:
+        records, current = {}, None
+        for line in handle:
+            if line.startswith(">"):
+                current = line[1:].split()[0]
+                records[current] = []
+            else:
+                records[current].append(line.strip())
+    name = name or next(iter(records))
+    sequence = "".join(records[name])
+    return name, sequence[:length] if length else sequence
+
+
+def perfect_probabilities(labels: np.ndarray, n_classes: int = 6) -> np.ndarray:
+    probs = np.zeros((2, n_classes, labels.shape[1]), dtype=np.float32)
+    for row in range(2):
+        probs[row, labels[row], np.arange(labels.shape[1])] = 1.0
+    return probs
+
+
+def test_ecoli_first_50kb_stops_recovered_from_painted_probabilities():
+    name, seq = read_fasta_prefix(Path(ECOLI + ".fna.gz"), None, 50_000)
+    annotation = read_annotation(ECOLI + ".gff.gz")
+    scheme = LabelScheme.gene_structure()
+    probs = perfect_probabilities(label_track(annotation, name, 0, len(seq), scheme).astype(np.int64))
+    table = decode_record(seq, probs, name, scheme, "prokaryote")
+    check_hierarchy(table)
+    reference = annotation[(annotation["type"] == "CDS") & (annotation["seqid"] == name)
+                           & (annotation["end"] <= len(seq)) & (annotation["end"] - annotation["start"] >= 90)]
+    reference = reference[[attrs.get("pseudo") != "true" for attrs in reference["attributes"]]]
+    stop = lambda rows: set(zip(rows["strand"], np.where(rows["strand"] == "+", rows["end"], rows["start"])))
+    predicted = stop(table[table["type"] == "CDS"])
+    wanted = stop(reference)
+    assert len(wanted) > 40
+    assert len(wanted & predicted) / len(wanted) >= 0.95
+    assert len(wanted & predicted) / len(predicted) >= 0.9
+
+
+def test_athaliana_chr1_gene_structures_recovered_from_painted_probabilities():
+    name, seq = read_fasta_prefix(Path(ATHALIANA + ".fa.gz"), "Chr1", None)
+    annotation = read_annotation(ATHALIANA + ".gff.gz")
+    scheme = LabelScheme.gene_structure()
+    probs = perfect_probabilities(label_track(annotation, name, 0, len(seq), scheme).astype(np.int64))
+    table = decode_record(seq, probs, name, scheme, "eukaryote")
+    check_hierarchy(table)
+    cds = annotation[(annotation["type"] == "CDS") & (annotation["seqid"] == name)]
+    transcript = cds["parent"].str.split(",").str[0]
+    chains = {}
+    for key, rows in cds.assign(transcript=transcript).groupby("transcript"):
+        chains[key] = (rows["strand"].iloc[0], tuple(sorted(zip(rows["start"], rows["end"]))))
+    genes = {}
+    for key, chain in chains.items():
+        genes.setdefault(key.split(".")[0], set()).add(chain)
+    predicted = {}
+    calls = table[table["type"] == "CDS"]
+    for key, rows in calls.groupby("parent"):
+        predicted[key] = (rows["strand"].iloc[0], tuple(sorted(zip(rows["start"], rows["end"]))))
+    found = sum(bool(chains_of_gene & set(predicted.values())) for chains_of_gene in genes.values())
+    assert len(genes) > 50
+    # Isoforms are painted together (the CDS of one wins over the intron of another), so a few
+    # genes have no single isoform matching the union; the rest must come back exactly.
+    assert found / len(genes) >= 0.85
+    for strand, pieces in predicted.values():
+        translate_ok(seq, list(pieces), strand, min_exon=3, min_intron=20)
