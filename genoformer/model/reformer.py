@@ -1,0 +1,889 @@
+"""The Reformer encoder (Kitaev, Kaiser & Levskaya 2020), in the paper's order.
+
+    rotary positions -> full attention (the exact reference) -> chunked attention kernel
+    -> local attention -> LSH attention -> chunked feed-forward -> reversible block
+    -> reversible stack (custom autograd) -> Reformer model
+
+Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
+
+* Positions are rotary, computed on the fly in float64 (exact at position 2**22 and beyond), applied
+  to queries (and keys); LSH hashes the rotated, unit-normalised vectors it attends with.
+* LSH attention shares queries and keys: keys are the unit-normalised rotated queries and logits are
+  ``q . k_hat`` with no further 1/sqrt(d) (as trax and Hugging Face do): |q| acts as a learned
+  per-query temperature, while an extra 1/sqrt(64) would start every head almost uniform.
+  Local and full attention use separate keys and the usual 1/sqrt(d).
+* Masks are additive. Masked keys (padding, causal, outside the window) get -1e9; a token's own key
+  gets -1e5 under shared QK, so it is attended to only when nothing else is available (and still
+  beats masked keys). Full attention applies the same rules, so it is the test reference.
+* Multi-round LSH combines rounds by their log-sum-exp (equivalently: one softmax over the union of
+  every round's keys). Keys met in several rounds count several times, as in trax/HF (the paper's
+  duplicate correction is left off).
+* Memory is linear in length. The chunked kernel (`_ChunkedAttention`) scores
+  ``attention_chunk_tokens`` query rows at a time, keeps only q, k, v, the output and one
+  log-sum-exp per row, and recomputes scores in backward (flash-attention style); hash rounds are
+  folded in one after another with an online log-sum-exp; heads are processed in groups of
+  ``head_group_size``; the feed-forward runs ``ff_chunk_size`` positions at a time. Sorting is a
+  stable sort on int32 bucket ids (no bucket*L+pos key to overflow); the permutations are int32.
+* Randomness never touches the global RNG. Rotations and dropout masks come from private
+  ``torch.Generator``s seeded from (config.seed, call counter, layer, site[, block]); dropout masks
+  are defined per block of positions, so they do not depend on how the length is chunked.
+* Reversible replay is exact: the stack stores each LSH layer's permutations (int32) and recomputes
+  dropout masks from the same seeds; the recomputation runs under the forward's autocast state.
+  The stack's autograd Function receives every parameter as an input and returns their gradients,
+  computed with ``torch.autograd.grad`` inside its backward; each parameter's gradient is therefore
+  accumulated exactly once per backward, so DDP hooks fire once (no static_graph or
+  find_unused_parameters needed), and parameters get gradients even when the stack input does not
+  require grad.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genoformer.errors import ConfigError
+from genoformer.model.config import MAX_BUCKET_FACTOR, ReformerConfig
+
+MASKED = -1e9          # additive logit for keys a query must not see
+SELF_PENALTY = -1e5    # added to a token's own logit under shared QK: used only when nothing else is left
+_PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
+_DROPOUT_BLOCK = 1024  # positions per dropout-mask block (masks are a function of position only)
+_ROTARY_BLOCK = 65536  # positions per float64 block when building rotary tables
+
+_SITE_ATTENTION_OUT, _SITE_FEED_FORWARD, _SITE_ATTENTION_PROBS, _SITE_HASH = 1, 2, 3, 4
+
+
+def _mix(*values: int) -> int:
+    """Deterministic 63-bit seed from integers (splitmix64 steps): independent streams per site."""
+    mask = (1 << 64) - 1
+    h = 0x9E3779B97F4A7C15
+    for value in values:
+        h = (h ^ (value & mask)) & mask
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+        h ^= h >> 31
+    return h & ((1 << 63) - 1)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def _autocast_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """dtype that matmuls on `device` produce for `dtype` inputs under the current autocast state."""
+    if dtype == torch.float32 and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return dtype
+
+
+# --------------------------------------------------------------------------------------- per-call state
+@dataclass
+class ForwardContext:
+    """What every layer of one forward call shares: padding, positions and seeds.
+
+    ``real`` is (batch, padded_length) bool, True at real tokens, or None when nothing is padded;
+    ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2).
+    """
+
+    length: int
+    padded_length: int
+    real: torch.Tensor | None
+    n_real: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    seed: int
+    hash_seed: int
+    training: bool
+    n_hashes: int
+
+    @classmethod
+    def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
+              device: torch.device, *, training: bool, seed: int, hash_seed: int) -> "ForwardContext":
+        if length < 1:
+            raise ValueError("input length must be >= 1")
+        padded = -(-length // config.chunk_size) * config.chunk_size
+        if attention_mask is None and padded == length:
+            real, n_real = None, torch.full((batch,), length, dtype=torch.long, device=device)
+        else:
+            real = torch.zeros(batch, padded, dtype=torch.bool, device=device)
+            real[:, :length] = True if attention_mask is None else attention_mask.to(device=device, dtype=torch.bool)
+            n_real = real.sum(1)
+        cos, sin = rotary_tables(padded, config.head_dim, config.rotary_base, device)
+        n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
+        return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes)
+
+    def site_seed(self, layer: int, site: int) -> int:
+        return _mix(self.hash_seed if site == _SITE_HASH else self.seed, layer, site)
+
+
+def _keep_mask(seed: int, batch: int, start: int, end: int, width: int, p: float,
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) for positions [start, end): (batch, end-start, width).
+
+    Each block of `_DROPOUT_BLOCK` positions has its own generator, so a position's mask is the same
+    however the caller chunks the length (reversible recompute, ordinary stack, any padding)."""
+    first, last = start // _DROPOUT_BLOCK, (end - 1) // _DROPOUT_BLOCK
+    blocks = [torch.empty(batch, _DROPOUT_BLOCK, width, device=device, dtype=dtype)
+              .bernoulli_(1.0 - p, generator=_generator(_mix(seed, b), device))
+              for b in range(first, last + 1)]
+    offset = first * _DROPOUT_BLOCK
+    return torch.cat(blocks, 1)[:, start - offset:end - offset].div_(1.0 - p)
+
+
+def _dropout(x: torch.Tensor, p: float, ctx: ForwardContext, seed: int, start: int = 0) -> torch.Tensor:
+    """Dropout on (batch, positions, width) with masks keyed by absolute position (see `_keep_mask`)."""
+    if not ctx.training or p == 0.0:
+        return x
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x * _keep_mask(seed, x.shape[0], start, start + x.shape[1], x.shape[2], p, x.device, dtype)
+
+
+# --------------------------------------------------------------------------------------- rotary positions
+def rotary_tables(length: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of rotary angles for positions [0, length): two (length, dim/2) float32 tensors.
+
+    Angles are formed and reduced modulo 2*pi in float64 block by block, so position 2**22 is as
+    accurate as position 1 and no float64 table of the full length is ever held."""
+    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
+    cos = torch.empty(length, dim // 2, device=device)
+    sin = torch.empty_like(cos)
+    for s in range(0, length, _ROTARY_BLOCK):
+        e = min(length, s + _ROTARY_BLOCK)
+        angle = torch.outer(torch.arange(s, e, dtype=torch.float64, device=device), inv_freq)
+        angle = angle.remainder_(2 * math.pi)
+        cos[s:e], sin[s:e] = angle.cos(), angle.sin()
+    return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + d/2) of x (..., length, d) by the position angles."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+# --------------------------------------------------------------------------------------- attention: shared
+class _BranchInput:
+    """The attention branch's normalised input.
+
+    Autograd paths hold it whole (``norm=None``: x is already normalised). No-grad paths (inference,
+    the reversible forward) normalise and project ``chunk`` positions at a time, so no full-length
+    normalised copy is ever made."""
+
+    def __init__(self, x: torch.Tensor, norm: nn.Module | None = None, chunk: int = 0):
+        self.x, self.norm, self.chunk = x, norm, chunk
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.norm is None:
+            return F.linear(self.x, weight)
+        batch, length, _ = self.x.shape
+        out = None
+        for s in range(0, length, self.chunk):
+            part = F.linear(self.norm(self.x[:, s:s + self.chunk]), weight)
+            if out is None:
+                out = part.new_empty(batch, length, weight.shape[0])
+            out[:, s:s + self.chunk] = part
+        return out
+
+
+class _SelfAttention(nn.Module):
+    """Projections shared by the three attention kinds, computed one head group at a time.
+
+    Subclasses implement ``_attend(projections, group, ctx, state) -> (batch, heads_in_group, L, d)``.
+    """
+
+    def __init__(self, config: ReformerConfig, layer_index: int, shared_qk: bool):
+        super().__init__()
+        d = config.d_model
+        self.config, self.layer_index, self.shared_qk = config, layer_index, shared_qk
+        self.head_dim, self.heads_per_group = config.head_dim, config.heads_per_group
+        self.n_groups = config.n_heads // self.heads_per_group
+        if shared_qk:
+            self.qk = nn.Linear(d, d, bias=False)
+        else:
+            self.q = nn.Linear(d, d, bias=False)
+            self.k = nn.Linear(d, d, bias=False)
+        self.v = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d)
+
+    def _in_projections(self) -> list[nn.Linear]:
+        return [self.qk, self.v] if self.shared_qk else [self.q, self.k, self.v]
+
+    def group_params(self) -> list[nn.Parameter]:
+        """Parameters every head group touches (full tensors; a group uses its rows/columns)."""
+        return [p.weight for p in self._in_projections()] + [self.out.weight]
+
+    def _rows(self, group: int) -> slice:
+        width = self.heads_per_group * self.head_dim
+        return slice(group * width, (group + 1) * width)
+
+    def group_heads(self, inp: _BranchInput, group: int, ctx: ForwardContext, state: dict) -> torch.Tensor:
+        """Attention output of one head group before the output projection: (batch, L, group width)."""
+        rows = self._rows(group)
+        projections = self._in_projections()
+        proj = inp.project(torch.cat([p.weight[rows] for p in projections]))
+        batch, length = proj.shape[:2]
+        # (n_projections, batch, heads, length, head_dim)
+        parts = proj.view(batch, length, len(projections), self.heads_per_group, self.head_dim).permute(2, 0, 3, 1, 4)
+        o = self._attend(parts, group, ctx, state)
+        return o.permute(0, 2, 1, 3).reshape(batch, length, -1)
+
+    def group_out_weight(self, group: int) -> torch.Tensor:
+        return self.out.weight[:, self._rows(group)]
+
+    def branch(self, inp: _BranchInput, ctx: ForwardContext, state: dict) -> torch.Tensor:
+        """Full attention output (all groups + output bias): (batch, L, d_model)."""
+        out = None
+        for g in range(self.n_groups):
+            part = F.linear(self.group_heads(inp, g, ctx, state), self.group_out_weight(g))
+            out = part if out is None else out + part
+        return out + self.out.bias
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Standalone use: hidden (batch, L, d_model), mask (batch, L) True at real tokens -> (batch, L, d_model).
+
+        Pads internally to a chunk multiple. Rotations and dropout masks come from ``config.seed``
+        (the :class:`Reformer` draws fresh ones per training call)."""
+        batch, length, _ = hidden.shape
+        seed = _mix(self.config.seed, 0)
+        ctx = ForwardContext.build(self.config, batch, length, attention_mask, hidden.device,
+                                   training=self.training, seed=seed, hash_seed=seed)
+        x = F.pad(hidden, (0, 0, 0, ctx.padded_length - length))
+        return self.branch(_BranchInput(x), ctx, {})[:, :length]
+
+
+def _rotate(parts: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+    return apply_rotary(parts, ctx.cos, ctx.sin)
+
+
+# --------------------------------------------------------------------------------------- full attention
+class FullSelfAttention(_SelfAttention):
+    """Exact softmax attention over the whole sequence: O(L^2), for short inputs and as the reference.
+
+    With ``shared_qk=True`` it uses LSH attention's parameterisation and rules (keys = unit-normalised
+    rotated queries, no 1/sqrt(d), own-token penalty), so with the same weights it is what LSH attention
+    approximates. Uses ``scaled_dot_product_attention`` when no attention dropout is needed.
+    """
+
+    def __init__(self, config: ReformerConfig, layer_index: int = 0, shared_qk: bool = False):
+        super().__init__(config, layer_index, shared_qk)
+
+    def _attend(self, parts, group, ctx, state):
+        q = _rotate(parts[0], ctx)
+        if self.shared_qk:
+            k, v, scale = F.normalize(q, dim=-1), parts[1], 1.0
+        else:
+            k, v, scale = _rotate(parts[1], ctx), parts[2], self.head_dim ** -0.5
+        length = q.shape[2]
+        bias = None
+        if ctx.real is not None:  # (batch, 1, 1, L)
+            bias = torch.zeros(ctx.real.shape, dtype=torch.float32, device=q.device).masked_fill_(~ctx.real, MASKED)[:, None, None]
+        if self.config.causal:
+            future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
+            causal = torch.zeros(length, length, device=q.device).masked_fill_(future, MASKED)
+            bias = causal if bias is None else bias + causal
+        if self.shared_qk:
+            own = torch.eye(length, device=q.device) * SELF_PENALTY
+            bias = own if bias is None else bias + own
+        p = self.config.attention_dropout if ctx.training else 0.0
+        if p == 0.0:
+            return F.scaled_dot_product_attention(q, k, v.contiguous(), attn_mask=None if bias is None else bias.to(q.dtype),
+                                                  scale=scale)
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+        if bias is not None:
+            scores = scores + bias
+        probs = scores.softmax(-1)
+        seed = _mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group)
+        keep = torch.empty_like(probs).bernoulli_(1.0 - p, generator=_generator(seed, q.device)).div_(1.0 - p)
+        return torch.matmul((probs * keep).to(v.dtype), v)
+
+
+# --------------------------------------------------------------------------------------- chunked kernel
+@dataclass(frozen=True)
+class _ChunkSpec:
+    """How the chunked kernel pairs query chunks with key chunks and masks them.
+
+    offsets: key chunks each query chunk sees, relative to itself, own chunk first.
+    wrap: neighbours wrap around the sorted order (LSH) instead of stopping at the ends (local).
+    causal: key position <= query position (positions equal sorted indices: local attention only).
+    causal_window: causal LSH: keys in the query's bucket at most `chunk` sorted steps back, which
+        depends only on earlier tokens (a chunk-aligned window would depend on later tokens' buckets).
+    self_penalty: add SELF_PENALTY to a token's own logit (shared QK).
+    """
+
+    chunk: int
+    offsets: tuple[int, ...]
+    wrap: bool
+    causal: bool
+    causal_window: bool
+    self_penalty: bool
+    scale: float
+    dropout: float
+    dropout_seed: int
+    rows_per_step: int
+
+
+def _steps(q, perm, sbuckets, key_real, spec: _ChunkSpec):
+    """Yield the index/mask data of every kernel step: one hash round x a run of query chunks.
+
+    q: (N, L, d); perm: (N, R, L) int32 sorted index -> position, or None (identity, one round).
+    Yields (round, first_chunk, qrows, krows, bias, mismatch): flat row indices into (N*L, d) of the
+    step's queries (N*n*c) and look-around keys (N*n*K); an additive bias broadcastable to
+    (N*n, c, K) or None; a same-bucket mismatch mask (causal LSH) or None.
+    """
+    n_rows, length, _ = q.shape
+    c, device = spec.chunk, q.device
+    n_chunks = length // c
+    n_look = len(spec.offsets) * c
+    per_step = max(1, spec.rows_per_step // (n_rows * c))
+    arange_c = torch.arange(c, device=device)
+    offsets = torch.tensor(spec.offsets, device=device)
+    row_base = torch.arange(n_rows, device=device)[:, None] * length
+    n_rounds = 1 if perm is None else perm.shape[1]
+    for r in range(n_rounds):
+        for a in range(0, n_chunks, per_step):
+            b = min(n_chunks, a + per_step)
+            n = b - a
+            qchunks = torch.arange(a, b, device=device)
+            kchunks = qchunks[:, None] + offsets  # (n, offsets)
+            masked = None  # (n, c or 1, K) bool, same for every row
+            if spec.wrap:
+                kchunks = kchunks.remainder(n_chunks)
+            else:
+                inside = (kchunks >= 0) & (kchunks < n_chunks)
+                kchunks = kchunks.clamp(0, n_chunks - 1)
+                if not bool(inside.all()):
+                    masked = (~inside).repeat_interleave(c, dim=1)[:, None, :]
+            ksorted = (kchunks[..., None] * c + arange_c).view(n, n_look)
+            qsorted = qchunks[:, None] * c + arange_c  # (n, c)
+            if spec.causal or spec.causal_window:
+                rel = ksorted[:, None, :] - qsorted[:, :, None]  # (n, c, K) sorted-index offsets
+                bad = rel > 0
+                if spec.causal_window:
+                    bad |= rel < -c
+                masked = bad if masked is None else masked | bad
+            if perm is None:
+                qpos, kpos = qsorted.view(1, -1), ksorted.view(1, -1)
+            else:
+                order = perm[:, r]
+                qpos = order[:, a * c:b * c].long()
+                kpos = order[:, ksorted.view(-1)].long()
+            qrows = (qpos + row_base).view(-1)
+            krows = (kpos + row_base).view(-1)
+            bias = None
+            if key_real is not None:
+                pad = ~key_real.view(-1)[krows].view(n_rows, n, 1, n_look)
+                if masked is not None:
+                    pad = pad | masked
+                bias = torch.zeros(pad.shape, dtype=torch.float32, device=device).masked_fill_(pad, MASKED)
+                bias = bias.view(n_rows * n, -1, n_look)
+            elif masked is not None:
+                bias = torch.zeros(masked.shape, dtype=torch.float32, device=device).masked_fill_(masked, MASKED)
+                bias = bias.expand(n_rows, *bias.shape).reshape(n_rows * n, -1, n_look)
+            mismatch = None
+            if spec.causal_window:
+                sb = sbuckets[:, r]
+                mismatch = sb[:, a * c:b * c].view(n_rows * n, c, 1) != sb[:, ksorted.view(-1)].view(n_rows * n, 1, n_look)
+            yield r, a, qrows, krows, bias, mismatch
+
+
+def _scores(Q, K, bias, mismatch, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
+    """Masked logits (steps, c, K) in the accumulation dtype. Q is already scaled."""
+    if bias is not None and Q.dtype == acc:
+        s = torch.baddbmm(bias.to(acc), Q, K.transpose(1, 2))
+    else:
+        s = torch.bmm(Q, K.transpose(1, 2)).to(acc)
+        if bias is not None:
+            s += bias
+    if mismatch is not None:
+        s.masked_fill_(mismatch, MASKED)
+    if spec.self_penalty:  # own key: same sorted index, i.e. the diagonal of the own-chunk block
+        s[:, :, :spec.chunk].diagonal(dim1=1, dim2=2).add_(SELF_PENALTY)
+    return s
+
+
+def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> torch.Tensor:
+    g = _generator(_mix(spec.dropout_seed, r, a), device)
+    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g).div_(1.0 - spec.dropout)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    """Chunked softmax attention over (optionally permuted, multi-round) sequences.
+
+    Forward keeps a running per-row log-sum-exp across rounds, so the result equals one softmax over
+    the union of every round's keys; backward recomputes each step's scores from q, k, v and the
+    final log-sum-exp. Nothing of size L x L, or even rows x keys for the whole sequence, is kept.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, perm, sbuckets, key_real, spec: _ChunkSpec):
+        with torch.autocast(q.device.type, enabled=False):
+            out, lse = _chunked_forward(q, k, v, perm, sbuckets, key_real, spec)
+        ctx.save_for_backward(q, k, v, perm, sbuckets, key_real, out, lse)
+        ctx.spec = spec
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, perm, sbuckets, key_real, out, lse = ctx.saved_tensors
+        with torch.autocast(q.device.type, enabled=False):
+            dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, ctx.spec)
+        return dq, dk, dv, None, None, None, None
+
+
+def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
+    n_rows, length, d = q.shape
+    c, acc = spec.chunk, torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d)
+    out = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
+    lse = torch.full((n_rows * length,), -math.inf, dtype=acc, device=q.device)
+    for r, a, qrows, krows, bias, mismatch in _steps(q, perm, sbuckets, key_real, spec):
+        Q = qf.index_select(0, qrows).view(-1, c, d)
+        if spec.scale != 1.0:
+            Q = Q * spec.scale
+        n_look = krows.numel() // Q.shape[0]
+        K = kf.index_select(0, krows).view(Q.shape[0], n_look, d)
+        V = vf.index_select(0, krows).view(Q.shape[0], n_look, d)
+        s = _scores(Q, K, bias, mismatch, spec, acc)
+        m = s.amax(-1, keepdim=True)
+        p = s.sub_(m).exp_()
+        total = p.sum(-1, keepdim=True)
+        if spec.dropout:
+            p.mul_(_probs_dropout(spec, r, a, p.shape, q.device, acc))
+        o = torch.bmm(p.to(v.dtype), V).to(acc).div_(total).view(-1, d)
+        step_lse = (m + total.log()).view(-1)
+        if r == 0:
+            out.index_copy_(0, qrows, o)
+            lse.index_copy_(0, qrows, step_lse)
+        else:  # fold this round in: weights softmax(lse_old, lse_round)
+            old = lse.index_select(0, qrows)
+            new = torch.logaddexp(old, step_lse)
+            blended = out.index_select(0, qrows).mul_((old - new).exp_()[:, None])
+            blended.add_(o.mul_((step_lse - new).exp_()[:, None]))
+            out.index_copy_(0, qrows, blended)
+            lse.index_copy_(0, qrows, new)
+    return out.view(n_rows, length, d).to(v.dtype), lse
+
+
+def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
+    n_rows, length, d = q.shape
+    c, acc = spec.chunk, torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d)
+    dof = d_out.reshape(-1, d).to(v.dtype)
+    delta = (d_out.reshape(-1, d).to(acc) * out.reshape(-1, d).to(acc)).sum(-1)  # rowsum(dO * O)
+    dq = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
+    dk, dv = torch.zeros_like(dq), torch.zeros_like(dq)
+    for r, a, qrows, krows, bias, mismatch in _steps(q, perm, sbuckets, key_real, spec):
+        Q = qf.index_select(0, qrows).view(-1, c, d)
+        if spec.scale != 1.0:
+            Q = Q * spec.scale
+        n_look = krows.numel() // Q.shape[0]
+        K = kf.index_select(0, krows).view(Q.shape[0], n_look, d)
+        V = vf.index_select(0, krows).view(Q.shape[0], n_look, d)
+        p = _scores(Q, K, bias, mismatch, spec, acc)
+        p.sub_(lse.index_select(0, qrows).view(-1, c, 1)).exp_()  # probabilities over all rounds
+        dO = dof.index_select(0, qrows).view(-1, c, d)
+        if spec.dropout:
+            keep = _probs_dropout(spec, r, a, p.shape, q.device, acc)
+            dv.index_add_(0, krows, torch.bmm((p * keep).transpose(1, 2).to(v.dtype), dO).to(acc).view(-1, d))
+            dp = torch.bmm(dO, V.transpose(1, 2)).to(acc).mul_(keep)
+        else:
+            dv.index_add_(0, krows, torch.bmm(p.transpose(1, 2).to(v.dtype), dO).to(acc).view(-1, d))
+            dp = torch.bmm(dO, V.transpose(1, 2)).to(acc)
+        ds = p.mul_(dp.sub_(delta.index_select(0, qrows).view(-1, c, 1))).to(q.dtype)
+        dQ = torch.bmm(ds, K).to(acc)
+        if spec.scale != 1.0:
+            dQ.mul_(spec.scale)
+        dq.index_add_(0, qrows, dQ.view(-1, d))
+        dk.index_add_(0, krows, torch.bmm(ds.transpose(1, 2), Q).to(acc).view(-1, d))
+    shape = (n_rows, length, d)
+    return dq.view(shape).to(q.dtype), dk.view(shape).to(k.dtype), dv.view(shape).to(v.dtype)
+
+
+def chunked_attention(q, k, v, perm, sbuckets, key_real, spec: _ChunkSpec) -> torch.Tensor:
+    """q, k, v: (batch, heads, L, d); perm/sbuckets: (batch*heads, rounds, L) int32 or None;
+    key_real: (batch, L) bool or None. Returns (batch, heads, L, d)."""
+    batch, heads, length, d = q.shape
+    flat = [t.reshape(batch * heads, length, d) for t in (q, k, v)]
+    if key_real is not None:
+        key_real = key_real.repeat_interleave(heads, 0)
+    return _ChunkedAttention.apply(*flat, perm, sbuckets, key_real, spec).view(batch, heads, length, d)
+
+
+# --------------------------------------------------------------------------------------- local attention
+class LocalSelfAttention(_SelfAttention):
+    """Chunks of `chunk_size` positions attend to themselves and the previous chunk (and the next one
+    when bidirectional). Separate keys, 1/sqrt(d) scaling; linear in length."""
+
+    def __init__(self, config: ReformerConfig, layer_index: int = 0):
+        super().__init__(config, layer_index, shared_qk=False)
+
+    def _attend(self, parts, group, ctx, state):
+        c = self.config.chunk_size
+        n_chunks = ctx.padded_length // c
+        offsets = (0,) if n_chunks == 1 else (0, -1) if self.config.causal else (0, -1, 1)
+        spec = _ChunkSpec(
+            chunk=c, offsets=offsets, wrap=False, causal=self.config.causal, causal_window=False,
+            self_penalty=False, scale=self.head_dim ** -0.5,
+            dropout=self.config.attention_dropout if ctx.training else 0.0,
+            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group),
+            rows_per_step=self.config.attention_chunk_tokens)
+        return chunked_attention(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
+
+
+# --------------------------------------------------------------------------------------- LSH attention
+def bucket_widths(config: ReformerConfig, n_real: torch.Tensor, padded_length: int) -> tuple[torch.Tensor, list[int]]:
+    """Bucket count of each sequence as a product of hash factors.
+
+    Returns widths (batch, factors) int64 (buckets per factor, 1 = unused) and each factor's largest
+    width in the batch. With ``n_buckets=None`` a sequence of n real tokens gets the next power of two
+    >= 2 * ceil(n / chunk) buckets, so padding never changes a sequence's hashing."""
+    device = n_real.device
+    factor_bits = MAX_BUCKET_FACTOR.bit_length() - 1
+    if config.n_buckets is not None and config.n_buckets <= MAX_BUCKET_FACTOR:
+        widths = torch.full((n_real.shape[0], 1), config.n_buckets, dtype=torch.long, device=device)
+        return widths, [config.n_buckets]
+    if config.n_buckets is not None:
+        bits = torch.full_like(n_real, config.n_buckets.bit_length() - 1)
+        max_bits = config.n_buckets.bit_length() - 1
+    else:
+        c = config.chunk_size
+        powers = 2 ** torch.arange(0, 62, device=device)
+        chunks = (n_real.clamp(min=1) + c - 1) // c
+        bits = 1 + torch.searchsorted(powers, chunks)  # 2 * next_pow2(chunks)
+        max_bits = 1 + max(0, (padded_length // c - 1).bit_length())
+    n_factors = -(-max_bits // factor_bits)
+    shifts = torch.arange(n_factors, device=device) * factor_bits
+    widths = 2 ** (bits[:, None] - shifts).clamp(0, factor_bits)
+    return widths, [2 ** min(max(max_bits - i * factor_bits, 0), factor_bits) for i in range(n_factors)]
+
+
+def lsh_sort(keys: torch.Tensor, ctx: ForwardContext, config: ReformerConfig, seed: int,
+             heads: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hash unit keys (batch, G, L, d) and sort each round by bucket.
+
+    Angular LSH: bucket = argmax([xR; -xR]) for a random Gaussian R per round, head and factor.
+    Rotations are drawn with shape (n_heads, d, 64) whatever the length, so a head's rotation does
+    not depend on padding or on the head grouping. Padding goes to a bucket after all real ones.
+    Returns perm (batch*G, rounds, L) int32 (sorted index -> position; stable, so ties keep position
+    order) and the sorted bucket ids (same shape, int32).
+    """
+    batch, n_group, length, d = keys.shape
+    widths, max_widths = bucket_widths(config, ctx.n_real, length)
+    half_cols = MAX_BUCKET_FACTOR // 2
+    columns = torch.arange(half_cols, device=keys.device)
+    perms, sorted_buckets = [], []
+    for r in range(ctx.n_hashes):
+        bucket = torch.zeros(batch, n_group, length, dtype=torch.long, device=keys.device)
+        stride = torch.ones(batch, dtype=torch.long, device=keys.device)
+        for i, max_width in enumerate(max_widths):
+            width = widths[:, i]
+            if max_width > 1:
+                g = _generator(_mix(seed, r, i), torch.device("cpu"))
+                rotation = torch.randn(config.n_heads, d, half_cols, generator=g)[heads, :, :max_width // 2]
+                proj = torch.matmul(keys, rotation.to(device=keys.device, dtype=keys.dtype))  # (B, G, L, w/2)
+                magnitude = proj.abs()
+                unused = columns[:max_width // 2] >= (width // 2)[:, None]  # (B, w/2): narrower sequences
+                if bool(unused.any()):
+                    magnitude.masked_fill_(unused[:, None, None, :], -1.0)
+                index = magnitude.argmax(-1)
+                negative = proj.gather(-1, index[..., None]).squeeze(-1) < 0
+                bucket += (index + negative * (width // 2)[:, None, None]) * stride[:, None, None]
+            stride = stride * width
+        if ctx.real is not None:
+            bucket.masked_fill_(~ctx.real[:, None, :], _PAD_BUCKET)
+        values, order = torch.sort(bucket.to(torch.int32).view(batch * n_group, length), dim=-1, stable=True)
+        perms.append(order.to(torch.int32))
+        sorted_buckets.append(values)
+    return torch.stack(perms, 1), torch.stack(sorted_buckets, 1)
+
+
+class LSHSelfAttention(_SelfAttention):
+    """Reformer LSH attention: shared-QK, ``n_hashes`` rounds of angular hashing, sort by bucket,
+    chunks attend to themselves and their neighbours in sorted order, rounds combined by log-sum-exp.
+
+    Per call and head group it records the hash permutations in ``state`` (int32), so a reversible
+    recomputation attends over exactly the same chunks."""
+
+    def __init__(self, config: ReformerConfig, layer_index: int = 0):
+        super().__init__(config, layer_index, shared_qk=True)
+
+    def _attend(self, parts, group, ctx, state):
+        q = _rotate(parts[0], ctx)
+        keys = F.normalize(q, dim=-1)
+        if group not in state:
+            with torch.no_grad():
+                heads = slice(group * self.heads_per_group, (group + 1) * self.heads_per_group)
+                state[group] = lsh_sort(keys, ctx, self.config, ctx.site_seed(self.layer_index, _SITE_HASH), heads)
+        perm, sorted_buckets = state[group]
+        c = self.config.chunk_size
+        n_chunks = ctx.padded_length // c
+        if self.config.causal:
+            offsets = (0,) if n_chunks == 1 else (0, -1)
+        else:
+            offsets = (0,) if n_chunks == 1 else (0, 1) if n_chunks == 2 else (0, -1, 1)
+        spec = _ChunkSpec(
+            chunk=c, offsets=offsets, wrap=True, causal=False, causal_window=self.config.causal,
+            self_penalty=True, scale=1.0,
+            dropout=self.config.attention_dropout if ctx.training else 0.0,
+            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group),
+            rows_per_step=self.config.attention_chunk_tokens)
+        return chunked_attention(q, keys, parts[1], perm, sorted_buckets if self.config.causal else None,
+                                 ctx.real, spec)
+
+
+# --------------------------------------------------------------------------------------- feed-forward
+class FeedForward(nn.Module):
+    """LayerNorm -> Linear(d_model, d_ff) -> GELU -> Linear(d_ff, d_model) -> dropout.
+
+    Position-wise, so callers run it ``ff_chunk_size`` positions at a time; ``start`` is the first
+    position of the given slice (dropout masks are keyed by position)."""
+
+    def __init__(self, config: ReformerConfig, layer_index: int = 0):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.w1 = nn.Linear(config.d_model, config.d_ff)
+        self.w2 = nn.Linear(config.d_ff, config.d_model)
+        self.p, self.layer_index = config.dropout, layer_index
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, start: int = 0) -> torch.Tensor:
+        h = self.w2(F.gelu(self.w1(self.norm(x))))
+        return _dropout(h, self.p, ctx, ctx.site_seed(self.layer_index, _SITE_FEED_FORWARD), start)
+
+
+# --------------------------------------------------------------------------------------- reversible block
+_ATTENTION = {"lsh": LSHSelfAttention, "local": LocalSelfAttention, "full": FullSelfAttention}
+
+
+def _accumulate(grads: dict, params, values) -> None:
+    for p, g in zip(params, values):
+        if g is not None:
+            if p in grads:
+                grads[p] += g
+            else:
+                grads[p] = g
+
+
+class ReversibleBlock(nn.Module):
+    """RevNet coupling: Y1 = X1 + Attention(LN(X2)), Y2 = X2 + FeedForward(Y1).
+
+    ``forward`` is the ordinary autograd version; ``forward_inplace``/``backward_inplace`` are the
+    memory-lean versions the reversible stack uses (outputs overwrite inputs; backward rebuilds the
+    inputs from the outputs and accumulates parameter gradients into a dict)."""
+
+    def __init__(self, config: ReformerConfig, layer_index: int):
+        super().__init__()
+        self.config, self.layer_index = config, layer_index
+        self.attention_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.attention = _ATTENTION[config.layer_types[layer_index]](config, layer_index)
+        self.feed_forward = FeedForward(config, layer_index)
+
+    def _chunks(self, length: int):
+        step = self.config.ff_chunk_size
+        return [(s, min(length, s + step)) for s in range(0, length, step)]
+
+    def _attention_dropout_seed(self, ctx: ForwardContext) -> int:
+        return ctx.site_seed(self.layer_index, _SITE_ATTENTION_OUT)
+
+    def _dropout_active(self, ctx: ForwardContext) -> bool:
+        return ctx.training and self.config.dropout > 0.0
+
+    def forward(self, x1, x2, ctx: ForwardContext, state: dict | None = None):
+        branch = self.attention.branch(_BranchInput(self.attention_norm(x2)), ctx, {} if state is None else state)
+        y1 = x1 + _dropout(branch, self.config.dropout, ctx, self._attention_dropout_seed(ctx))
+        y2 = x2 + self.feed_forward(y1, ctx)
+        return y1, y2
+
+    @torch.no_grad()
+    def forward_inplace(self, x1: torch.Tensor, x2: torch.Tensor, ctx: ForwardContext, state: dict) -> None:
+        """x1 += F(x2); x2 += G(x1), holding one head group / one feed-forward chunk at a time."""
+        chunks = self._chunks(x1.shape[1])
+        inp = _BranchInput(x2, self.attention_norm, self.config.ff_chunk_size)
+        dropout = self._dropout_active(ctx)
+        target = torch.zeros_like(x1) if dropout else x1
+        for g in range(self.attention.n_groups):
+            heads = self.attention.group_heads(inp, g, ctx, state)
+            weight = self.attention.group_out_weight(g)
+            for s, e in chunks:
+                target[:, s:e] += F.linear(heads[:, s:e], weight)
+            del heads
+        target += self.attention.out.bias
+        if dropout:
+            for s, e in chunks:
+                x1[:, s:e] += _dropout(target[:, s:e], self.config.dropout, ctx, self._attention_dropout_seed(ctx), s)
+            del target
+        for s, e in chunks:
+            x2[:, s:e] += self.feed_forward(x1[:, s:e], ctx, s)
+
+    def backward_inplace(self, y1, y2, dy1, dy2, ctx: ForwardContext, state: dict, grads: dict) -> None:
+        """Rebuild (X1, X2) from (Y1, Y2) in place and turn (dY1, dY2) into (dX1, dX2) in place."""
+        chunks = self._chunks(y1.shape[1])
+        # Y2 = X2 + G(Y1): recompute G chunk by chunk, back-propagate dY2, peel G off Y2.
+        ff_params = list(self.feed_forward.parameters())
+        for s, e in chunks:
+            with torch.enable_grad():
+                y1c = y1[:, s:e].detach().requires_grad_()
+                out = self.feed_forward(y1c, ctx, s)
+            g = torch.autograd.grad(out, [y1c, *ff_params], dy2[:, s:e])
+            y2[:, s:e] -= out.detach()
+            dy1[:, s:e] += g[0]
+            _accumulate(grads, ff_params, g[1:])
+            del out, g, y1c
+        # Y1 = X1 + dropout(Attention(LN(X2))): head group by head group.
+        with torch.enable_grad():
+            x2 = y2.detach().requires_grad_()
+            normed = self.attention_norm(x2)
+        leaf = normed.detach().requires_grad_()
+        dropout = self._dropout_active(ctx)
+        seed = self._attention_dropout_seed(ctx)
+        if dropout:
+            d_branch = torch.empty_like(dy1)
+            for s, e in chunks:
+                d_branch[:, s:e] = _dropout(dy1[:, s:e], self.config.dropout, ctx, seed, s)
+        else:
+            d_branch = dy1
+        branch = torch.zeros_like(y1) if dropout else None
+        d_normed = None
+        params = self.attention.group_params()
+        inp = _BranchInput(leaf)
+        for group in range(self.attention.n_groups):
+            with torch.enable_grad():
+                out = F.linear(self.attention.group_heads(inp, group, ctx, state), self.attention.group_out_weight(group))
+            g = torch.autograd.grad(out, [leaf, *params], d_branch)
+            d_normed = g[0] if d_normed is None else d_normed.add_(g[0])
+            _accumulate(grads, params, g[1:])
+            if dropout:
+                branch += out.detach()
+            else:
+                y1 -= out.detach()
+            del out, g
+        bias = self.attention.out.bias
+        _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
+        if dropout:
+            branch += bias
+            for s, e in chunks:
+                y1[:, s:e] -= _dropout(branch[:, s:e], self.config.dropout, ctx, seed, s)
+            del branch, d_branch
+        else:
+            y1 -= bias
+        norm_params = list(self.attention_norm.parameters())
+        g = torch.autograd.grad(normed, [x2, *norm_params], d_normed)
+        dy2 += g[0]
+        _accumulate(grads, norm_params, g[1:])
+
+
+# --------------------------------------------------------------------------------------- reversible stack
+class _ReversibleStack(torch.autograd.Function):
+    """Runs every block keeping only the final (Y1, Y2); backward rebuilds each block's inputs from its
+    outputs and back-propagates block by block, so activation memory does not grow with depth.
+
+    All parameters are inputs and their gradients are outputs of backward (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, blocks, fctx, *params):
+        ctx.blocks, ctx.fctx, ctx.params = blocks, fctx, params
+        device_type = x.device.type
+        ctx.autocast = dict(device_type=device_type, dtype=torch.get_autocast_dtype(device_type),
+                            enabled=torch.is_autocast_enabled(device_type))
+        x1, x2 = x.clone(), x.clone()
+        ctx.states = [{} for _ in blocks]
+        for block, state in zip(blocks, ctx.states):
+            block.forward_inplace(x1, x2, fctx, state)
+        ctx.save_for_backward(x1, x2)
+        return x1, x2
+
+    @staticmethod
+    def backward(ctx, dy1, dy2):
+        if ctx.states is None:
+            raise RuntimeError("the reversible stack was already back-propagated (retain_graph is not supported)")
+        y1, y2 = ctx.saved_tensors
+        # Gradients are updated in place: own them (autograd may hand the same tensor to both outputs).
+        dy1 = dy1.contiguous()
+        dy2 = dy2.clone() if dy2.data_ptr() == dy1.data_ptr() or not dy2.is_contiguous() else dy2
+        if dy1 is ctx.saved_tensors[0] or dy1.data_ptr() == y1.data_ptr():
+            dy1 = dy1.clone()
+        grads: dict = {}
+        with torch.autocast(**ctx.autocast):
+            for block, state in zip(reversed(ctx.blocks), reversed(ctx.states)):
+                block.backward_inplace(y1, y2, dy1, dy2, ctx.fctx, state, grads)
+        ctx.states = None
+        dx = dy1.add_(dy2) if ctx.needs_input_grad[0] else None
+        return (dx, None, None, *[grads.get(p) for p in ctx.params])
+
+
+# --------------------------------------------------------------------------------------- model
+class Reformer(nn.Module):
+    """Token embedding -> reversible stack (two streams, both starting at the embedding) -> mean of the
+    streams -> final LayerNorm.
+
+    ``forward(input_ids (batch, L) long, attention_mask (batch, L) bool | None) -> (batch, L, d_model)``;
+    mask True marks real tokens (None: all real). Any length >= 1: the input is padded to a chunk
+    multiple internally and the output cut back. Each training-mode call draws fresh LSH rotations and
+    dropout masks from (config.seed, ``calls``); evaluation uses fixed rotations and no dropout.
+    """
+
+    def __init__(self, config: ReformerConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(ReversibleBlock(config, i) for i in range(config.depth))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.calls = 0
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> ForwardContext:
+        batch, length = input_ids.shape
+        if self.training:
+            seed = _mix(self.config.seed, 1, self.calls)
+            self.calls += 1
+            hash_seed = seed
+        else:
+            seed = hash_seed = _mix(self.config.seed, 0)
+        return ForwardContext.build(self.config, batch, length, attention_mask, input_ids.device,
+                                    training=self.training, seed=seed, hash_seed=hash_seed)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"input_ids must be a (batch, length) integer tensor, got {tuple(input_ids.shape)} {input_ids.dtype}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        length = input_ids.shape[1]
+        ctx = self._context(input_ids, attention_mask)
+        ids = F.pad(input_ids, (0, ctx.padded_length - length), value=self.config.pad_token_id)
+        x = self.embedding(ids)
+        if not self.config.reversible:
+            x1 = x2 = x
+            for block in self.blocks:
+                x1, x2 = block(x1, x2, ctx)
+            merged = x1 + x2
+        elif torch.is_grad_enabled():
+            x1, x2 = _ReversibleStack.apply(x, tuple(self.blocks), ctx, *self.blocks.parameters())
+            merged = x1 + x2
+        else:
+            x1, x2 = x, x.clone()
+            for block in self.blocks:
+                block.forward_inplace(x1, x2, ctx, {})
+            merged = x1.add_(x2)
+            del x2
+        return self.norm(merged * 0.5)[:, :length]
+
+
+def check_config(config) -> ReformerConfig:
+    """Accept a ReformerConfig or its dict form."""
+    if isinstance(config, ReformerConfig):
+        return config
+    if isinstance(config, dict):
+        return ReformerConfig.from_dict(config)
+    raise ConfigError(f"expected a ReformerConfig or dict, got {type(config).__name__}")
