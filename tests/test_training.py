@@ -1,7 +1,6 @@
 """Lightning training: exact resume, NaN guard, safe checkpoints, export, and the CLI."""
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -15,35 +14,7 @@ from genoformer.errors import ConfigError, TrainingError
 from genoformer.model.networks import load_network
 from genoformer.tasks import GenomeDataModule, MaskedLMTask, TaggingTask
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ECOLI = SHARED / "ecoli_k12"
-SLICE = 60_000
-TINY = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"], chunk_size=16, n_hashes=2, dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
-    """The first 60 kb of E. coli and the GFF3 lines that lie inside it."""
-    folder = tmp_path_factory.mktemp("ecoli")
-    with gzip.open(ECOLI / "GCF_000005845.2_ASM584v2_genomic.fna.gz", "rt") as handle:
-        header = handle.readline()
-        seq, n = [], 0
-        for line in handle:
-            seq.append(line.strip())
-            n += len(seq[-1])
-            if n >= SLICE:
-                break
-    fasta = folder / "ecoli60k.fa"
-    fasta.write_text(header + "".join(seq)[:SLICE] + "\n")
-    lines = ["##gff-version 3"]
-    with gzip.open(ECOLI / "GCF_000005845.2_ASM584v2_genomic.gff.gz", "rt") as handle:
-        for line in handle:
-            cols = line.split("\t")
-            if len(cols) == 9 and cols[2] != "region" and int(cols[4]) <= SLICE:
-                lines.append(line.rstrip("\n"))
-    gff = folder / "ecoli60k.gff3"
-    gff.write_text("\n".join(lines) + "\n")
-    return fasta, gff
+from .conftest import SLICE, TINY
 
 
 def _trainer(tmp_path: Path, max_steps: int, **kwargs) -> pl.Trainer:

@@ -117,9 +117,11 @@ def call_segments(
     over the segment.
     """
     probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[1] == 0:
+    if probs.ndim != 2 or probs.shape[0] == 0:
         raise ValueError(f"expected probabilities of shape (n_classes, length), got {probs.shape}")
     n_classes, n = probs.shape
+    if n == 0:
+        return []
     minimum = np.ones(n_classes, dtype=np.int64)
     if isinstance(min_length, Mapping):
         for cls, value in min_length.items():

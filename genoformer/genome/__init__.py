@@ -2,18 +2,22 @@
 
 All coordinates are 0-based half-open (see :mod:`genoformer.genome.fasta`).
 """
-from .annotation import read_annotation
+from .annotation import check_against_genome, make_annotation, read_annotation
 from .fasta import Genome
-from .intervals import Interval, read_bed_regions
-from .labels import LabelScheme, label_track
+from .intervals import Interval, read_bed_regions, subtract_intervals
+from .labels import LabelIndex, LabelScheme, label_track
 from .windows import GenomeWindows
 
 __all__ = [
     "Genome",
     "GenomeWindows",
     "Interval",
+    "LabelIndex",
     "LabelScheme",
+    "check_against_genome",
     "label_track",
+    "make_annotation",
     "read_annotation",
     "read_bed_regions",
+    "subtract_intervals",
 ]

@@ -19,10 +19,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from ..datasets.windows import EpochSampler, LabelFn, RandomWindowDataset, TiledWindowDataset
 from ..errors import ConfigError
-from ..genome import Genome, GenomeWindows, Interval, LabelScheme, read_annotation, read_bed_regions
-from ..genome.annotation import check_against_genome
-from ..genome.intervals import subtract_intervals
-from ..genome.labels import LabelIndex
+from ..genome import (Genome, GenomeWindows, Interval, LabelIndex, LabelScheme, check_against_genome,
+                      read_annotation, read_bed_regions, subtract_intervals)
 from ..tokenize import Tokenizer, make_tokenizer
 
 Split = Literal["train", "val", "test"]
@@ -95,7 +93,7 @@ class GenomeDataModule(pl.LightningDataModule):
     def label_fns(self) -> list[LabelFn | None]:
         if self.scheme is None:
             return [None] * len(self.fasta)
-        return [LabelIndex(table, self.scheme) for table in self.annotations]
+        return [LabelIndex(table, self.scheme).track for table in self.annotations]
 
     # ---- splits -----------------------------------------------------------------------------
     @cached_property

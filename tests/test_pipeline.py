@@ -1,0 +1,85 @@
+"""The end-to-end pipeline on a small real slice, its resume logic and its config checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genoformer.errors import ConfigError
+from genoformer.pipeline import DEFAULT_CONFIG, load_config, run_pipeline
+
+from .conftest import TINY
+
+
+@pytest.fixture()
+def tiny_config(ecoli_slice, tmp_path) -> Path:
+    fasta, gff = ecoli_slice
+    (tmp_path / "val.bed").write_text("NC_000913.3\t40000\t46000\n")
+    (tmp_path / "test.bed").write_text("NC_000913.3\t46000\t60000\n")
+    config = {
+        "name": "tiny", "seed": 1,
+        "data": {"fasta": str(fasta), "annotation": str(gff), "organism": "prokaryote",
+                 "val_regions": str(tmp_path / "val.bed"), "test_regions": str(tmp_path / "test.bed")},
+        "model": dict(TINY),
+        "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
+        "pretrain": {"window_length": 512, "batch_size": 2, "max_steps": 3, "warmup_steps": 1},
+        "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 3, "warmup_steps": 1},
+        "annotate": {"window_length": 512, "batch_size": 4},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    report = run_pipeline(tiny_config, out)
+    assert report == out / "report" / "report.md"
+    text = report.read_text()
+    assert "Held-out evaluation" in text and "tracks.png" in text
+    assert (out / "report" / "tracks.png").stat().st_size > 10_000
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"ecoli60k.fa"}
+    for path in ("finetune/model/model.safetensors", "annotate/genome0.gff3", "annotate/genome0.bed",
+                 "annotate/genome0.CDS.plus.bedgraph", "config.yaml"):
+        assert (out / path).is_file(), path
+    capsys.readouterr()
+    run_pipeline(tiny_config, out)
+    log = capsys.readouterr().err
+    assert log.count("up to date, skipped") == 5
+    # A changed annotate setting reruns annotate and what follows it, not training.
+    config = yaml.safe_load(tiny_config.read_text())
+    config["annotate"]["both_strands"] = False
+    tiny_config.write_text(yaml.safe_dump(config))
+    run_pipeline(tiny_config, out)
+    log = capsys.readouterr().err
+    assert "pretrain: up to date" in log and "finetune: up to date" in log and "annotate: running" in log
+
+
+def test_default_config_is_valid_and_points_at_bundled_data():
+    config = load_config(None)
+    assert Path(config["data"]["fasta"][0]).is_file()
+    assert Path(config["data"]["test_regions"]).is_file()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"modle": {}}, "unknown key 'modle'"),
+    ({"model": {"d_modle": 3}}, "unknown key 'model.d_modle'"),
+    ({"pretrain": {"max_steps": "many"}}, "'pretrain.max_steps' must be int"),
+    ({"data": "x"}, "'data' must be a mapping"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config.update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    result = subprocess.run([sys.executable, "-m", "genoformer.cli", "pipeline", "--config", str(path),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and "bad.yaml" in result.stderr and message.split("'")[1] in result.stderr
+    assert not (tmp_path / "out").exists()
