@@ -91,14 +91,19 @@ def build_full(length: int, *, depth: int = DEPTH, **_):
 
 
 def build_genoformer(length: int, *, n_hashes: int, depth: int = DEPTH, **overrides):
-    from genoformer.model.config import ReformerConfig
-    from genoformer.model.reformer import Reformer
+    from genoformer.model import Reformer
 
-    config = ReformerConfig(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF,
-                            attention="lsh", chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0,
-                            reversible=True, **overrides)
-    model = Reformer(config)
+    model = Reformer(genoformer_config(n_hashes, depth, **overrides))
     return model, model, VOCAB
+
+
+def genoformer_config(n_hashes: int, depth: int = DEPTH, **overrides):
+    """The benchmark configuration; `overrides` set other ReformerConfig fields (memory knobs)."""
+    from genoformer.model import ReformerConfig
+
+    return ReformerConfig(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF,
+                          attention="lsh", chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0,
+                          reversible=True, **overrides)
 
 
 def _largest_factor_up_to_sqrt(n: int) -> int:

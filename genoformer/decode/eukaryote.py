@@ -27,7 +27,7 @@ Minimum exon and intron lengths are exact: an entry only becomes usable ``min_ex
 Signals where the model gives the neighbouring classes less than ``prune`` probability are dropped
 before the loop (default 1e-3: such a transition would cost ~7 nats anyway); stop codons are
 never dropped, since they are constraints. The loop is pure Python over the remaining signals
-(~0.1–0.25 per base before pruning), a few float operations each.
+(~0.25 per base before pruning), a few float operations each; O(signals) time and memory.
 
 UTRs: after decoding, each gene's 5′ UTR is the stretch upstream of its start codon (not reaching
 the previous gene's CDS) that maximises the summed log-odds ``log p(5'UTR) - log p(intergenic)``,
@@ -35,8 +35,8 @@ and the 3′ UTR likewise downstream; if the two UTRs between neighbours would o
 the best split. UTR introns are not modelled. Genes whose CDS is shorter than ``min_cds_length``
 are dropped.
 
-Speed (one core): ~1 s per strand per Mb on unpruned random-looking input; pruning on real
-predictions removes most donors/acceptors in intergenic DNA.
+Speed (one core, CPU time): ~0.4 s per strand per Mb when nothing is pruned (noisy synthetic
+probabilities), i.e. ~2.5 Mb/s; confident predictions prune most donors/acceptors in intergenic DNA.
 """
 from __future__ import annotations
 

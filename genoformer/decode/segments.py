@@ -65,14 +65,21 @@ def word_codes(codes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def word_index(word: str) -> int:
+    """The code :func:`word_codes` gives ``word`` (ACGT only, either case)."""
+    codes = encode_bases(word)
+    if len(codes) == 0 or (codes > 3).any():
+        raise ValueError(f"{word!r} is not a word over ACGT")
+    return int(np.dot(codes.astype(np.int64), 4 ** np.arange(len(codes) - 1, -1, -1)))
+
+
 def word_mask(words: np.ndarray, vocabulary: Iterable[str], k: int) -> np.ndarray:
     """True where the k-mer code in ``words`` (from :func:`word_codes`) is one of ``vocabulary``."""
     table = np.zeros(4**k + 1, dtype=bool)
     for word in vocabulary:
-        codes = encode_bases(word)
-        if len(codes) != k or (codes > 3).any():
-            raise ValueError(f"{word!r} is not a {k}-letter word over ACGT")
-        table[int(np.dot(codes.astype(np.int64), 4 ** np.arange(k - 1, -1, -1)))] = True
+        if len(word) != k:
+            raise ValueError(f"{word!r} is not a {k}-letter word")
+        table[word_index(word)] = True
     return table[words]
 
 

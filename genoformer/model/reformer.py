@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genoformer.errors import ConfigError
 from genoformer.model.config import MAX_BUCKET_FACTOR, ReformerConfig
 
 MASKED = -1e9          # additive logit for keys a query must not see
@@ -355,11 +354,10 @@ def _steps(q, perm, sbuckets, key_real, spec: _ChunkSpec):
             masked = None  # (n, c or 1, K) bool, same for every row
             if spec.wrap:
                 kchunks = kchunks.remainder(n_chunks)
-            else:
-                inside = (kchunks >= 0) & (kchunks < n_chunks)
+            elif a + min(spec.offsets) < 0 or b - 1 + max(spec.offsets) >= n_chunks:  # sequence ends
+                outside = (kchunks < 0) | (kchunks >= n_chunks)
                 kchunks = kchunks.clamp(0, n_chunks - 1)
-                if not bool(inside.all()):
-                    masked = (~inside).repeat_interleave(c, dim=1)[:, None, :]
+                masked = outside.repeat_interleave(c, dim=1)[:, None, :]
             ksorted = (kchunks[..., None] * c + arange_c).view(n, n_look)
             qsorted = qchunks[:, None] * c + arange_c  # (n, c)
             if spec.causal or spec.causal_window:
@@ -461,11 +459,11 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
         if r == 0:
             out.index_copy_(0, qrows, o)
             lse.index_copy_(0, qrows, step_lse)
-        else:  # fold this round in: weights softmax(lse_old, lse_round)
-            old = lse.index_select(0, qrows)
+        else:  # fold this round in with weights softmax(lse_so_far, lse_round), from their difference
+            old = lse.index_select(0, qrows)  # so the weights sum to 1 even for self-only rows (lse ~ -1e5)
             new = torch.logaddexp(old, step_lse)
-            blended = out.index_select(0, qrows).mul_((old - new).exp_()[:, None])
-            blended.add_(o.mul_((step_lse - new).exp_()[:, None]))
+            w_round = torch.sigmoid(step_lse - old)[:, None]
+            blended = out.index_select(0, qrows).mul_(1.0 - w_round).add_(o.mul_(w_round))
             out.index_copy_(0, qrows, blended)
             lse.index_copy_(0, qrows, new)
     return out.view(n_rows, length, d).to(v.dtype), lse
@@ -589,8 +587,8 @@ def lsh_sort(keys: torch.Tensor, ctx: ForwardContext, config: ReformerConfig, se
                 rotation = torch.randn(config.n_heads, d, half_cols, generator=g)[heads, :, :max_width // 2]
                 proj = torch.matmul(keys, rotation.to(device=keys.device, dtype=keys.dtype))  # (B, G, L, w/2)
                 magnitude = proj.abs()
-                unused = columns[:max_width // 2] >= (width // 2)[:, None]  # (B, w/2): narrower sequences
-                if bool(unused.any()):
+                if config.n_buckets is None:  # shorter sequences use fewer columns (fewer buckets)
+                    unused = columns[:max_width // 2] >= (width // 2)[:, None]  # (B, w/2)
                     magnitude.masked_fill_(unused[:, None, None, :], -1.0)
                 index = magnitude.argmax(-1)
                 negative = proj.gather(-1, index[..., None]).squeeze(-1) < 0
@@ -661,6 +659,14 @@ class FeedForward(nn.Module):
 _ATTENTION = {"lsh": LSHSelfAttention, "local": LocalSelfAttention, "full": FullSelfAttention}
 
 
+def _trainable(params) -> list[nn.Parameter]:
+    return [p for p in params if p.requires_grad]
+
+
+def _grad(output: torch.Tensor, inputs: list[torch.Tensor], grad_output: torch.Tensor):
+    return torch.autograd.grad(output, inputs, grad_output, allow_unused=True)
+
+
 def _accumulate(grads: dict, params, values) -> None:
     for p, g in zip(params, values):
         if g is not None:
@@ -725,12 +731,12 @@ class ReversibleBlock(nn.Module):
         """Rebuild (X1, X2) from (Y1, Y2) in place and turn (dY1, dY2) into (dX1, dX2) in place."""
         chunks = self._chunks(y1.shape[1])
         # Y2 = X2 + G(Y1): recompute G chunk by chunk, back-propagate dY2, peel G off Y2.
-        ff_params = list(self.feed_forward.parameters())
+        ff_params = _trainable(self.feed_forward.parameters())
         for s, e in chunks:
             with torch.enable_grad():
                 y1c = y1[:, s:e].detach().requires_grad_()
                 out = self.feed_forward(y1c, ctx, s)
-            g = torch.autograd.grad(out, [y1c, *ff_params], dy2[:, s:e])
+            g = _grad(out, [y1c, *ff_params], dy2[:, s:e])
             y2[:, s:e] -= out.detach()
             dy1[:, s:e] += g[0]
             _accumulate(grads, ff_params, g[1:])
@@ -750,12 +756,12 @@ class ReversibleBlock(nn.Module):
             d_branch = dy1
         branch = torch.zeros_like(y1) if dropout else None
         d_normed = None
-        params = self.attention.group_params()
+        params = _trainable(self.attention.group_params())
         inp = _BranchInput(leaf)
         for group in range(self.attention.n_groups):
             with torch.enable_grad():
                 out = F.linear(self.attention.group_heads(inp, group, ctx, state), self.attention.group_out_weight(group))
-            g = torch.autograd.grad(out, [leaf, *params], d_branch)
+            g = _grad(out, [leaf, *params], d_branch)
             d_normed = g[0] if d_normed is None else d_normed.add_(g[0])
             _accumulate(grads, params, g[1:])
             if dropout:
@@ -764,7 +770,8 @@ class ReversibleBlock(nn.Module):
                 y1 -= out.detach()
             del out, g
         bias = self.attention.out.bias
-        _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
+        if bias.requires_grad:
+            _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
         if dropout:
             branch += bias
             for s, e in chunks:
@@ -772,8 +779,8 @@ class ReversibleBlock(nn.Module):
             del branch, d_branch
         else:
             y1 -= bias
-        norm_params = list(self.attention_norm.parameters())
-        g = torch.autograd.grad(normed, [x2, *norm_params], d_normed)
+        norm_params = _trainable(self.attention_norm.parameters())
+        g = _grad(normed, [x2, *norm_params], d_normed)
         dy2 += g[0]
         _accumulate(grads, norm_params, g[1:])
 
@@ -803,11 +810,12 @@ class _ReversibleStack(torch.autograd.Function):
         if ctx.states is None:
             raise RuntimeError("the reversible stack was already back-propagated (retain_graph is not supported)")
         y1, y2 = ctx.saved_tensors
-        # Gradients are updated in place: own them (autograd may hand the same tensor to both outputs).
-        dy1 = dy1.contiguous()
-        dy2 = dy2.clone() if dy2.data_ptr() == dy1.data_ptr() or not dy2.is_contiguous() else dy2
-        if dy1 is ctx.saved_tensors[0] or dy1.data_ptr() == y1.data_ptr():
-            dy1 = dy1.clone()
+        # The gradients are updated in place, so own them. The model's merge (x1 + x2) hands the same
+        # fresh tensor to both outputs: one copy suffices; otherwise copy both (they may be the caller's).
+        if dy1.data_ptr() == dy2.data_ptr():
+            dy1, dy2 = dy1.clone(memory_format=torch.contiguous_format), dy2.contiguous()
+        else:
+            dy1, dy2 = (t.clone(memory_format=torch.contiguous_format) for t in (dy1, dy2))
         grads: dict = {}
         with torch.autocast(**ctx.autocast):
             for block, state in zip(reversed(ctx.blocks), reversed(ctx.states)):
@@ -879,11 +887,3 @@ class Reformer(nn.Module):
             del x2
         return self.norm(merged * 0.5)[:, :length]
 
-
-def check_config(config) -> ReformerConfig:
-    """Accept a ReformerConfig or its dict form."""
-    if isinstance(config, ReformerConfig):
-        return config
-    if isinstance(config, dict):
-        return ReformerConfig.from_dict(config)
-    raise ConfigError(f"expected a ReformerConfig or dict, got {type(config).__name__}")
