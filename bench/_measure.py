@@ -43,8 +43,9 @@ def measure(builder: str, length: int, *, kwargs: dict | None = None, mode: str 
             seed: int = 0) -> dict:
     """Run one configuration in a child process; never raises for a failed run.
 
-    Returns a dict with ``status`` ("ok" or "failed: <reason>"), ``seconds`` (best step),
-    ``tokens_per_s``, ``peak_rss_gb`` (whole child process, including Python, torch and the
+    Returns a dict with ``status`` ("ok" or "failed: <reason>"), ``seconds`` (best step, wall),
+    ``cpu_seconds`` (that step's process CPU time: on a shared machine, wall time includes waiting
+    for a core, CPU time does not), ``tokens_per_s``, ``peak_rss_gb`` (whole child process, including Python, torch and the
     model), ``base_rss_gb`` (RSS after building the model and inputs, before the first step),
     ``steps`` and the configuration itself. A failed run keeps the peak RSS it reached.
     """
@@ -65,7 +66,7 @@ def measure(builder: str, length: int, *, kwargs: dict | None = None, mode: str 
         record["peak_rss_gb"] = max(usage.ru_maxrss * 1024, polled_peak) / GB
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         log_tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
-    record.update({key: result[key] for key in ("seconds", "steps", "base_rss_gb", "threads") if key in result})
+    record.update({key: result[key] for key in ("seconds", "cpu_seconds", "steps", "base_rss_gb", "threads") if key in result})
     if killed_for:
         record["status"] = f"failed: {killed_for}"
     elif "error" in result:
@@ -154,13 +155,14 @@ def _child(spec: dict, result_path: Path) -> None:
             else:
                 model.zero_grad(set_to_none=True)
 
-        times = []
+        times, cpu_times = [], []
         while len(times) < spec["max_steps"] and (not times or sum(times) < spec["min_seconds"]):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             times.append(time.perf_counter() - start)
-        result["seconds"] = min(times)
-        result["steps"] = len(times)
+            cpu_times.append(time.process_time() - cpu_start)
+        best = times.index(min(times))
+        result.update(seconds=times[best], cpu_seconds=cpu_times[best], steps=len(times))
     except BaseException as error:  # noqa: BLE001 - any failure becomes a table cell
         result["error"] = _describe(error)
         import traceback

@@ -19,13 +19,15 @@ Both sides are read with :func:`genoformer.genome.annotation.read_annotation` an
 Prodigal writes bare CDS rows (no gene/mRNA parents); the evaluator takes a CDS without a parent as
 a one-part transcript and gene of its own, which is exactly a prokaryotic gene, so its output is
 scored as written. ``--genoformer DATA=GFF3`` adds rows for genoformer's own predictions (held-out
-regions only: the rest of each genome was seen in training). Wall seconds time the peer program
-alone (the FASTA it reads is written beforehand; scoring is not timed).
+regions only: the rest of each genome was seen in training). Seconds time the peer program alone
+(the FASTA it reads is written beforehand; scoring is not timed), as wall-clock and as the CPU
+time it used (user + system), which stays comparable on a machine shared with other jobs.
 """
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -124,14 +126,19 @@ def tool_version(tool: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def run_timed(argv: list[str]) -> float:
-    """Run a peer program; wall seconds. A failure stops the benchmark with the program's own message."""
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(argv: list[str]) -> tuple[float, float]:
+    """Run a peer program; (wall, CPU) seconds. A failure stops the benchmark with the program's own message."""
+    cpu, start = _children_cpu(), time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return seconds
+    return wall, cpu
 
 
 def prodigal_argv(fasta: Path, out: Path) -> list[str]:
@@ -142,8 +149,9 @@ def augustus_argv(fasta: Path, species: str, out: Path) -> list[str]:
     return [require("augustus"), f"--species={species}", "--gff3=on", f"--outfile={out}", str(fasta)]
 
 
-def scores_row(data: str, tool: str, region: str, seconds: float | None, results: dict, **extra) -> dict:
-    return {"data": data, "tool": tool, "region": region, "seconds": seconds, **extra, "results": results}
+def scores_row(data: str, tool: str, region: str, seconds: tuple[float, float] | None, results: dict, **extra) -> dict:
+    wall, cpu = seconds or (None, None)
+    return {"data": data, "tool": tool, "region": region, "seconds": wall, "cpu_seconds": cpu, **extra, "results": results}
 
 
 def peer_records(dataset: Dataset, genome: Genome, scope: list[Interval] | None) -> list[str]:
@@ -153,8 +161,8 @@ def peer_records(dataset: Dataset, genome: Genome, scope: list[Interval] | None)
     return list(dict.fromkeys(region.name for region in scope))
 
 
-def run_peer(dataset: Dataset, genome: Genome, records: list[str], workdir: Path) -> tuple[pd.DataFrame, float, str, str]:
-    """Run the data set's peer on ``records``; (predictions, wall seconds, tool name, command line)."""
+def run_peer(dataset: Dataset, genome: Genome, records: list[str], workdir: Path) -> tuple[pd.DataFrame, tuple[float, float], str, str]:
+    """Run the data set's peer on ``records``; (predictions, (wall, CPU) seconds, tool name, command line)."""
     workdir.mkdir()
     fasta = write_fasta(genome, records, workdir / "input.fa")
     version = tool_version(dataset.tool)
@@ -209,13 +217,13 @@ def format_rows(rows: list[dict]) -> str:
     either strand covers it, as most gene-finder papers count). F1 hardly differs between the two.
     """
     lines = [
-        "| data | tool | region | nt CDS F1 | nt CDS MCC stranded / either strand | exon Sn / Pr | gene Sn / Pr | wall s |",
+        "| data | tool | region | nt CDS F1 | nt CDS MCC stranded / either strand | exon Sn / Pr | gene Sn / Pr | wall s (CPU s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         nucleotide, exon, gene = row["results"]["nucleotide"], row["results"]["exon"], row["results"]["gene"]
         coding, either = nucleotide["coding"], nucleotide["coding_unstranded"]
-        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f} ({row['cpu_seconds']:.1f})"
         lines.append(
             f"| {row['data']} | {row['tool']} | {row['region']} | {_cell(coding['f1'])} | "
             f"{_cell(coding['mcc'])} / {_cell(either['mcc'])} | "

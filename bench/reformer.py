@@ -195,7 +195,8 @@ def run_one(tool: str, n_hashes: int | None, length: int, depth: int, args) -> d
     record = measure(builder, length, kwargs=kwargs, bf16=bf16, timeout=args.timeout,
                      max_rss_gb=args.max_rss_gb, threads=args.threads)
     record.update(tool=tool, n_hashes=n_hashes, depth=depth)
-    print(f"  {column_label(tool, n_hashes)}, depth {depth}, {length:,} tokens: {cell(record)}",
+    print(f"  {column_label(tool, n_hashes)}, depth {depth}, {length:,} tokens: {cell(record)}"
+          + (f" (step CPU time {record['cpu_seconds']:.1f} s)" if record["status"] == "ok" else ""),
           file=sys.stderr, flush=True)
     return record
 

@@ -66,7 +66,7 @@ def test_prodigal_bare_cds_rows_score_as_one_exon_genes(tmp_path):
 def test_prodigal_runs_on_lambda_and_each_cds_is_a_gene(lambda_fasta, tmp_path):
     genome = Genome(lambda_fasta)
     prediction, seconds, tool, command = gene_finders.run_peer(gene_finders.DATASETS["ecoli"], genome, genome.names, tmp_path / "run")
-    assert tool.startswith("Prodigal ") and " -p single " in command and seconds > 0
+    assert tool.startswith("Prodigal ") and " -p single " in command and min(seconds) > 0
     cds = prediction[prediction["type"] == "CDS"]
     assert len(cds) > 50 and set(cds["seqid"]) == set(genome.names)
     results = evaluate(prediction, prediction, lengths=genome.lengths)
@@ -78,8 +78,18 @@ def test_augustus_finds_genes_in_a_slice_of_chr5(athaliana_fasta, athaliana_gff,
     genome = Genome(athaliana_fasta)
     slice_fasta = tmp_path / "slice.fa"
     slice_fasta.write_text(">Chr5\n" + genome.fetch("Chr5", 0, 20_000) + "\n")
-    seconds = gene_finders.run_timed(gene_finders.augustus_argv(slice_fasta, "arabidopsis", tmp_path / "out.gff3"))
+    wall, cpu = gene_finders.run_timed(gene_finders.augustus_argv(slice_fasta, "arabidopsis", tmp_path / "out.gff3"))
     prediction = read_annotation(tmp_path / "out.gff3")
-    assert seconds > 0 and (prediction["type"] == "CDS").any()
+    assert wall > 0 and cpu > 0 and (prediction["type"] == "CDS").any()
     results = evaluate(read_annotation(athaliana_gff), prediction, lengths=genome.lengths, regions=[Interval("Chr5", 0, 20_000)])
     assert results["nucleotide"]["coding"]["f1"] > 0.7
+
+
+def test_genoformer_options_name_a_data_set_and_a_file():
+    assert gene_finders.parse_genoformer(["ecoli=a.gff3", "ecoli=b.gff3", "celegans=c.gff3"]) == {
+        "ecoli": [Path("a.gff3"), Path("b.gff3")],
+        "celegans": [Path("c.gff3")],
+    }
+    for bad in ("a.gff3", "yeast=a.gff3", "ecoli="):
+        with pytest.raises(SystemExit, match="DATA=GFF3"):
+            gene_finders.parse_genoformer([bad])

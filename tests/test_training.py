@@ -41,7 +41,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(ecoli_slice, tmp
 
     ckpt_dir = tmp_path / "ckpt"
     task, data = _pretrain_parts(fasta)
-    _trainer(tmp_path / "first", 6, callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True)]).fit(task, datamodule=data)
+    # Interrupted mid-epoch (3 steps per epoch): the resumed run must draw the same batches next.
+    _trainer(tmp_path / "first", 7, callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=1)]
+             ).fit(task, datamodule=data)
     task, data = _pretrain_parts(fasta)
     torch.manual_seed(12345)  # dropout and masking streams must come from the checkpoint, not from here
     _trainer(tmp_path / "second", 12).fit(task, datamodule=data, ckpt_path=str(ckpt_dir / "last.ckpt"), weights_only=True)

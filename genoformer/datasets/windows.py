@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..genome import Genome, GenomeWindows, Interval
 from ..tokenize import Tokenizer
@@ -80,9 +80,9 @@ class RandomWindowDataset(Dataset):
     """Random training windows, reproducible from (seed, epoch, index).
 
     The dataset has ``windows_per_epoch`` items, but accepts any key: key ``e * n + i`` is window
-    ``i`` of epoch ``e``. :class:`EpochSampler` hands out those keys, so every epoch sees fresh
+    ``i`` of epoch ``e``. :class:`WindowStream` hands out those keys, so every epoch sees fresh
     windows, each worker process draws the same windows whatever the worker count, and a resumed
-    run draws exactly what an uninterrupted one would have. With several genomes, each window
+    run draws exactly what an uninterrupted one would have (see :class:`WindowStream`). With several genomes, each window
     first picks a genome with probability ``weights`` (default: by training length).
     """
 
@@ -108,19 +108,52 @@ class RandomWindowDataset(Dataset):
         return encode_window(windows.genome, interval, self.tokenizer, windows.length, self.labels[source])
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffled keys ``epoch * n + i`` for :class:`RandomWindowDataset`, split across DDP ranks."""
+class WindowStream(Sampler[int]):
+    """An endless, reproducible stream of :class:`RandomWindowDataset` keys, split across ranks.
+
+    Global sample ``j`` is window ``perm_e[j % n]`` of epoch ``e = j // n`` (``perm_e`` a seeded
+    permutation); rank ``r`` of ``w`` takes ``j = r, r + w, ...``. One pass yields ``len(self)``
+    keys starting from ``start`` (the rank's samples already used), so the stream does not depend
+    on where the trainer draws its epoch boundaries.
+    """
 
     def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.start = 0
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world_size))
 
     def __iter__(self) -> Iterator[int]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        yield from (int(self.epoch * self.n + i) for i in order[self.rank :: self.world_size])
+        for t in range(self.start, self.start + len(self)):
+            j = self.rank + t * self.world_size
+            epoch, i = divmod(j, self.n)
+            yield int(epoch * self.n + np.random.default_rng([self.seed, epoch]).permutation(self.n)[i])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a :class:`WindowStream` that knows how many batches were trained on.
+
+    The training loop calls :meth:`batch_consumed` as each batch starts; Lightning stores
+    ``state_dict()`` in checkpoints and calls ``load_state_dict`` on resume, so a run interrupted
+    anywhere (mid-epoch included) continues with exactly the batches an uninterrupted run would
+    have drawn next. Counting yields instead would be off by the batches Lightning prefetches.
+    """
+
+    def __init__(self, dataset: Dataset, stream: WindowStream, **kwargs):
+        super().__init__(dataset, sampler=stream, **kwargs)
+        self.stream = stream
+        self.consumed = 0
+
+    def __iter__(self):
+        self.stream.start = self.consumed * self.batch_size
+        return super().__iter__()
+
+    def batch_consumed(self) -> None:
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.consumed = int(state["consumed"])

@@ -328,70 +328,99 @@ class _ChunkSpec:
     rows_per_step: int
 
 
-def _steps(q, perm, sbuckets, key_real, spec: _ChunkSpec):
-    """Yield the index/mask data of every kernel step: one hash round x a run of query chunks.
+@dataclass
+class _Step:
+    """One kernel step: hash round `r`, query chunks [a, a + n) of the sorted order.
 
-    q: (N, L, d); perm: (N, R, L) int32 sorted index -> position, or None (identity, one round).
-    Yields (round, first_chunk, qrows, krows, bias, mismatch): flat row indices into (N*L, d) of the
-    step's queries (N*n*c) and look-around keys (N*n*K); an additive bias broadcastable to
-    (N*n, c, K) or None; a same-bucket mismatch mask (causal LSH) or None.
-    """
-    n_rows, length, _ = q.shape
-    c, device = spec.chunk, q.device
+    Queries are chunks [a, a+n); the keys they may see lie in chunks [a + lo, a + n + hi) (lo/hi: the
+    extreme offsets), held once as "x" rows and turned into each chunk's look-around by slicing.
+    In permuted mode `q_rows`/`x_rows` are flat row indices into (N*L, d); within a step they are
+    distinct, so gradients are added with read-modify-write instead of a slow index_add_. In identity
+    mode (local attention) they are None and queries/keys are views of the (padded) inputs.
+    `bias` is the additive mask, broadcastable to (N*n, c, K), or None. Every mask is additive (never
+    a replacement), so the kernel's gradient is the exact derivative even for fully masked rows."""
+
+    r: int
+    a: int
+    n: int
+    q_rows: torch.Tensor | None
+    x_rows: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+def _span(spec: _ChunkSpec) -> tuple[int, int]:
+    return min(spec.offsets), max(spec.offsets)
+
+
+def _look_around(x: torch.Tensor, spec: _ChunkSpec, n: int) -> torch.Tensor:
+    """(N, n + span, c, ...) key chunks -> (N, n, offsets*c, ...): each query chunk's keys, own chunk first."""
+    lo = min(spec.offsets)
+    return torch.cat([x[:, o - lo:o - lo + n] for o in spec.offsets], dim=2)
+
+
+def _fold(d_look: torch.Tensor, spec: _ChunkSpec, n: int) -> torch.Tensor:
+    """Adjoint of `_look_around`: (N, n, offsets*c, d) -> (N, n + span, c, d)."""
+    lo, hi = _span(spec)
+    c = spec.chunk
+    out = d_look.new_zeros(d_look.shape[0], n + hi - lo, c, d_look.shape[-1])
+    for i, o in enumerate(spec.offsets):
+        out[:, o - lo:o - lo + n] += d_look[:, :, i * c:(i + 1) * c]
+    return out
+
+
+def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: _ChunkSpec, device):
+    """Yield every `_Step`. perm: (N, R, L) int32 sorted index -> position, or None (identity).
+    key_real: (N, L) bool (permuted mode) or (N, L + 2c) bool padded with False (identity mode)."""
+    c = spec.chunk
     n_chunks = length // c
+    lo, hi = _span(spec)
     n_look = len(spec.offsets) * c
-    per_step = max(1, spec.rows_per_step // (n_rows * c))
+    # Distinct rows per step need n + span <= n_chunks (offsets are deduplicated for tiny inputs).
+    per_step = max(1, min(spec.rows_per_step // (n_rows * c), n_chunks - (hi - lo)))
     arange_c = torch.arange(c, device=device)
-    offsets = torch.tensor(spec.offsets, device=device)
     row_base = torch.arange(n_rows, device=device)[:, None] * length
     n_rounds = 1 if perm is None else perm.shape[1]
     for r in range(n_rounds):
         for a in range(0, n_chunks, per_step):
-            b = min(n_chunks, a + per_step)
-            n = b - a
-            qchunks = torch.arange(a, b, device=device)
-            kchunks = qchunks[:, None] + offsets  # (n, offsets)
-            masked = None  # (n, c or 1, K) bool, same for every row
+            n = min(per_step, n_chunks - a)
+            xchunks = torch.arange(a + lo, a + n + hi, device=device)
             if spec.wrap:
-                kchunks = kchunks.remainder(n_chunks)
-            elif a + min(spec.offsets) < 0 or b - 1 + max(spec.offsets) >= n_chunks:  # sequence ends
-                outside = (kchunks < 0) | (kchunks >= n_chunks)
-                kchunks = kchunks.clamp(0, n_chunks - 1)
-                masked = outside.repeat_interleave(c, dim=1)[:, None, :]
-            ksorted = (kchunks[..., None] * c + arange_c).view(n, n_look)
-            qsorted = qchunks[:, None] * c + arange_c  # (n, c)
+                xchunks = xchunks.remainder(n_chunks)
+            xsorted = xchunks[:, None] * c + arange_c  # (n + span, c) sorted index (identity: position)
+            masked = None  # (n, c, K) bool, the same for every row
             if spec.causal or spec.causal_window:
-                rel = ksorted[:, None, :] - qsorted[:, :, None]  # (n, c, K) sorted-index offsets
-                bad = rel > 0
+                ksorted = _look_around(xsorted[None], spec, n)[0]  # (n, K)
+                qsorted = xsorted[-lo:-lo + n]  # (n, c)
+                rel = ksorted[:, None, :] - qsorted[:, :, None]
+                masked = rel > 0
                 if spec.causal_window:
-                    bad |= rel < -c
-                masked = bad if masked is None else masked | bad
+                    masked |= rel < -c
             if perm is None:
-                qpos, kpos = qsorted.view(1, -1), ksorted.view(1, -1)
+                q_rows = x_rows = None
+                kreal = None if key_real is None else key_real[:, (a + lo + 1) * c:(a + n + hi + 1) * c]
             else:
                 order = perm[:, r]
-                qpos = order[:, a * c:b * c].long()
-                kpos = order[:, ksorted.view(-1)].long()
-            qrows = (qpos + row_base).view(-1)
-            krows = (kpos + row_base).view(-1)
-            bias = None
-            if key_real is not None:
-                pad = ~key_real.view(-1)[krows].view(n_rows, n, 1, n_look)
-                if masked is not None:
-                    pad = pad | masked
-                bias = torch.zeros(pad.shape, dtype=torch.float32, device=device).masked_fill_(pad, MASKED)
-                bias = bias.view(n_rows * n, -1, n_look)
-            elif masked is not None:
-                bias = torch.zeros(masked.shape, dtype=torch.float32, device=device).masked_fill_(masked, MASKED)
-                bias = bias.expand(n_rows, *bias.shape).reshape(n_rows * n, -1, n_look)
-            mismatch = None
-            if spec.causal_window:
+                q_rows = (order[:, a * c:(a + n) * c].long() + row_base).view(-1)
+                xpos = order[:, xsorted.view(-1)].long()  # (N, (n + span) * c) positions
+                x_rows = (xpos + row_base).view(-1)
+                kreal = None if key_real is None else key_real.view(-1)[x_rows]
+            bad = None if masked is None else masked.expand(n_rows, *masked.shape)  # (N, n, c or 1, K)
+            if kreal is not None:
+                pad = ~_look_around(kreal.view(n_rows, n + hi - lo, c), spec, n)[:, :, None, :]
+                bad = pad if bad is None else bad | pad
+            if spec.causal_window:  # keys from other buckets
                 sb = sbuckets[:, r]
-                mismatch = sb[:, a * c:b * c].view(n_rows * n, c, 1) != sb[:, ksorted.view(-1)].view(n_rows * n, 1, n_look)
-            yield r, a, qrows, krows, bias, mismatch
+                kb = _look_around(sb[:, xsorted.view(-1)].view(n_rows, n + hi - lo, c), spec, n)
+                other = sb[:, a * c:(a + n) * c].view(n_rows, n, c, 1) != kb[:, :, None, :]
+                bad = other if bad is None else bad | other
+            bias = None
+            if bad is not None:
+                bias = torch.zeros(bad.shape, dtype=torch.float32, device=device).masked_fill_(bad, MASKED)
+                bias = bias.view(n_rows * n, -1, n_look)
+            yield _Step(r, a, n, q_rows, x_rows, bias)
 
 
-def _scores(Q, K, bias, mismatch, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
+def _scores(Q, K, bias, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
     """Masked logits (steps, c, K) in the accumulation dtype. Q is already scaled."""
     if bias is not None and Q.dtype == acc:
         s = torch.baddbmm(bias.to(acc), Q, K.transpose(1, 2))
@@ -399,8 +428,6 @@ def _scores(Q, K, bias, mismatch, spec: _ChunkSpec, acc: torch.dtype) -> torch.T
         s = torch.bmm(Q, K.transpose(1, 2)).to(acc)
         if bias is not None:
             s += bias
-    if mismatch is not None:
-        s.masked_fill_(mismatch, MASKED)
     if spec.self_penalty:  # own key: same sorted index, i.e. the diagonal of the own-chunk block
         s[:, :, :spec.chunk].diagonal(dim1=1, dim2=2).add_(SELF_PENALTY)
     return s
@@ -409,6 +436,44 @@ def _scores(Q, K, bias, mismatch, spec: _ChunkSpec, acc: torch.dtype) -> torch.T
 def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> torch.Tensor:
     g = _generator(_mix(spec.dropout_seed, r, a), device)
     return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g).div_(1.0 - spec.dropout)
+
+
+class _Operands:
+    """q, k, v of one kernel call and how a step reads them (views in identity mode, gathers otherwise)."""
+
+    def __init__(self, q, k, v, identity: bool, spec: _ChunkSpec):
+        self.n_rows, self.length, self.d = q.shape
+        self.c, self.identity, self.spec = spec.chunk, identity, spec
+        if identity:  # one zero chunk either side, so edge chunks' neighbours are plain slices (masked)
+            self.q, self.k, self.v = q, F.pad(k, (0, 0, self.c, self.c)), F.pad(v, (0, 0, self.c, self.c))
+        else:
+            self.q, self.k, self.v = (t.reshape(-1, self.d) for t in (q, k, v))
+
+    def queries(self, step: _Step) -> torch.Tensor:  # (N*n, c, d)
+        if self.identity:
+            return self.q[:, step.a * self.c:(step.a + step.n) * self.c].reshape(-1, self.c, self.d)
+        return self.q.index_select(0, step.q_rows).view(-1, self.c, self.d)
+
+    def x_slice(self, step: _Step) -> slice:
+        lo, hi = _span(self.spec)
+        return slice((step.a + lo + 1) * self.c, (step.a + step.n + hi + 1) * self.c)
+
+    def keys_values(self, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:  # 2 x (N*n, K, d)
+        lo, hi = _span(self.spec)
+        shape = (self.n_rows, step.n + hi - lo, self.c, self.d)
+        if self.identity:
+            x = self.x_slice(step)
+            k, v = self.k[:, x].reshape(shape), self.v[:, x].reshape(shape)
+        else:
+            k, v = self.k.index_select(0, step.x_rows).view(shape), self.v.index_select(0, step.x_rows).view(shape)
+        n_look = len(self.spec.offsets) * self.c
+        return (_look_around(k, self.spec, step.n).view(-1, n_look, self.d),
+                _look_around(v, self.spec, step.n).view(-1, n_look, self.d))
+
+
+def _add_rows_(target: torch.Tensor, rows: torch.Tensor, value: torch.Tensor) -> None:
+    """target[rows] += value for distinct rows (faster than index_add_ on CPU)."""
+    target.index_copy_(0, rows, target.index_select(0, rows).add_(value))
 
 
 class _ChunkedAttention(torch.autograd.Function):
@@ -435,73 +500,107 @@ class _ChunkedAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
+def _key_real_for(key_real, identity: bool, c: int):
+    if key_real is None or not identity:
+        return key_real
+    return F.pad(key_real, (c, c), value=False)
+
+
 def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     n_rows, length, d = q.shape
-    c, acc = spec.chunk, torch.promote_types(q.dtype, torch.float32)
-    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d)
-    out = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
-    lse = torch.full((n_rows * length,), -math.inf, dtype=acc, device=q.device)
-    for r, a, qrows, krows, bias, mismatch in _steps(q, perm, sbuckets, key_real, spec):
-        Q = qf.index_select(0, qrows).view(-1, c, d)
+    c, acc, identity = spec.chunk, torch.promote_types(q.dtype, torch.float32), perm is None
+    if identity and key_real is None:  # edge chunks' outside neighbours must still be masked
+        key_real = torch.ones(n_rows, length, dtype=torch.bool, device=q.device)
+    ops = _Operands(q, k, v, identity, spec)
+    out = torch.zeros(n_rows, length, d, dtype=acc, device=q.device)
+    lse = torch.full((n_rows, length), -math.inf, dtype=acc, device=q.device)
+    out_flat, lse_flat = out.view(-1, d), lse.view(-1)
+    for step in _steps(n_rows, length, perm, sbuckets, _key_real_for(key_real, identity, c), spec, q.device):
+        Q = ops.queries(step)
         if spec.scale != 1.0:
             Q = Q * spec.scale
-        n_look = krows.numel() // Q.shape[0]
-        K = kf.index_select(0, krows).view(Q.shape[0], n_look, d)
-        V = vf.index_select(0, krows).view(Q.shape[0], n_look, d)
-        s = _scores(Q, K, bias, mismatch, spec, acc)
+        K, V = ops.keys_values(step)
+        s = _scores(Q, K, step.bias, spec, acc)
         m = s.amax(-1, keepdim=True)
         p = s.sub_(m).exp_()
         total = p.sum(-1, keepdim=True)
         if spec.dropout:
-            p.mul_(_probs_dropout(spec, r, a, p.shape, q.device, acc))
+            p.mul_(_probs_dropout(spec, step.r, step.a, p.shape, q.device, acc))
         o = torch.bmm(p.to(v.dtype), V).to(acc).div_(total).view(-1, d)
         step_lse = (m + total.log()).view(-1)
-        if r == 0:
-            out.index_copy_(0, qrows, o)
-            lse.index_copy_(0, qrows, step_lse)
+        if identity:
+            rows = slice(step.a * c, (step.a + step.n) * c)
+            out[:, rows] = o.view(n_rows, -1, d)
+            lse[:, rows] = step_lse.view(n_rows, -1)
+        elif step.r == 0:
+            out_flat.index_copy_(0, step.q_rows, o)
+            lse_flat.index_copy_(0, step.q_rows, step_lse)
         else:  # fold this round in with weights softmax(lse_so_far, lse_round), from their difference
-            old = lse.index_select(0, qrows)  # so the weights sum to 1 even for self-only rows (lse ~ -1e5)
-            new = torch.logaddexp(old, step_lse)
+            old = lse_flat.index_select(0, step.q_rows)  # so they sum to 1 even for self-only rows (lse ~ -1e5)
             w_round = torch.sigmoid(step_lse - old)[:, None]
-            blended = out.index_select(0, qrows).mul_(1.0 - w_round).add_(o.mul_(w_round))
-            out.index_copy_(0, qrows, blended)
-            lse.index_copy_(0, qrows, new)
-    return out.view(n_rows, length, d).to(v.dtype), lse
+            blended = out_flat.index_select(0, step.q_rows).mul_(1.0 - w_round).add_(o.mul_(w_round))
+            out_flat.index_copy_(0, step.q_rows, blended)
+            lse_flat.index_copy_(0, step.q_rows, torch.logaddexp(old, step_lse))
+    return out.to(v.dtype), lse
 
 
 def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
     n_rows, length, d = q.shape
-    c, acc = spec.chunk, torch.promote_types(q.dtype, torch.float32)
-    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d)
-    dof = d_out.reshape(-1, d).to(v.dtype)
-    delta = (d_out.reshape(-1, d).to(acc) * out.reshape(-1, d).to(acc)).sum(-1)  # rowsum(dO * O)
-    dq = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
-    dk, dv = torch.zeros_like(dq), torch.zeros_like(dq)
-    for r, a, qrows, krows, bias, mismatch in _steps(q, perm, sbuckets, key_real, spec):
-        Q = qf.index_select(0, qrows).view(-1, c, d)
+    c, acc, identity = spec.chunk, torch.promote_types(q.dtype, torch.float32), perm is None
+    if identity and key_real is None:
+        key_real = torch.ones(n_rows, length, dtype=torch.bool, device=q.device)
+    ops = _Operands(q, k, v, identity, spec)
+    d_out = d_out.to(v.dtype)
+    dof = d_out.reshape(-1, d)
+    delta = (d_out.to(acc) * out.to(acc)).sum(-1).view(-1)  # rowsum(dO * O)
+    lse_flat = lse.view(-1)
+    dq = torch.zeros(n_rows, length, d, dtype=acc, device=q.device)
+    x_len = length + 2 * c if identity else length
+    dk = torch.zeros(n_rows, x_len, d, dtype=acc, device=q.device)
+    dv = torch.zeros_like(dk)
+    lo, hi = _span(spec)
+    for step in _steps(n_rows, length, perm, sbuckets, _key_real_for(key_real, identity, c), spec, q.device):
+        Q = ops.queries(step)
         if spec.scale != 1.0:
             Q = Q * spec.scale
-        n_look = krows.numel() // Q.shape[0]
-        K = kf.index_select(0, krows).view(Q.shape[0], n_look, d)
-        V = vf.index_select(0, krows).view(Q.shape[0], n_look, d)
-        p = _scores(Q, K, bias, mismatch, spec, acc)
-        p.sub_(lse.index_select(0, qrows).view(-1, c, 1)).exp_()  # probabilities over all rounds
-        dO = dof.index_select(0, qrows).view(-1, c, d)
+        K, V = ops.keys_values(step)
+        if identity:
+            q_slice = slice(step.a * c, (step.a + step.n) * c)
+            dO = d_out[:, q_slice].reshape(-1, c, d)
+            row_lse, row_delta = lse[:, q_slice].reshape(-1, c, 1), delta.view(n_rows, -1)[:, q_slice].reshape(-1, c, 1)
+        else:
+            dO = dof.index_select(0, step.q_rows).view(-1, c, d)
+            row_lse = lse_flat.index_select(0, step.q_rows).view(-1, c, 1)
+            row_delta = delta.index_select(0, step.q_rows).view(-1, c, 1)
+        p = _scores(Q, K, step.bias, spec, acc).sub_(row_lse).exp_()  # probabilities, all rounds
         if spec.dropout:
-            keep = _probs_dropout(spec, r, a, p.shape, q.device, acc)
-            dv.index_add_(0, krows, torch.bmm((p * keep).transpose(1, 2).to(v.dtype), dO).to(acc).view(-1, d))
+            keep = _probs_dropout(spec, step.r, step.a, p.shape, q.device, acc)
+            d_v = torch.bmm((p * keep).transpose(1, 2).to(v.dtype), dO)
             dp = torch.bmm(dO, V.transpose(1, 2)).to(acc).mul_(keep)
         else:
-            dv.index_add_(0, krows, torch.bmm(p.transpose(1, 2).to(v.dtype), dO).to(acc).view(-1, d))
+            d_v = torch.bmm(p.transpose(1, 2).to(v.dtype), dO)
             dp = torch.bmm(dO, V.transpose(1, 2)).to(acc)
-        ds = p.mul_(dp.sub_(delta.index_select(0, qrows).view(-1, c, 1))).to(q.dtype)
-        dQ = torch.bmm(ds, K).to(acc)
+        ds = p.mul_(dp.sub_(row_delta)).to(q.dtype)
+        d_q = torch.bmm(ds, K).to(acc)
         if spec.scale != 1.0:
-            dQ.mul_(spec.scale)
-        dq.index_add_(0, qrows, dQ.view(-1, d))
-        dk.index_add_(0, krows, torch.bmm(ds.transpose(1, 2), Q).to(acc).view(-1, d))
-    shape = (n_rows, length, d)
-    return dq.view(shape).to(q.dtype), dk.view(shape).to(k.dtype), dv.view(shape).to(v.dtype)
+            d_q.mul_(spec.scale)
+        d_k = torch.bmm(ds.transpose(1, 2), Q)
+        n_look = len(spec.offsets) * c
+        shape = (n_rows, step.n, n_look, d)
+        d_kx = _fold(d_k.to(acc).view(shape), spec, step.n).view(n_rows, -1, d)
+        d_vx = _fold(d_v.to(acc).view(shape), spec, step.n).view(n_rows, -1, d)
+        if identity:
+            x = ops.x_slice(step)
+            dq[:, q_slice] += d_q.view(n_rows, -1, d)
+            dk[:, x] += d_kx
+            dv[:, x] += d_vx
+        else:
+            _add_rows_(dq.view(-1, d), step.q_rows, d_q.view(-1, d))
+            _add_rows_(dk.view(-1, d), step.x_rows, d_kx.view(-1, d))
+            _add_rows_(dv.view(-1, d), step.x_rows, d_vx.view(-1, d))
+    if identity:
+        dk, dv = dk[:, c:-c], dv[:, c:-c]
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
 def chunked_attention(q, k, v, perm, sbuckets, key_real, spec: _ChunkSpec) -> torch.Tensor:

@@ -92,6 +92,12 @@ class ReformerTask(pl.LightningModule):
                 f"(--trainer.gradient_clip_val 1.0) or train in fp32 (--trainer.precision 32)."
             )
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Counted here, not at batch end: checkpoint callbacks run before the module's batch-end hook.
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "batch_consumed"):  # ResumableLoader: position for exact resume
+            loader.batch_consumed()
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.check_finite()
@@ -99,9 +105,10 @@ class ReformerTask(pl.LightningModule):
     # ---- exact resume -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()
-        # Dropout and masking draw from the global torch RNG; Lightning does not store it.
+        # Masking draws from the global torch RNG; Lightning does not store it.
         checkpoint["genoformer_task"] = self.task_name
-        checkpoint["genoformer_rng"] = {"cpu": torch.get_rng_state()}
+        # The encoder draws LSH rotations and dropout masks from (seed, number of training calls).
+        checkpoint["genoformer_rng"] = {"cpu": torch.get_rng_state(), "encoder_calls": self.network.encoder.calls}
         if torch.cuda.is_available():
             checkpoint["genoformer_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -109,6 +116,7 @@ class ReformerTask(pl.LightningModule):
         state = checkpoint.get("genoformer_rng")
         if state:
             torch.set_rng_state(state["cpu"])
+            self.network.encoder.calls = int(state.get("encoder_calls", 0))
             if "cuda" in state and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["cuda"])
 

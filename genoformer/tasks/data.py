@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from ..datasets.windows import EpochSampler, LabelFn, RandomWindowDataset, TiledWindowDataset
+from ..datasets.windows import LabelFn, RandomWindowDataset, ResumableLoader, TiledWindowDataset, WindowStream
 from ..errors import ConfigError
 from ..genome import (Genome, GenomeWindows, Interval, LabelIndex, LabelScheme, check_against_genome,
                       read_annotation, read_bed_regions, subtract_intervals)
@@ -168,15 +168,20 @@ class GenomeDataModule(pl.LightningDataModule):
         return dataset
 
     # ---- loaders ----------------------------------------------------------------------------
-    def loader(self, dataset, sampler=None) -> DataLoader:
+    def loader_options(self) -> dict:
         hp = self.hparams
-        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=torch.cuda.is_available())
 
-    def train_dataloader(self) -> DataLoader:
+    def loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, **self.loader_options())
+
+    def train_dataloader(self) -> ResumableLoader:
+        """Random windows; with several devices each rank draws its own share of the stream, so
+        run the Trainer with ``use_distributed_sampler=False``."""
         dataset = self.train_dataset()
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return self.loader(dataset, EpochSampler(len(dataset), self.hparams.seed, rank, world))
+        return ResumableLoader(dataset, WindowStream(len(dataset), self.hparams.seed, rank, world),
+                               **self.loader_options())
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.eval_dataset("val"))

@@ -65,17 +65,22 @@ class MaskedLMTask(ReformerTask):
     def mask_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """BERT masking with span dilation; returns (corrupted ids, bool mask of scored tokens)."""
         real = attention_mask & (input_ids != self.tokenizer.n_id)  # N carries nothing to learn
+        # Masks come from (seed, step), not the global RNG: a resumed run masks exactly as an
+        # uninterrupted one, whatever else drew random numbers in between.
+        gen = torch.Generator(device=input_ids.device)
+        gen.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 2 + (not self.training))
         anchor_p = self.hparams.mask_prob / self.span
-        anchors = (torch.rand(input_ids.shape, device=input_ids.device) < anchor_p) & real
+        anchors = (torch.rand(input_ids.shape, device=input_ids.device, generator=gen) < anchor_p) & real
         if self.span > 1:
             # (batch, 1, tokens) -> dilate each anchor to a centred span of `span` tokens.
             anchors = F.max_pool1d(anchors[:, None].float(), self.span, stride=1, padding=self.span // 2)[:, 0] > 0
             anchors &= real
-        choice = torch.rand(input_ids.shape, device=input_ids.device)
+        choice = torch.rand(input_ids.shape, device=input_ids.device, generator=gen)
         corrupted = input_ids.clone()
         corrupted[anchors & (choice < 0.8)] = self.tokenizer.mask_id
         swap = anchors & (choice >= 0.8) & (choice < 0.9)
-        random_ids = self.ordinary_ids[torch.randint(len(self.ordinary_ids), input_ids.shape, device=input_ids.device)]
+        random_ids = self.ordinary_ids[torch.randint(len(self.ordinary_ids), input_ids.shape,
+                                                     device=input_ids.device, generator=gen)]
         corrupted[swap] = random_ids[swap]
         return corrupted, anchors
 
