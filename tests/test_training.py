@@ -23,6 +23,15 @@ def _trainer(tmp_path: Path, max_steps: int, **kwargs) -> pl.Trainer:
                       num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
 
 
+class Crash(pl.Callback):
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
 def _pretrain_parts(fasta: Path, seed: int = 3):
     pl.seed_everything(seed, workers=True, verbose=False)
     task = MaskedLMTask(**TINY, lr=3e-3, warmup_steps=2, seed=seed)
@@ -41,9 +50,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(ecoli_slice, tmp
 
     ckpt_dir = tmp_path / "ckpt"
     task, data = _pretrain_parts(fasta)
-    # Interrupted mid-epoch (3 steps per epoch): the resumed run must draw the same batches next.
-    _trainer(tmp_path / "first", 7, callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=1)]
-             ).fit(task, datamodule=data)
+    # The same run crashes at step 7, mid-epoch (3 steps per epoch); it resumes from its last checkpoint.
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _trainer(tmp_path / "first", 12, callbacks=[Crash(at_step=7), checkpoint]).fit(task, datamodule=data)
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 7
     task, data = _pretrain_parts(fasta)
     torch.manual_seed(12345)  # dropout and masking streams must come from the checkpoint, not from here
     _trainer(tmp_path / "second", 12).fit(task, datamodule=data, ckpt_path=str(ckpt_dir / "last.ckpt"), weights_only=True)
