@@ -161,4 +161,4 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "fit", "--model", "MaskedLMTask",
                              "--data.fasta", "x.fa", "--print_config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "genoformer.tasks.pretrain.MaskedLMTask" in result.stdout and "n_hashes: 2" in result.stdout
+    assert "genoformer.tasks.MaskedLMTask" in result.stdout and "n_hashes: 2" in result.stdout

@@ -332,53 +332,36 @@ class _ChunkSpec:
 class _Step:
     """One kernel step: hash round `r`, query chunks [a, a + n) of the sorted order.
 
-    Queries are chunks [a, a+n); the keys they may see lie in chunks [a + lo, a + n + hi) (lo/hi: the
-    extreme offsets), held once as "x" rows and turned into each chunk's look-around by slicing.
-    In permuted mode `q_rows`/`x_rows` are flat row indices into (N*L, d); within a step they are
-    distinct, so gradients are added with read-modify-write instead of a slow index_add_. In identity
-    mode (local attention) they are None and queries/keys are views of the (padded) inputs.
-    `bias` is the additive mask, broadcastable to (N*n, c, K), or None. Every mask is additive (never
-    a replacement), so the kernel's gradient is the exact derivative even for fully masked rows."""
+    The keys these queries may see lie in chunks [a + lo, a + n + hi) (lo/hi: extreme offsets); they
+    are gathered once as "x" rows, and offset o's keys for all n query chunks are then the contiguous
+    slice x[o - lo : o - lo + n]. Rows are laid out chunk-major, (chunk, N, c), so that slice is a
+    plain (n*N, c, d) batch for bmm. `q_rows`/`x_rows` index flat (rows, d) tensors; within a step
+    they are distinct, so gradients are added by read-modify-write (much faster than index_add_).
+    `bias` is the additive mask (offsets, n*N, c or 1, c) or None. Every mask is additive (never a
+    replacement), so the kernel's gradient is the exact derivative even for fully masked rows."""
 
     r: int
     a: int
     n: int
-    q_rows: torch.Tensor | None
-    x_rows: torch.Tensor | None
+    q_rows: torch.Tensor
+    x_rows: torch.Tensor
     bias: torch.Tensor | None
 
 
-def _span(spec: _ChunkSpec) -> tuple[int, int]:
-    return min(spec.offsets), max(spec.offsets)
-
-
-def _look_around(x: torch.Tensor, spec: _ChunkSpec, n: int) -> torch.Tensor:
-    """(N, n + span, c, ...) key chunks -> (N, n, offsets*c, ...): each query chunk's keys, own chunk first."""
-    lo = min(spec.offsets)
-    return torch.cat([x[:, o - lo:o - lo + n] for o in spec.offsets], dim=2)
-
-
-def _fold(d_look: torch.Tensor, spec: _ChunkSpec, n: int) -> torch.Tensor:
-    """Adjoint of `_look_around`: (N, n, offsets*c, d) -> (N, n + span, c, d)."""
-    lo, hi = _span(spec)
-    c = spec.chunk
-    out = d_look.new_zeros(d_look.shape[0], n + hi - lo, c, d_look.shape[-1])
-    for i, o in enumerate(spec.offsets):
-        out[:, o - lo:o - lo + n] += d_look[:, :, i * c:(i + 1) * c]
-    return out
-
-
 def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: _ChunkSpec, device):
-    """Yield every `_Step`. perm: (N, R, L) int32 sorted index -> position, or None (identity).
-    key_real: (N, L) bool (permuted mode) or (N, L + 2c) bool padded with False (identity mode)."""
+    """Yield every `_Step`.
+
+    perm: (N, R, L) int32 sorted index -> position, or None (identity: local attention, whose k, v and
+    key_real are padded with one chunk either side, so out-of-range neighbours are masked rows).
+    key_real: (N, L) bool (or (N, L + 2c) in identity mode), or None when nothing is masked."""
     c = spec.chunk
     n_chunks = length // c
-    lo, hi = _span(spec)
-    n_look = len(spec.offsets) * c
+    lo, hi = min(spec.offsets), max(spec.offsets)
+    n_off = len(spec.offsets)
     # Distinct rows per step need n + span <= n_chunks (offsets are deduplicated for tiny inputs).
     per_step = max(1, min(spec.rows_per_step // (n_rows * c), n_chunks - (hi - lo)))
     arange_c = torch.arange(c, device=device)
-    row_base = torch.arange(n_rows, device=device)[:, None] * length
+    row_base = torch.arange(n_rows, device=device)[None, :, None]  # (1, N, 1)
     n_rounds = 1 if perm is None else perm.shape[1]
     for r in range(n_rounds):
         for a in range(0, n_chunks, per_step):
@@ -386,51 +369,41 @@ def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: _ChunkSpec,
             xchunks = torch.arange(a + lo, a + n + hi, device=device)
             if spec.wrap:
                 xchunks = xchunks.remainder(n_chunks)
-            xsorted = xchunks[:, None] * c + arange_c  # (n + span, c) sorted index (identity: position)
-            masked = None  # (n, c, K) bool, the same for every row
-            if spec.causal or spec.causal_window:
-                ksorted = _look_around(xsorted[None], spec, n)[0]  # (n, K)
-                qsorted = xsorted[-lo:-lo + n]  # (n, c)
-                rel = ksorted[:, None, :] - qsorted[:, :, None]
-                masked = rel > 0
-                if spec.causal_window:
-                    masked |= rel < -c
+            xsorted = xchunks[:, None] * c + arange_c  # (n + span, c): sorted index (identity: position)
+            qsorted = xsorted[-lo:-lo + n]  # (n, c)
             if perm is None:
-                q_rows = x_rows = None
-                kreal = None if key_real is None else key_real[:, (a + lo + 1) * c:(a + n + hi + 1) * c]
+                q_rows = (qsorted[:, None, :] + row_base * length).reshape(-1)
+                x_rows = (xsorted[:, None, :] + c + row_base * (length + 2 * c)).reshape(-1)
             else:
                 order = perm[:, r]
-                q_rows = (order[:, a * c:(a + n) * c].long() + row_base).view(-1)
-                xpos = order[:, xsorted.view(-1)].long()  # (N, (n + span) * c) positions
-                x_rows = (xpos + row_base).view(-1)
-                kreal = None if key_real is None else key_real.view(-1)[x_rows]
-            bad = None if masked is None else masked.expand(n_rows, *masked.shape)  # (N, n, c or 1, K)
-            if kreal is not None:
-                pad = ~_look_around(kreal.view(n_rows, n + hi - lo, c), spec, n)[:, :, None, :]
-                bad = pad if bad is None else bad | pad
-            if spec.causal_window:  # keys from other buckets
-                sb = sbuckets[:, r]
-                kb = _look_around(sb[:, xsorted.view(-1)].view(n_rows, n + hi - lo, c), spec, n)
-                other = sb[:, a * c:(a + n) * c].view(n_rows, n, c, 1) != kb[:, :, None, :]
-                bad = other if bad is None else bad | other
+                q_rows = (order[:, qsorted.view(-1)].long().view(n_rows, n, c).transpose(0, 1) + row_base * length).reshape(-1)
+                xpos = order[:, xsorted.view(-1)].long().view(n_rows, -1, c).transpose(0, 1)  # (n+span, N, c)
+                x_rows = (xpos + row_base * length).reshape(-1)
+            bad = []  # per offset: (n, N, c or 1, c) bool
+            for o in spec.offsets:
+                keys = slice(o - lo, o - lo + n)
+                parts = []
+                if spec.causal or spec.causal_window:
+                    rel = xsorted[keys][:, None, :] - qsorted[:, :, None]  # (n, c, c) sorted-index offsets
+                    parts.append(((rel > 0) | (rel < -c) if spec.causal_window else rel > 0)[:, None])
+                if key_real is not None:
+                    parts.append(~key_real.view(-1)[x_rows].view(-1, n_rows, 1, c)[keys])
+                if spec.causal_window:  # keys from other buckets
+                    sb = sbuckets[:, r]
+                    kb = sb[:, xsorted[keys].reshape(-1)].view(n_rows, n, 1, c).transpose(0, 1)
+                    qb = sb[:, qsorted.view(-1)].view(n_rows, n, c, 1).transpose(0, 1)
+                    parts.append(qb != kb)
+                if parts:
+                    mask = parts[0]
+                    for p in parts[1:]:
+                        mask = mask | p
+                    bad.append(mask.expand(n, n_rows, *mask.shape[2:]))
             bias = None
-            if bad is not None:
+            if bad:
+                bad = torch.stack(bad)  # (offsets, n, N, c or 1, c)
                 bias = torch.zeros(bad.shape, dtype=torch.float32, device=device).masked_fill_(bad, MASKED)
-                bias = bias.view(n_rows * n, -1, n_look)
+                bias = bias.view(n_off, n * n_rows, -1, c)
             yield _Step(r, a, n, q_rows, x_rows, bias)
-
-
-def _scores(Q, K, bias, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
-    """Masked logits (steps, c, K) in the accumulation dtype. Q is already scaled."""
-    if bias is not None and Q.dtype == acc:
-        s = torch.baddbmm(bias.to(acc), Q, K.transpose(1, 2))
-    else:
-        s = torch.bmm(Q, K.transpose(1, 2)).to(acc)
-        if bias is not None:
-            s += bias
-    if spec.self_penalty:  # own key: same sorted index, i.e. the diagonal of the own-chunk block
-        s[:, :, :spec.chunk].diagonal(dim1=1, dim2=2).add_(SELF_PENALTY)
-    return s
 
 
 def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> torch.Tensor:
@@ -438,37 +411,55 @@ def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> to
     return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g).div_(1.0 - spec.dropout)
 
 
-class _Operands:
-    """q, k, v of one kernel call and how a step reads them (views in identity mode, gathers otherwise)."""
+class _Step_Operands:
+    """Gathered operands of one step: Q (n*N, c, d) pre-scaled, and key/value chunks (n+span, N, c, d)
+    with per-offset (n*N, c, d) views."""
 
-    def __init__(self, q, k, v, identity: bool, spec: _ChunkSpec):
-        self.n_rows, self.length, self.d = q.shape
-        self.c, self.identity, self.spec = spec.chunk, identity, spec
-        if identity:  # one zero chunk either side, so edge chunks' neighbours are plain slices (masked)
-            self.q, self.k, self.v = q, F.pad(k, (0, 0, self.c, self.c)), F.pad(v, (0, 0, self.c, self.c))
+    def __init__(self, q, k, v, step: _Step, spec: _ChunkSpec):
+        d, c = q.shape[-1], spec.chunk
+        self.lo, self.n = min(spec.offsets), step.n
+        self.q = q.index_select(0, step.q_rows).view(-1, c, d)
+        if spec.scale != 1.0:
+            self.q = self.q * spec.scale
+        self.k = k.index_select(0, step.x_rows).view(-1, self.q.shape[0] // step.n, c, d)
+        self.v = v.index_select(0, step.x_rows).view(self.k.shape)
+
+    def at(self, x: torch.Tensor, o: int) -> torch.Tensor:
+        """Offset o's slice of a (n+span, N, c, ...) chunk tensor, as a (n*N, c, ...) batch."""
+        part = x[o - self.lo:o - self.lo + self.n]
+        return part.reshape(-1, *part.shape[2:])
+
+
+def _scores(ops: _Step_Operands, bias, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
+    """Masked logits (offsets, n*N, c, c) in the accumulation dtype."""
+    s = torch.empty(len(spec.offsets), *ops.q.shape[:2], spec.chunk, dtype=acc, device=ops.q.device)
+    for i, o in enumerate(spec.offsets):
+        k_t = ops.at(ops.k, o).transpose(1, 2)
+        if ops.q.dtype == acc:
+            if bias is None:
+                torch.bmm(ops.q, k_t, out=s[i])
+            else:
+                torch.baddbmm(bias[i].to(acc), ops.q, k_t, out=s[i])
         else:
-            self.q, self.k, self.v = (t.reshape(-1, self.d) for t in (q, k, v))
+            s[i].copy_(torch.bmm(ops.q, k_t))
+            if bias is not None:
+                s[i] += bias[i]
+    if spec.self_penalty:  # own key: same sorted index, the diagonal of the own-chunk block (offset 0)
+        s[0].diagonal(dim1=1, dim2=2).add_(SELF_PENALTY)
+    return s
 
-    def queries(self, step: _Step) -> torch.Tensor:  # (N*n, c, d)
-        if self.identity:
-            return self.q[:, step.a * self.c:(step.a + step.n) * self.c].reshape(-1, self.c, self.d)
-        return self.q.index_select(0, step.q_rows).view(-1, self.c, self.d)
 
-    def x_slice(self, step: _Step) -> slice:
-        lo, hi = _span(self.spec)
-        return slice((step.a + lo + 1) * self.c, (step.a + step.n + hi + 1) * self.c)
-
-    def keys_values(self, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:  # 2 x (N*n, K, d)
-        lo, hi = _span(self.spec)
-        shape = (self.n_rows, step.n + hi - lo, self.c, self.d)
-        if self.identity:
-            x = self.x_slice(step)
-            k, v = self.k[:, x].reshape(shape), self.v[:, x].reshape(shape)
-        else:
-            k, v = self.k.index_select(0, step.x_rows).view(shape), self.v.index_select(0, step.x_rows).view(shape)
-        n_look = len(self.spec.offsets) * self.c
-        return (_look_around(k, self.spec, step.n).view(-1, n_look, self.d),
-                _look_around(v, self.spec, step.n).view(-1, n_look, self.d))
+def _weighted_values(p: torch.Tensor, ops: _Step_Operands, spec: _ChunkSpec, acc: torch.dtype) -> torch.Tensor:
+    """sum over offsets of p[o] @ v[o]: (n*N, c, d) in acc dtype."""
+    out = None
+    for i, o in enumerate(spec.offsets):
+        v = ops.at(ops.v, o)
+        if out is not None and v.dtype == acc:
+            out.baddbmm_(p[i], v)
+            continue
+        part = torch.bmm(p[i].to(v.dtype), v).to(acc)
+        out = part if out is None else out.add_(part)
+    return out
 
 
 def _add_rows_(target: torch.Tensor, rows: torch.Tensor, value: torch.Tensor) -> None:
@@ -500,104 +491,80 @@ class _ChunkedAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def _key_real_for(key_real, identity: bool, c: int):
-    if key_real is None or not identity:
-        return key_real
-    return F.pad(key_real, (c, c), value=False)
+def _flat_operands(q, k, v, key_real, identity: bool, c: int):
+    """(rows, d) views of q, k, v (k, v and key_real padded by a chunk each side in identity mode)."""
+    d = q.shape[-1]
+    if identity:
+        k, v = F.pad(k, (0, 0, c, c)), F.pad(v, (0, 0, c, c))
+        if key_real is None:
+            key_real = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
+        key_real = F.pad(key_real, (c, c), value=False)
+    return q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d), key_real
 
 
 def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     n_rows, length, d = q.shape
-    c, acc, identity = spec.chunk, torch.promote_types(q.dtype, torch.float32), perm is None
-    if identity and key_real is None:  # edge chunks' outside neighbours must still be masked
-        key_real = torch.ones(n_rows, length, dtype=torch.bool, device=q.device)
-    ops = _Operands(q, k, v, identity, spec)
-    out = torch.zeros(n_rows, length, d, dtype=acc, device=q.device)
-    lse = torch.full((n_rows, length), -math.inf, dtype=acc, device=q.device)
-    out_flat, lse_flat = out.view(-1, d), lse.view(-1)
-    for step in _steps(n_rows, length, perm, sbuckets, _key_real_for(key_real, identity, c), spec, q.device):
-        Q = ops.queries(step)
-        if spec.scale != 1.0:
-            Q = Q * spec.scale
-        K, V = ops.keys_values(step)
-        s = _scores(Q, K, step.bias, spec, acc)
-        m = s.amax(-1, keepdim=True)
-        p = s.sub_(m).exp_()
-        total = p.sum(-1, keepdim=True)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf, key_real = _flat_operands(q, k, v, key_real, perm is None, spec.chunk)
+    out = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
+    lse = torch.full((n_rows * length,), -math.inf, dtype=acc, device=q.device)
+    for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
+        ops = _Step_Operands(qf, kf, vf, step, spec)
+        p = _scores(ops, step.bias, spec, acc)
+        m = p.amax(dim=(0, 3), keepdim=True)
+        p.sub_(m).exp_()
+        total = p.sum(dim=(0, 3), keepdim=True)[0]  # (n*N, c, 1)
         if spec.dropout:
             p.mul_(_probs_dropout(spec, step.r, step.a, p.shape, q.device, acc))
-        o = torch.bmm(p.to(v.dtype), V).to(acc).div_(total).view(-1, d)
-        step_lse = (m + total.log()).view(-1)
-        if identity:
-            rows = slice(step.a * c, (step.a + step.n) * c)
-            out[:, rows] = o.view(n_rows, -1, d)
-            lse[:, rows] = step_lse.view(n_rows, -1)
-        elif step.r == 0:
-            out_flat.index_copy_(0, step.q_rows, o)
-            lse_flat.index_copy_(0, step.q_rows, step_lse)
+        o = _weighted_values(p, ops, spec, acc).div_(total).view(-1, d)
+        step_lse = (m[0] + total.log()).view(-1)
+        if step.r == 0:
+            out.index_copy_(0, step.q_rows, o)
+            lse.index_copy_(0, step.q_rows, step_lse)
         else:  # fold this round in with weights softmax(lse_so_far, lse_round), from their difference
-            old = lse_flat.index_select(0, step.q_rows)  # so they sum to 1 even for self-only rows (lse ~ -1e5)
+            old = lse.index_select(0, step.q_rows)  # so they sum to 1 even for self-only rows (lse ~ -1e5)
             w_round = torch.sigmoid(step_lse - old)[:, None]
-            blended = out_flat.index_select(0, step.q_rows).mul_(1.0 - w_round).add_(o.mul_(w_round))
-            out_flat.index_copy_(0, step.q_rows, blended)
-            lse_flat.index_copy_(0, step.q_rows, torch.logaddexp(old, step_lse))
-    return out.to(v.dtype), lse
+            blended = out.index_select(0, step.q_rows).mul_(1.0 - w_round).add_(o.mul_(w_round))
+            out.index_copy_(0, step.q_rows, blended)
+            lse.index_copy_(0, step.q_rows, torch.logaddexp(old, step_lse))
+    return out.view(n_rows, length, d).to(v.dtype), lse
 
 
 def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
     n_rows, length, d = q.shape
     c, acc, identity = spec.chunk, torch.promote_types(q.dtype, torch.float32), perm is None
-    if identity and key_real is None:
-        key_real = torch.ones(n_rows, length, dtype=torch.bool, device=q.device)
-    ops = _Operands(q, k, v, identity, spec)
-    d_out = d_out.to(v.dtype)
-    dof = d_out.reshape(-1, d)
-    delta = (d_out.to(acc) * out.to(acc)).sum(-1).view(-1)  # rowsum(dO * O)
-    lse_flat = lse.view(-1)
-    dq = torch.zeros(n_rows, length, d, dtype=acc, device=q.device)
-    x_len = length + 2 * c if identity else length
-    dk = torch.zeros(n_rows, x_len, d, dtype=acc, device=q.device)
-    dv = torch.zeros_like(dk)
-    lo, hi = _span(spec)
-    for step in _steps(n_rows, length, perm, sbuckets, _key_real_for(key_real, identity, c), spec, q.device):
-        Q = ops.queries(step)
-        if spec.scale != 1.0:
-            Q = Q * spec.scale
-        K, V = ops.keys_values(step)
-        if identity:
-            q_slice = slice(step.a * c, (step.a + step.n) * c)
-            dO = d_out[:, q_slice].reshape(-1, c, d)
-            row_lse, row_delta = lse[:, q_slice].reshape(-1, c, 1), delta.view(n_rows, -1)[:, q_slice].reshape(-1, c, 1)
-        else:
-            dO = dof.index_select(0, step.q_rows).view(-1, c, d)
-            row_lse = lse_flat.index_select(0, step.q_rows).view(-1, c, 1)
-            row_delta = delta.index_select(0, step.q_rows).view(-1, c, 1)
-        p = _scores(Q, K, step.bias, spec, acc).sub_(row_lse).exp_()  # probabilities, all rounds
-        if spec.dropout:
-            keep = _probs_dropout(spec, step.r, step.a, p.shape, q.device, acc)
-            d_v = torch.bmm((p * keep).transpose(1, 2).to(v.dtype), dO)
-            dp = torch.bmm(dO, V.transpose(1, 2)).to(acc).mul_(keep)
-        else:
-            d_v = torch.bmm(p.transpose(1, 2).to(v.dtype), dO)
-            dp = torch.bmm(dO, V.transpose(1, 2)).to(acc)
-        ds = p.mul_(dp.sub_(row_delta)).to(q.dtype)
-        d_q = torch.bmm(ds, K).to(acc)
+    qf, kf, vf, key_real = _flat_operands(q, k, v, key_real, identity, c)
+    dof = d_out.reshape(-1, d).to(v.dtype)
+    delta = (d_out.reshape(-1, d).to(acc) * out.reshape(-1, d).to(acc)).sum(-1)  # rowsum(dO * O)
+    dq = torch.zeros(qf.shape, dtype=acc, device=q.device)
+    dk, dv = torch.zeros(kf.shape, dtype=acc, device=q.device), torch.zeros(vf.shape, dtype=acc, device=q.device)
+    for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
+        ops = _Step_Operands(qf, kf, vf, step, spec)
+        d_o = dof.index_select(0, step.q_rows).view(-1, c, d)
+        p = _scores(ops, step.bias, spec, acc)
+        p.sub_(lse.index_select(0, step.q_rows).view(-1, c, 1)).exp_()  # probabilities over all rounds
+        keep = _probs_dropout(spec, step.r, step.a, p.shape, q.device, acc) if spec.dropout else None
+        d_kx = torch.zeros(ops.k.shape, dtype=acc, device=q.device)  # (n+span, N, c, d)
+        d_vx = torch.zeros_like(d_kx)
+        d_p = torch.empty_like(p)
+        for i, o in enumerate(spec.offsets):
+            p_i = p[i] if keep is None else p[i] * keep[i]
+            ops.at(d_vx, o).add_(torch.bmm(p_i.transpose(1, 2).to(v.dtype), d_o))
+            d_p[i].copy_(torch.bmm(d_o, ops.at(ops.v, o).transpose(1, 2)))
+        if keep is not None:
+            d_p.mul_(keep)
+        ds = p.mul_(d_p.sub_(delta.index_select(0, step.q_rows).view(-1, c, 1))).to(q.dtype)
+        d_q = None
+        for i, o in enumerate(spec.offsets):
+            part = torch.bmm(ds[i], ops.at(ops.k, o)).to(acc)
+            d_q = part if d_q is None else d_q.add_(part)
+            ops.at(d_kx, o).add_(torch.bmm(ds[i].transpose(1, 2), ops.q))
         if spec.scale != 1.0:
             d_q.mul_(spec.scale)
-        d_k = torch.bmm(ds.transpose(1, 2), Q)
-        n_look = len(spec.offsets) * c
-        shape = (n_rows, step.n, n_look, d)
-        d_kx = _fold(d_k.to(acc).view(shape), spec, step.n).view(n_rows, -1, d)
-        d_vx = _fold(d_v.to(acc).view(shape), spec, step.n).view(n_rows, -1, d)
-        if identity:
-            x = ops.x_slice(step)
-            dq[:, q_slice] += d_q.view(n_rows, -1, d)
-            dk[:, x] += d_kx
-            dv[:, x] += d_vx
-        else:
-            _add_rows_(dq.view(-1, d), step.q_rows, d_q.view(-1, d))
-            _add_rows_(dk.view(-1, d), step.x_rows, d_kx.view(-1, d))
-            _add_rows_(dv.view(-1, d), step.x_rows, d_vx.view(-1, d))
+        _add_rows_(dq, step.q_rows, d_q.view(-1, d))
+        _add_rows_(dk, step.x_rows, d_kx.view(-1, d))
+        _add_rows_(dv, step.x_rows, d_vx.view(-1, d))
+    dq, dk, dv = dq.view(q.shape), dk.view(n_rows, -1, d), dv.view(n_rows, -1, d)
     if identity:
         dk, dv = dk[:, c:-c], dv[:, c:-c]
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
