@@ -28,7 +28,8 @@ EXAMPLES = {
 }
 
 
-def lightning_main(argv: list[str]) -> None:
+def lightning_main(argv: list[str] | None) -> None:
+    """LightningCLI on ``argv`` (None: it reads sys.argv itself, as it prefers)."""
     from pytorch_lightning.cli import LightningCLI
 
     from .tasks import GenomeDataModule, ReformerTask
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--debug")
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
-            lightning_main(argv)
+            lightning_main(None if argv == sys.argv[1:] else argv)
             return 0
         args = _parser().parse_args(argv)
         if args.command is None:

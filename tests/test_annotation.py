@@ -260,8 +260,8 @@ def test_unreadable_files(tmp_path):
     }
     (tmp_path / "empty.gff3").write_text("\n\n")
     cases[tmp_path / "empty.gff3"] = "file is empty"
-    (tmp_path / "comments.gff3").write_text("##gff-version 3\n# nothing\n")
-    cases[tmp_path / "comments.gff3"] = "no feature lines"
+    (tmp_path / "comments.gtf").write_text("# nothing\n#!genome-build x\n")
+    cases[tmp_path / "comments.gtf"] = "only comments or blank lines"
     truncated = tmp_path / "cut.gff3.gz"
     truncated.write_bytes(gzip.compress((GFF_HEAD * 200).encode())[:-40])
     cases[truncated] = "truncated gzip"
@@ -329,3 +329,10 @@ def test_check_against_genome(tmp_path):
     with pytest.raises(AnnotationError, match="beyond the end of record 'c1' \\(length 99\\)") as error:
         check_against_genome(table, {"c1": 99, "c2": 30}, path)
     assert error.value.line == 2
+
+
+def test_declared_gff3_without_features_is_an_empty_table(tmp_path):
+    path = tmp_path / "none.gff3"
+    path.write_text("##gff-version 3\n##sequence-region chr1 1 100\n")
+    table = read_annotation(path)
+    assert len(table) == 0 and list(table.columns)[:4] == ["seqid", "source", "type", "start"]

@@ -278,6 +278,9 @@ def _parse_gff_like(text: str, path: Path, *, gtf: bool) -> pd.DataFrame:
         text = text[:fasta]
     line_numbers, lines = _data_lines(text.split("\n"))
     if not lines:
+        if not gtf and text.lstrip().startswith("##gff-version"):
+            # A declared GFF3 without features is valid: e.g. a gene finder that called no gene.
+            return make_annotation({"seqid": [], "type": [], "start": [], "end": []})
         raise AnnotationError(path, "no feature lines (only comments or blank lines)")
     n_fields = np.fromiter((line.count("\t") + 1 for line in lines), dtype=np.int64, count=len(lines))
     _first_bad(path, line_numbers, (n_fields < 8) | (n_fields > 9),
