@@ -25,7 +25,8 @@ test: install
 
 bench: install
 	$(PIP) install -q -e ".[bench]"
-	$(VENV)/bin/python bench/run_all.py
+	$(VENV)/bin/python bench/tokenizers.py
+	$(VENV)/bin/python bench/reformer.py --quick
 
 clean:
 	rm -rf $(VENV) runs

@@ -169,6 +169,7 @@ def export(args: argparse.Namespace) -> int:
         raise InputFileError(path, "not a genoformer training checkpoint (no task recorded)")
     task = TASKS[name](**checkpoint["hyper_parameters"])
     task.load_state_dict(checkpoint["state_dict"])
+    task.on_load_checkpoint(checkpoint)
     print(task.export(args.out))
     return 0
 

@@ -6,6 +6,8 @@ the same for every task and a tagger can start from a pretrained masked-LM encod
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,11 +15,30 @@ from torch import nn
 from ..errors import ModelFileError
 from .config import ReformerConfig
 from .heads import MaskedLMHead, TaggingHead
-from .io import PretrainedModel, load_pretrained
+from ..tokenize import Tokenizer
+from .io import PretrainedModel, load_pretrained, save_pretrained
 from .reformer import Reformer
 
 
-class ReformerForMaskedLM(nn.Module):
+class PretrainedNetwork(nn.Module):
+    """``save_pretrained`` / ``from_pretrained`` for the networks below (no Lightning needed)."""
+
+    task = ""
+    head_settings: dict[str, Any] = {}
+
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Tokenizer) -> Path:
+        return save_pretrained(folder, self, self.encoder.config, tokenizer, task=self.task, head=self.head_settings)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> tuple["PretrainedNetwork", Tokenizer]:
+        """The network stored in ``folder`` (in eval mode) and its tokenizer."""
+        network, pretrained = load_network(folder)
+        if not isinstance(network, cls):
+            raise ModelFileError(pretrained.folder / "config.json", f"holds a {pretrained.task!r} model, not {cls.task!r}")
+        return network, pretrained.tokenizer
+
+
+class ReformerForMaskedLM(PretrainedNetwork):
     """Encoder and a token-prediction head (masked or, with ``config.causal``, next-token LM)."""
 
     task = "masked_lm"
@@ -31,13 +52,20 @@ class ReformerForMaskedLM(nn.Module):
         return self.encoder(input_ids, attention_mask)  # (batch, length, d_model)
 
 
-class ReformerTagger(nn.Module):
-    """Encoder and a per-base, strand-aware classification head."""
+class ReformerTagger(PretrainedNetwork):
+    """Encoder and a per-base, strand-aware classification head.
+
+    ``head_settings`` (JSON) travel with the weights: the classes (``classes``, ``scheme``), the
+    organism's gene rules and the training window length, so ``genoformer annotate`` needs only
+    the folder.
+    """
 
     task = "tagging"
 
-    def __init__(self, config: ReformerConfig, n_classes: int, k: int = 1, stride: int = 1):
+    def __init__(self, config: ReformerConfig, n_classes: int, k: int = 1, stride: int = 1,
+                 head_settings: dict[str, Any] | None = None):
         super().__init__()
+        self.head_settings = dict(head_settings or {})
         self.encoder = Reformer(config)
         self.head = TaggingHead(config.d_model, n_classes, k=k, stride=stride)
 
@@ -46,7 +74,7 @@ class ReformerTagger(nn.Module):
         return self.head(hidden, n_bases)  # (batch, 2 strands, classes, bases)
 
 
-def load_network(folder: str | os.PathLike) -> tuple[nn.Module, PretrainedModel]:
+def load_network(folder: str | os.PathLike) -> tuple[PretrainedNetwork, PretrainedModel]:
     """Rebuild the network stored in a model folder, weights loaded, in eval mode."""
     pretrained = load_pretrained(folder)
     if pretrained.task == ReformerTagger.task:
@@ -54,8 +82,8 @@ def load_network(folder: str | os.PathLike) -> tuple[nn.Module, PretrainedModel]
             classes = pretrained.head["classes"]
         except KeyError:
             raise ModelFileError(pretrained.folder / "config.json", "tagging model without head.classes") from None
-        network: nn.Module = ReformerTagger(pretrained.config, len(classes),
-                                            k=pretrained.tokenizer.k, stride=pretrained.tokenizer.stride)
+        network: PretrainedNetwork = ReformerTagger(pretrained.config, len(classes), k=pretrained.tokenizer.k,
+                                                    stride=pretrained.tokenizer.stride, head_settings=pretrained.head)
     elif pretrained.task == ReformerForMaskedLM.task:
         network = ReformerForMaskedLM(pretrained.config)
     else:

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import TrainingError
 from ..model import ReformerConfig
-from ..model.io import PretrainedModel, load_pretrained, save_pretrained
+from ..model.io import PretrainedModel, load_pretrained
 from ..tokenize import Tokenizer, make_tokenizer
 
 
@@ -145,11 +145,6 @@ class ReformerTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- export -----------------------------------------------------------------------------
-    def head_settings(self) -> dict:
-        """JSON settings a subclass's head needs to be rebuilt from a model folder."""
-        return {}
-
     def export(self, folder: str | Path) -> Path:
         """Write a model folder (config.json, model.safetensors, tokenizer.json) others can load."""
-        return save_pretrained(folder, self.network, self.config, self.tokenizer,
-                               task=self.task_name, head=self.head_settings())
+        return self.network.save_pretrained(folder, self.tokenizer)

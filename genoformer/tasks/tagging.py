@@ -55,6 +55,7 @@ class TaggingTask(ReformerTask):
         warmup_steps: int = 100,
         seed: int = 0,
     ):
+        self.organism = organism
         self.scheme = (LabelScheme.gene_structure() if classes == "gene_structure"
                        else LabelScheme.from_names([classes] if isinstance(classes, str) else classes))
         super().__init__(
@@ -72,20 +73,18 @@ class TaggingTask(ReformerTask):
         self.stitchers: dict[tuple[int, str, int], ProbabilityStitcher] = {}
 
     def build_network(self) -> ReformerTagger:
-        return ReformerTagger(self.config, self.scheme.n_classes, k=self.tokenizer.k, stride=self.tokenizer.stride)
-
-    def head_settings(self) -> dict:
-        return {"classes": list(self.scheme.classes), "scheme": self.scheme.to_dict(),
-                "organism": self.hparams.organism, "window_length": self.window_length}
+        settings = {"classes": list(self.scheme.classes), "scheme": self.scheme.to_dict(), "organism": self.organism}
+        return ReformerTagger(self.config, self.scheme.n_classes, k=self.tokenizer.k, stride=self.tokenizer.stride,
+                              head_settings=settings)
 
     @property
     def window_length(self) -> int:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return int(datamodule.hparams.window_length) if datamodule is not None else 0
+        return int(self.network.head_settings.get("window_length", 0))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule
+        self.network.head_settings["window_length"] = int(datamodule.hparams.window_length)
         if tuple(datamodule.scheme.classes) != tuple(self.scheme.classes):
             raise ValueError(f"model classes {self.scheme.classes} differ from the data's {datamodule.scheme.classes}")
         if self.hparams.loss == "weighted" and stage == "fit":
