@@ -6,11 +6,21 @@ the message always names the file and, where known, the record, line and positio
 """
 from __future__ import annotations
 
+import re
 from os import PathLike
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
 class GenoformerError(Exception):
-    """Base class: a problem the user can fix (bad file, bad config, bad model folder)."""
+    """Base class: a problem the user can fix (bad file, bad config, bad model folder).
+
+    ``str(error)`` is always one line: messages that quote another library's multi-line text
+    (a YAML parser, torch's unpickler) are joined, so the command line prints exactly one line.
+    """
+
+    def __str__(self) -> str:
+        return _LINE_BREAKS.sub(" ", super().__str__()).strip()
 
 
 class InputFileError(GenoformerError, ValueError):

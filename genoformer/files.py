@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -23,6 +23,28 @@ def cache_dir() -> Path:
     return path
 
 
+def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """Create a new hidden ``.NAME.<random>.tmp`` file (or folder) beside ``path`` and return it.
+
+    Created with mode 0666 (0777 for a folder) less the umask, the permissions a plain ``open`` or
+    ``mkdir`` gives, so results renamed into place are as readable as any other file (mkstemp's 0600
+    would hide them from the rest of a group). Hidden, so an interrupted run leaves no file that
+    looks like a result; a rerun picks a new name and never reads it.
+    """
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
@@ -31,9 +53,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temporary_sibling(path)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
+        with open(tmp, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -49,10 +71,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path for writers that take a file name (pyBigWig, safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_sibling(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

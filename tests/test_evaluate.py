@@ -10,6 +10,7 @@ import pytest
 
 from genoformer.errors import RegionError
 from genoformer.evaluate import evaluate, format_table, write_json
+from genoformer.evaluate.features import coding_parts
 from genoformer.export import write_bed12
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.intervals import Interval
@@ -156,6 +157,30 @@ def test_any_isoform_exact_finds_the_gene():
     results = evaluate(reference, prediction, lengths=LENGTHS)
     assert results["gene"]["reference"] == 1 and results["gene"]["sensitivity"] == 1.0
     assert results["exon"]["reference"] == 3 and results["exon"]["matched_reference"] == 2
+
+
+def test_cds_of_cut_off_transcripts_count_once_per_gene():
+    """Slices drop gene/mRNA rows that cross their end but keep the CDS rows (TAIR, WormBase layouts)."""
+    reference = table(
+        ("protein", 100, 160, "+", "a1.1-Protein", None),  # TAIR: mRNA a1.1 cut off, its protein kept
+        ("CDS", 100, 160, "+", None, "a1.1,a1.1-Protein"),
+        ("CDS", 200, 260, "-", None, "a2.1,a2.1-Protein"),  # ... or both parents cut off
+        ("CDS", 300, 330, "+", "CDS:f1", "T:f1.1,T:f1.2", {"locus": "bli"}),  # one CDS, two cut-off isoforms
+        ("CDS", 400, 430, "+", "CDS:f1", "T:f1.1,T:f1.2", {"locus": "bli"}),
+        ("gene", 500, 700, "+", "G:lec", None, {"locus": "lec"}),
+        ("mRNA", 500, 600, "+", "T:dc.a", "G:lec", {"locus": "lec"}),
+        ("CDS", 500, 600, "+", "CDS:dc.a", "T:dc.a", {"locus": "lec"}),
+        ("CDS", 520, 650, "+", "CDS:dc.b", "T:dc.b", {"locus": "lec"}),  # isoform whose mRNA is cut off
+        ("CDS", 800, 830, "-", "CDS:x", "T:x.1", {"locus": "lec"}),  # same locus name, other strand
+    )
+    parts = coding_parts(reference)
+    genes = parts.groupby("gene")["transcript"].unique().map(sorted).to_dict()
+    assert genes == {"a1.1": ["a1.1"], "a2.1": ["a2.1"], "locus=bli": ["T:f1.1"],
+                     "G:lec": ["T:dc.a", "T:dc.b"], "locus=lec": ["T:x.1"]}
+    for organism, expected in (("A.thaliana", 347), ("C.elegans", 159)):
+        ref = read_annotation(f"/work/shared/data/model_organisms/{organism}.gff.gz")
+        lengths = ref.groupby("seqid")["end"].max().astype(int).to_dict()
+        assert evaluate(ref, ref, lengths=lengths, prokaryote=False)["gene"]["reference"] == expected, organism
 
 
 def test_pseudogenes_and_genes_without_cds_are_not_reference_genes():

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from genoformer.errors import GenoformerError
 from genoformer.export import write_bed, write_bed12, write_bedgraph, write_bigwig, write_class_tracks, write_gff3
 from genoformer.export.gff3 import cds_phase
-from genoformer.genome.annotation import read_annotation
+from genoformer.decode import decode_record
+from genoformer.genome.annotation import make_annotation, read_annotation
+from genoformer.genome.labels import LabelScheme, label_track
 
 COLUMNS = ["seqid", "source", "type", "start", "end", "score", "strand", "phase", "id", "parent",
            "gene_id", "transcript_id", "name", "attributes"]
@@ -170,6 +172,29 @@ def test_gff3_round_trip_property(tmp_path, genes):
     # Writing what was read gives the same file.
     again = write_gff3(back, tmp_path / "again.gff3", lengths)
     assert again.read_text() == path.read_text()
+
+
+REGION_CLASSES = ("promoter", "enhancer", "insulator")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(features=st.lists(st.tuples(st.sampled_from(REGION_CLASSES), st.sampled_from("+-."), st.integers(0, 150),
+                                   st.integers(1, 60)), max_size=8),
+       length=st.integers(1, 220))
+def test_annotation_to_labels_to_gff3_to_annotation_property(tmp_path, features, length):
+    """Labels painted from an annotation, decoded into features, written as GFF3 and read back paint the same labels
+    (overlaps resolved by the scheme's priority, unstranded features on both strands, features clipped to the record)."""
+    scheme = LabelScheme.from_names(REGION_CLASSES)
+    kept = [(kind, strand, start, min(start + size, length)) for kind, strand, start, size in features if start < length]
+    original = make_annotation({"seqid": ["r"] * len(kept), "type": [f[0] for f in kept], "strand": [f[1] for f in kept],
+                                "start": [f[2] for f in kept], "end": [f[3] for f in kept]})
+    labels = label_track(original, "r", 0, length, scheme)  # (2 strands, length)
+    probs = (labels[:, None, :] == np.arange(scheme.n_classes)[None, :, None]).astype(np.float32)  # one-hot
+    decoded = decode_record("A" * length, probs, "r", scheme)
+    back = read_annotation(write_gff3(decoded, tmp_path / "regions.gff3", {"r": length}))
+    assert np.array_equal(label_track(back, "r", 0, length, scheme), labels)
+    assert list(zip(back["type"], back["strand"], back["start"], back["end"])) == \
+        list(zip(decoded["type"], decoded["strand"], decoded["start"], decoded["end"]))
 
 
 # --- BED ----------------------------------------------------------------------------------

@@ -83,6 +83,40 @@ def test_tiling_property(spans, length, stride):
     assert list(windows) == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    spans=st.lists(st.integers(1, 200), min_size=1, max_size=5),
+    length=st.integers(1, 50),
+    overlap=st.integers(0, 49),
+    cut=st.data(),
+)
+def test_every_base_covered_and_no_window_crosses_a_record_end(spans, length, overlap, cut):
+    """The properties themselves (not a reference): with stride <= length every base of every record
+    or region is covered, each window lies inside its record (or region), and only the last window
+    of a record/region is shorter than ``length``."""
+    lengths = {f"r{i}": n for i, n in enumerate(spans)}
+    fake = SimpleNamespace(names=list(lengths), lengths=lengths,
+                           validate_interval=lambda name, start, end: (start, end))
+    stride = max(1, length - overlap)
+    regions = None
+    if cut.draw(st.booleans()):
+        regions = []
+        for name, n in lengths.items():
+            a = cut.draw(st.integers(0, n - 1))
+            regions.append(Interval(name, a, cut.draw(st.integers(a + 1, n))))
+    windows = list(GenomeWindows(fake, length, stride, regions=regions))
+    expected = regions or [Interval(name, 0, n) for name, n in lengths.items()]
+    for span in expected:
+        mine = [w for w in windows if w.name == span.name]
+        assert all(span.start <= w.start < w.end <= span.end <= lengths[w.name] for w in mine)
+        assert all(len(w) == length for w in mine[:-1]) and mine[-1].end == span.end
+        covered = np.zeros(lengths[span.name], dtype=np.int64)
+        for w in mine:
+            covered[w.start:w.end] += 1
+        assert (covered[span.start:span.end] >= 1).all()
+        assert not covered[:span.start].any() and not covered[span.end:].any()
+
+
 def test_whole_human_sized_genome_is_arithmetic():
     """3.1 Gb in 1 kb windows: no per-window objects, constant-time indexing."""
     lengths = {f"chr{i}": 248_956_422 - i * 9_000_000 for i in range(1, 23)} | {"chrX": 156_040_895}

@@ -7,6 +7,13 @@ else the row's gene_id, else the transcript itself. So NCBI prokaryotic files (C
 eukaryotic GFF3 (CDS -> mRNA -> gene), GTF (transcript_id/gene_id) and bare CDS lists all
 give one chain of CDS parts per transcript.
 
+Slices of a genome cut gene and mRNA rows whose span crosses the slice end while keeping their
+CDS rows, so a CDS may name parents that are not in the table. Such a CDS keeps only its first
+parent as its transcript (TAIR's second parent is the protein, WormBase lists every isoform that
+shares the CDS), and the gene of an absent transcript is the row's gene_id, else the gene that
+carries the same gene attribute (``gene``, ``locus``, ``locus_tag``) on the same record and
+strand, else the transcript itself.
+
 GTF leaves the stop codon out of CDS rows and lists it as ``stop_codon``: stop_codon rows of a
 coding transcript are joined to its CDS parts (touching or overlapping parts merge), so GTF and
 GFF3 versions of one gene model give the same chain.
@@ -21,6 +28,8 @@ import pandas as pd
 
 # Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
 _NOT_TRANSCRIPTS = {"protein", "polypeptide"}
+# Attributes that name a row's gene, most specific first (NCBI: gene/locus_tag; WormBase: locus).
+_GENE_ATTRIBUTES = ("gene", "locus", "locus_tag")
 
 
 def _present(series: pd.Series) -> pd.Series:
@@ -83,15 +92,17 @@ def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
     parents = parents.map(lambda text: None if not isinstance(text, str) else text.split(","))
     parts = cds.assign(transcript=parents).explode("transcript")
     transcripts = parts["transcript"].where(parts["transcript"].notna(), own.reindex(parts.index)).astype(str)
-    # Drop protein-like parents, but keep a CDS whose only parent is one.
-    protein = transcripts.map(kinds).isin(_NOT_TRANSCRIPTS)
-    keep_any = ~protein.groupby(level=0).transform("all")
-    parts = parts.assign(transcript=transcripts)[(~protein) | ~keep_any]
+    # Keep the parents that are transcripts in the table; a CDS with none keeps its first parent
+    # (absent from a cut-off slice, or a lone protein parent).
+    kind = transcripts.map(kinds)
+    usable = kind.notna() & ~kind.isin(_NOT_TRANSCRIPTS)
+    first = ~pd.Series(parts.index.duplicated(keep="first"), index=parts.index)
+    keep = usable | (first & ~usable.groupby(level=0).transform("any"))
+    parts = parts.assign(transcript=transcripts)[keep].reset_index(drop=True)
 
-    # A transcript named by a Parent but absent from the table (cut-off slices) falls back to gene_id.
-    gene = _root(parts["transcript"], _parent_map(table))
-    orphan = ~parts["transcript"].isin(kinds.keys()) & _present(parts["gene_id"])
-    gene = gene.where(~orphan, parts["gene_id"])
+    gene = _root(parts["transcript"], _parent_map(table)).to_numpy(dtype=object)
+    absent = ~parts["transcript"].isin(kinds.keys()).to_numpy()
+    gene[absent] = _absent_genes(table, parts[absent])
     out = pd.DataFrame(
         {
             "seqid": parts["seqid"].astype(str).to_numpy(),
@@ -99,11 +110,42 @@ def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
             "start": parts["start"].to_numpy(dtype=np.int64),
             "end": parts["end"].to_numpy(dtype=np.int64),
             "transcript": parts["transcript"].to_numpy(),
-            "gene": gene.astype(str).to_numpy(),
+            "gene": gene.astype(str),
         }
     )
     coding = set(out.loc[(parts["type"] == "CDS").to_numpy(), "transcript"])
     return _merge_touching(out[out["transcript"].isin(coding)])
+
+
+def _attribute(frame: pd.DataFrame, key: str) -> pd.Series:
+    return frame["attributes"].map(lambda a: (a.get(key) or None) if isinstance(a, dict) else None)
+
+
+def _absent_genes(table: pd.DataFrame, parts: pd.DataFrame) -> np.ndarray:
+    """Gene of CDS parts whose transcript is absent: gene_id, else the gene sharing a gene attribute."""
+    gene = parts["transcript"].to_numpy(dtype=object).copy()
+    has_id = _present(parts["gene_id"]).to_numpy()
+    gene[has_id] = parts["gene_id"].to_numpy(dtype=object)[has_id]
+    rest = parts[~has_id]
+    if rest.empty:
+        return gene
+    positions = np.flatnonzero(~has_id)
+    named = table[_present(table["id"])]
+    roots = _root(named["id"].astype(str), _parent_map(table))
+    # Chains that end in one of the absent transcripts themselves (its other CDS rows) name no gene.
+    rooted = named[~roots.isin(set(rest["transcript"])).to_numpy()].assign(root=roots)
+    settled = np.zeros(len(rest), dtype=bool)
+    for key in _GENE_ATTRIBUTES:  # each part uses the most specific attribute it carries
+        value = _attribute(rest, key).to_numpy(dtype=object)
+        todo = ~settled & pd.notna(value)
+        if not todo.any():
+            continue
+        found = rooted.assign(value=_attribute(rooted, key)).dropna(subset=["value"])
+        owner = dict(zip(zip(found["seqid"], found["strand"], found["value"]), found["root"]))
+        for i in np.flatnonzero(todo):
+            gene[positions[i]] = owner.get((rest["seqid"].iat[i], rest["strand"].iat[i], value[i]), f"{key}={value[i]}")
+        settled |= todo
+    return gene
 
 
 def _merge_touching(parts: pd.DataFrame) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from genoformer.errors import RegionError
 from genoformer.evaluate.features import coding_parts, exon_counts, gene_counts, is_pseudo, transcript_keys
 from genoformer.evaluate.nucleotide import binary_counts, coding_track, confusion, paint
 from genoformer.files import atomic_write
+from genoformer.genome.annotation import check_against_genome
 from genoformer.genome.labels import LabelIndex, LabelScheme
 
 # Share of reference coding transcripts with several CDS parts below which a genome counts as
@@ -96,6 +97,8 @@ def merge_regions(regions: Iterable, lengths: Mapping[str, int]) -> dict[str, np
 
 
 def _check_records(table: pd.DataFrame, lengths: Mapping[str, int], side: str) -> None:
+    if table.attrs.get("path"):  # read from a file: name it and the offending line
+        check_against_genome(table, lengths, table.attrs["path"])
     unknown = ~table["seqid"].isin(list(lengths))
     if unknown.any():
         names = sorted(table.loc[unknown, "seqid"].astype(str).unique())

@@ -71,7 +71,8 @@ def read_annotation(path: str | PathLike, format: str | None = None) -> pd.DataF
 
     The format is detected from the content (not the file name) unless ``format`` is one of
     ``"gff3"``, ``"gtf"``, ``"bed"``, ``"genbank"``. Malformed input raises
-    :class:`~genoformer.errors.AnnotationError` naming the file and line.
+    :class:`~genoformer.errors.AnnotationError` naming the file and line. The table's
+    ``attrs["path"]`` is the file it came from.
     """
     path = Path(path)
     text = _read_text(path)
@@ -82,10 +83,14 @@ def read_annotation(path: str | PathLike, format: str | None = None) -> pd.DataF
         if fmt is None:
             raise AnnotationError(path, f"unknown annotation format {format!r}; use one of {', '.join(FORMATS)}")
     if fmt == "genbank":
-        return _parse_genbank(text, path)
-    if fmt == "bed":
-        return _parse_bed(text.split("\n"), path)
-    return _parse_gff_like(text, path, gtf=fmt == "gtf")
+        table = _parse_genbank(text, path)
+    elif fmt == "bed":
+        table = _parse_bed(text.split("\n"), path)
+    else:
+        table = _parse_gff_like(text, path, gtf=fmt == "gtf")
+    # Later checks against a genome (check_against_genome, the evaluator) name this file and line.
+    table.attrs["path"] = str(path)
+    return table
 
 
 def detect_format(text: str, path: str | PathLike | None = None) -> str:

@@ -240,8 +240,12 @@ class _Scanner:
     def _not_fasta(self, block, nl, starts, pos) -> FastaError:
         line, _, text = self._where(block, nl, starts, pos)
         shown = text[:50].decode("utf-8", "replace").rstrip("\r")
+        hint = ""
+        if text.startswith(b"LOCUS"):
+            hint = (" (a GenBank file: give the genome as FASTA; genoformer.genome.genbank_to_fasta converts "
+                    "one that carries its sequence)")
         return FastaError(
-            self.path, f"not a FASTA file: expected a '>' header line, found {shown!r}", line=line
+            self.path, f"not a FASTA file: expected a '>' header line, found {shown!r}{hint}", line=line
         )
 
     def _bad_char(self, block, nl, starts, pos) -> FastaError:
@@ -524,7 +528,7 @@ def _place_index(source: Path, suffix: str, content: bytes, fallback: Path) -> P
         try:
             with atomic_path(cand) as tmp:
                 tmp.write_bytes(content)
-                tmp.chmod(0o644)  # readable like a samtools index, not mkstemp's 0600
+                tmp.chmod(0o644)  # readable like a samtools index, whatever the umask
                 if tmp.stat().st_mtime_ns < source_mtime:  # a FASTA dated in the future
                     os.utime(tmp, ns=(source_mtime, source_mtime))
             return cand

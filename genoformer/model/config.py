@@ -81,7 +81,7 @@ class ReformerConfig:
     init_std: float = 0.02
     seed: int = 0
     head_group_size: int | None = None
-    attention_chunk_tokens: int = 4096
+    attention_chunk_tokens: int = 2048
     ff_chunk_size: int = 8192
 
     def __post_init__(self) -> None:

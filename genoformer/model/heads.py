@@ -108,5 +108,5 @@ class TaggingHead(nn.Module):
                 + torch.arange(self.k, device=hidden.device)).view(-1)
         base = torch.where(base < n_bases, base, n_bases)  # bases past the end go to a dropped slot
         sums = pred.new_zeros(batch, channels, n_bases + 1).index_add(2, base, pred)
-        counts = torch.bincount(base, minlength=n_bases + 1).clamp_(min=1).to(pred.dtype)
+        counts = pred.new_zeros(n_bases + 1).index_add_(0, base, pred.new_ones(base.shape)).clamp_(min=1)
         return (sums / counts)[..., :n_bases].reshape(batch, 2, self.n_classes, n_bases)

@@ -1,7 +1,7 @@
 """Save and load an exported model folder.
 
-A model folder holds exactly three files with fixed names (so nothing inside a downloaded
-folder can point outside it):
+A model folder holds exactly three files with fixed names, so no setting inside a downloaded
+folder names a path; a file that is a symbolic link resolving outside the folder is refused:
 
 - ``config.json``: format version, the :class:`ReformerConfig`, the task and its head settings
   (e.g. the label scheme of a tagger), all plain JSON;
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError, ModelFileError
-from ..tokenize import Tokenizer, load_tokenizer
+from ..files import temporary_sibling
+from ..tokenize import Tokenizer
 from .config import ReformerConfig
 
 FORMAT_VERSION = 1
@@ -77,13 +77,15 @@ def save_pretrained(
     """Write ``module``'s weights with its config and tokenizer into ``folder`` atomically."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = temporary_sibling(folder, directory=True)
     try:
         meta = {"format": "genoformer", "format_version": FORMAT_VERSION, "task": task,
                 "model": config.to_dict(), "head": head or {}}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "genoformer"})
+        # safetensors creates its file owner-only (0600); give it config.json's ordinary permissions.
+        os.chmod(tmp / WEIGHTS_FILE, (tmp / CONFIG_FILE).stat().st_mode & 0o777)
         tokenizer.save(tmp / TOKENIZER_FILE)
         old = None
         if folder.exists():
@@ -99,18 +101,27 @@ def save_pretrained(
     return folder
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(path, f"not valid JSON ({exc})") from None
+
+
 def load_pretrained(folder: str | os.PathLike) -> PretrainedModel:
     """Read and validate a model folder written by :func:`save_pretrained`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFileError(folder, "model folder not found" if not folder.exists() else "not a folder")
+    inside = folder.resolve()
     for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
-        if not (folder / name).is_file():
-            raise ModelFileError(folder / name, "missing from the model folder")
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(folder / CONFIG_FILE, f"not valid JSON ({exc})") from None
+        path = folder / name
+        if not path.is_file():
+            raise ModelFileError(path, "missing from the model folder" if not path.exists() else "not a file")
+        # A link to e.g. ~/.ssh/id_rsa or another model's weights must not be read as part of this model.
+        if not path.resolve().is_relative_to(inside):
+            raise ModelFileError(path, f"is a link to {path.resolve()}, outside the model folder; refusing to read it")
+    meta = _read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or meta.get("format") != "genoformer":
         raise ModelFileError(folder / CONFIG_FILE, "not a genoformer model config")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -118,14 +129,22 @@ def load_pretrained(folder: str | os.PathLike) -> PretrainedModel:
                              f"format version {meta.get('format_version')!r}, this genoformer reads {FORMAT_VERSION}")
     try:
         config = ReformerConfig.from_dict(meta["model"])
-        tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
-    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+    except KeyError:
+        raise ModelFileError(folder / CONFIG_FILE, "has no 'model' settings") from None
+    except (ConfigError, TypeError, ValueError) as exc:
         raise ModelFileError(folder / CONFIG_FILE, f"invalid model settings: {exc}") from None
+    if not isinstance(meta.get("head") or {}, dict):
+        raise ModelFileError(folder / CONFIG_FILE, "'head' must be a mapping")
+    described = _read_json(folder / TOKENIZER_FILE)
+    try:
+        tokenizer = Tokenizer.from_dict(described)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ModelFileError(folder / TOKENIZER_FILE, f"invalid tokenizer: {exc}") from None
     if tokenizer.vocab_size != config.vocab_size:
         raise ModelFileError(folder / TOKENIZER_FILE,
                              f"tokenizer has {tokenizer.vocab_size} tokens, config.json says {config.vocab_size}")
     try:
         state_dict = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(folder / WEIGHTS_FILE, f"cannot read weights ({exc})") from None
+        raise ModelFileError(folder / WEIGHTS_FILE, f"cannot read the weights as safetensors ({exc})") from None
     return PretrainedModel(folder, config, tokenizer, str(meta.get("task", "")), dict(meta.get("head") or {}), state_dict)

@@ -1,0 +1,167 @@
+"""Runs killed with SIGKILL (no clean-up code runs): training resumes exactly, annotation leaves no partial output.
+
+tests/test_training.py covers an exception mid-run inside one process; here a separate process is
+killed outright, as by the out-of-memory killer or a cluster's time limit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from genoformer.genome import read_annotation
+
+from .conftest import REPO, TINY
+
+TRAIN = """
+import json, sys, time
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from genoformer.tasks import GenomeDataModule, MaskedLMTask
+
+run = json.loads(sys.argv[1])
+pl.seed_everything(3, workers=True, verbose=False)
+task = MaskedLMTask(**run["model"], lr=3e-3, warmup_steps=2, seed=3)
+data = GenomeDataModule(fasta=run["fasta"], window_length=128, batch_size=2, windows_per_epoch=6, val_fraction=0.1,
+                        seed=3)
+
+
+class Pause(pl.Callback):  # gives the test time to kill the run between steps; changes no numbers
+    def on_train_batch_end(self, *args):
+        time.sleep(run["pause"])
+
+
+callbacks = [Pause()]
+if run["checkpoints"]:
+    callbacks.append(ModelCheckpoint(dirpath=run["checkpoints"], every_n_train_steps=1, save_last=True))
+trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=run["max_steps"], default_root_dir=run["root"],
+                     logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, callbacks=callbacks)
+torch.manual_seed(run["seed_before_fit"])  # a resumed run must take its random streams from the checkpoint
+trainer.fit(task, datamodule=data, ckpt_path=run["resume"], weights_only=True)
+torch.save(task.state_dict(), run["weights"])
+"""
+MAX_STEPS = 8  # three steps per epoch: the kill lands mid-way through the second epoch
+
+
+def _train(tmp_path: Path, name: str, fasta: Path, *, checkpoints: Path | None = None, resume: Path | None = None,
+           pause: float = 0.0, seed_before_fit: int = 3) -> subprocess.Popen:
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    run = {"model": TINY, "fasta": str(fasta), "max_steps": MAX_STEPS, "root": str(tmp_path / name),
+           "checkpoints": checkpoints and str(checkpoints), "resume": resume and str(resume), "pause": pause,
+           "seed_before_fit": seed_before_fit, "weights": str(tmp_path / f"{name}.pt")}
+    return subprocess.Popen([sys.executable, str(script), json.dumps(run)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.05) -> None:
+    """SIGKILL ``process`` as soon as ``ready()`` is true; fail if it ends (or times out) first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(poll)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+
+
+def _step(checkpoint: Path) -> int:
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # not written yet
+        return -1
+
+
+def test_training_killed_mid_run_resumes_to_the_same_weights(ecoli_slice, tmp_path):
+    fasta, _ = ecoli_slice
+    checkpoints = tmp_path / "checkpoints"
+    straight = _train(tmp_path, "straight", fasta)
+    killed = _train(tmp_path, "killed", fasta, checkpoints=checkpoints, pause=0.3)
+    _kill_when(killed, lambda: _step(checkpoints / "last.ckpt") >= 4)
+    killed_at = _step(checkpoints / "last.ckpt")
+    assert 4 <= killed_at < MAX_STEPS and not (tmp_path / "killed.pt").exists()
+
+    resumed = _train(tmp_path, "resumed", fasta, checkpoints=checkpoints, resume=checkpoints / "last.ckpt",
+                     seed_before_fit=12345)
+    for process in (straight, resumed):
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
+    assert _step(checkpoints / "last.ckpt") == MAX_STEPS
+    expected = torch.load(tmp_path / "straight.pt", weights_only=True)
+    got = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert expected.keys() == got.keys()
+    different = [key for key in expected if not torch.equal(expected[key], got[key])]
+    assert different == [], f"resumed from step {killed_at}: {different}"
+
+
+def test_annotation_killed_mid_run_leaves_no_partial_output_and_completes_on_rerun(tmp_path):
+    from genoformer.tasks import TaggingTask
+
+    model = TaggingTask(**TINY).export(tmp_path / "model")
+    fasta = tmp_path / "genome.fa"
+    bases = "ACGTTGCAAGGCTTAACCGGTTAA" * 160  # 3,840 bases per record
+    fasta.write_text(f">one\n{bases}\n>two\n{bases[::-1]}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(model), "--fasta", str(fasta),
+               "--out", str(out / "pred"), "--window-length", "128", "--batch-size", "1"]
+
+    def writing() -> bool:  # the outputs are open (as hidden temporary files) and ~240 windows are to predict
+        return out.is_dir() and any(p.name.endswith(".tmp") for p in out.iterdir())
+
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_when(run, writing, poll=0.01)
+    left = sorted(p.name for p in out.iterdir())
+    assert left and all(name.startswith(".pred.") and name.endswith(".tmp") for name in left), left
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    written = sorted(Path(line).name for line in rerun.stdout.split())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == written
+    assert {"pred.gff3", "pred.bed", "pred.CDS.plus.bedgraph", "pred.CDS.minus.bedgraph"} <= set(written)
+    # Each output is whole: the GFF3 reads back, every track covers both records to their last base.
+    assert (out / "pred.gff3").read_text().startswith("##gff-version 3\n##sequence-region one 1 3840\n")
+    read_annotation(out / "pred.gff3")
+    for name in written:
+        if name.endswith(".bedgraph"):
+            track = pd.read_csv(out / name, sep="\t", skiprows=1, header=None)
+            assert track.groupby(0)[2].max().to_dict() == {"one": 3840, "two": 3840}, name
+    # The killed run's hidden temporary files are left as they were: the rerun neither read nor renamed them.
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == left
+
+
+def test_atomic_writes_leave_the_old_file_or_none_and_normal_permissions(tmp_path):
+    """An exception inside the write removes the temporary file and keeps the old content; new files get
+    the permissions a plain open() would (umask applied), not mkstemp's owner-only 0600."""
+    from genoformer.files import atomic_path, atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "result.gff3"
+        target.write_text("old\n")
+        with pytest.raises(RuntimeError), atomic_write(target) as handle:
+            handle.write("half a file")
+            raise RuntimeError("interrupted")
+        with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+            tmp.write_text("half a file")
+            raise RuntimeError("interrupted")
+        assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["result.gff3"]
+        with atomic_write(tmp_path / "new.bed") as handle:
+            handle.write("c1\t0\t5\n")
+        assert (tmp_path / "new.bed").stat().st_mode & 0o777 == 0o644
+        from genoformer.tasks import MaskedLMTask
+
+        folder = MaskedLMTask(**TINY).export(tmp_path / "model")
+        assert folder.stat().st_mode & 0o777 == 0o755
+        assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
+    finally:
+        os.umask(umask)
