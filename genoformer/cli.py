@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import GenoformerError
+from .errors import ConfigError, GenoformerError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -30,25 +30,32 @@ EXAMPLES = {
 
 def lightning_main(argv: list[str] | None) -> None:
     """LightningCLI on ``argv`` (None: it reads sys.argv itself, as it prefers)."""
+    from jsonargparse import ArgumentError, lazy_instance
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelSummary
     from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.loggers import CSVLogger
 
     from .tasks import GenomeDataModule, ReformerTask
+    from .tasks.callbacks import AtomicCheckpointIO
 
-    LightningCLI(
-        ReformerTask,
-        GenomeDataModule,
-        subclass_mode_model=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-            "callbacks": [{"class_path": "pytorch_lightning.callbacks.LearningRateMonitor",
-                           "init_args": {"logging_interval": "step"}},
-                          {"class_path": "pytorch_lightning.callbacks.ModelSummary", "init_args": {"max_depth": 2}}],
-        },
-        parser_kwargs={"description": "Train or evaluate a genoformer model (LightningCLI). "
-                                      "Example: genoformer fit --config pipelines/pretrain_ecoli.yaml"},
-    )
+    try:
+        LightningCLI(
+            ReformerTask,
+            GenomeDataModule,
+            subclass_mode_model=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": lazy_instance(CSVLogger, save_dir="runs"),
+                "callbacks": [LearningRateMonitor(logging_interval="step"), ModelSummary(max_depth=2)],
+                "plugins": [AtomicCheckpointIO()],
+            },
+            parser_kwargs={"exit_on_error": False,
+                           "description": "Train or evaluate a genoformer model (LightningCLI). "
+                                          "Example: genoformer fit --config pipelines/pretrain_ecoli.yaml"},
+        )
+    except ArgumentError as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
 
 
 def _parser() -> argparse.ArgumentParser:

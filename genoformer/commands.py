@@ -50,7 +50,7 @@ def annotate_genome(
 
     from .decode import decode_record
     from .export import open_track, write_bed, write_gff3
-    from .genome import Genome, Interval, LabelScheme, read_bed_regions
+    from .genome import Genome, Interval, LabelScheme, make_annotation, read_bed_regions
     from .model.networks import ReformerTagger, load_network
     from .predict import predict_record
 
@@ -95,6 +95,10 @@ def annotate_genome(
                     paths[key], f"{out.name} {cls} ({sign})", sequence_lengths=lengths if bigwig else None,
                     description=f"genoformer P({cls}) on the {sign} strand"))
         for iv in stretches:
+            if len(iv) < pretrained.tokenizer.k:
+                print(f"genoformer: {fasta}: record {iv.name!r} [{iv.start}, {iv.end}) is shorter than one "
+                      f"{pretrained.tokenizer.k}-mer token; no predictions for it", file=sys.stderr)
+                continue
             probs = predict_record(network, genome, iv.name, pretrained.tokenizer, scheme.n_classes,
                                    window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
                                    both_strands=both_strands, device=dev, progress=update)
@@ -114,7 +118,8 @@ def annotate_genome(
                         track = full
                     writers[f"{cls}.{strand}"].add(iv.name, track)
         close()
-        predictions = pd.concat(tables, ignore_index=True)
+        predictions = pd.concat(tables, ignore_index=True) if tables else make_annotation(
+            {"seqid": [], "type": [], "start": [], "end": []})
         write_gff3(predictions, paths["gff3"], lengths)
         write_bed(predictions, paths["bed"], sequence_lengths=lengths,
                   types=["gene", "ncRNA"] if scheme.kind == "gene_structure" else None)
@@ -161,7 +166,8 @@ def export(args: argparse.Namespace) -> int:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or corrupt file
-        raise InputFileError(path, f"cannot load checkpoint safely ({type(exc).__name__}: {exc})") from None
+        raise InputFileError(path, "cannot load checkpoint safely: not a checkpoint, or it holds objects other than "
+                                   f"tensors and plain values, which genoformer refuses to unpickle ({type(exc).__name__})") from None
     from .tasks import TASKS
 
     name = checkpoint.get("genoformer_task")

@@ -24,6 +24,7 @@ from .files import atomic_write
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
 STAGES = ("pretrain", "finetune", "annotate", "evaluate", "report")
+PLAN_FROM_TOKENS = 1 << 16  # batches this large are checked by the memory planner before training
 
 # Every key a pipeline config may hold, with its default (None: required or optional path).
 DEFAULTS: dict[str, Any] = {
@@ -168,6 +169,7 @@ class Pipeline:
         from pytorch_lightning.loggers import CSVLogger
 
         from .tasks import GenomeDataModule
+        from .tasks.callbacks import AtomicCheckpointIO
 
         c, data = self.config, self.config["data"]
         pl.seed_everything(c["seed"], workers=True, verbose=False)
@@ -185,9 +187,18 @@ class Pipeline:
             **c["trainer"], max_steps=stage_cfg["max_steps"], default_root_dir=folder,
             logger=CSVLogger(folder, name="logs", version=0),
             callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=steps_per_epoch)],
+            plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
             num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
             check_val_every_n_epoch=max(1, stage_cfg["max_steps"] // steps_per_epoch // 3),
         )
+        tokens = task.tokenizer.n_tokens(stage_cfg["window_length"]) * stage_cfg["batch_size"]
+        if tokens >= PLAN_FROM_TOKENS:
+            # Long windows: refuse up front, with a reason, rather than be killed mid-run.
+            from .model.memory import plan
+
+            precision = "32" if str(c["trainer"]["precision"]) in ("32", "32-true") else "bf16-mixed"
+            _log(str(plan(task.config, tokens // stage_cfg["batch_size"], batch_size=stage_cfg["batch_size"],
+                          precision=precision).check()))
         last = checkpoints / "last.ckpt"
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
         task.export(folder / "model")

@@ -105,8 +105,10 @@ def test_local_attention_equals_banded_full_attention():
         assert torch.allclose(out[mask], ref[mask], atol=1e-10)
         # a chunk-multiple length without a mask: only the sequence ends are masked
         x = x[:, :16]
-        ref = torch.stack([full(x, (torch.arange(16) >= (i // 4 - 1) * 4) & (torch.arange(16) < (i // 4 + (1 if causal else 2)) * 4)
-                                .expand(2, 16))[:, i] for i in range(16)], 1)
+        pos = torch.arange(16)
+        bands = [((pos >= (i // 4 - 1) * 4) & (pos < (i // 4 + (1 if causal else 2)) * 4)).expand(2, 16)
+                 for i in range(16)]
+        ref = torch.stack([full(x, band)[:, i] for i, band in enumerate(bands)], 1)
         assert torch.allclose(local(x), ref, atol=1e-10)
 
 

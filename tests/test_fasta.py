@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ECOLI_FIRST_70, fasta_bytes, write_bgzf
+from .conftest import ECOLI_FIRST_70, fasta_bytes, write_bgzf
 from genoformer.errors import FastaError, RegionError
 from genoformer.genome import Genome
 from genoformer.genome import fasta as fasta_module

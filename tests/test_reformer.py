@@ -178,3 +178,20 @@ def test_tagging_head_folds_kmer_predictions_to_bases(k, stride):
         if covering:
             expected[..., base] = torch.stack([per_token[:, t, j] for t, j in covering]).mean(0)
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_memory_knobs_do_not_change_results():
+    torch.manual_seed(8)
+    ids = torch.randint(0, 10, (2, 150))
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[1, 120:] = False
+    results = []
+    for knobs in (dict(), dict(head_group_size=1, attention_chunk_tokens=32, ff_chunk_size=40)):
+        torch.manual_seed(9)
+        model = Reformer(config(n_heads=4, attention=["local", "lsh"], dropout=0.1, **knobs)).double().train()
+        out = model(ids, mask)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), [p.grad for p in model.parameters()]))
+    (a, grads_a), (b, grads_b) = results
+    assert torch.allclose(a, b, atol=1e-12)
+    assert all(torch.allclose(x, y, atol=1e-10) for x, y in zip(grads_a, grads_b))

@@ -1,5 +1,4 @@
 """The reversible stack: exact replay, mixed precision, memory independent of depth, DDP safety."""
-import os
 
 import pytest
 import torch

@@ -1,9 +1,12 @@
-"""Callbacks the command line adds to training runs."""
+"""Callbacks and plugins the command line and the pipeline add to training runs."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ..files import atomic_path
 
 
 class ExportModel(pl.Callback):
@@ -15,3 +18,11 @@ class ExportModel(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             pl_module.export(Path(self.folder))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary sibling and renamed, so a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)

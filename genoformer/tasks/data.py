@@ -21,13 +21,17 @@ from ..datasets.windows import LabelFn, RandomWindowDataset, ResumableLoader, Ti
 from ..errors import ConfigError
 from ..genome import (Genome, GenomeWindows, Interval, LabelIndex, LabelScheme, check_against_genome,
                       read_annotation, read_bed_regions, subtract_intervals)
-from ..tokenize import Tokenizer, make_tokenizer
+from ..tokenize import NucleotideTokenizer, Tokenizer
 
 Split = Literal["train", "val", "test"]
 
 
 class GenomeDataModule(pl.LightningDataModule):
-    """Windows of one or more FASTA files, tokenised, with per-base labels when annotated."""
+    """Windows of one or more FASTA files, tokenised, with per-base labels when annotated.
+
+    The tokenizer is the model's: a task sets ``datamodule.tokenizer`` in its ``setup``; used on
+    its own, the data module tokenises single nucleotides unless told otherwise.
+    """
 
     def __init__(
         self,
@@ -49,7 +53,6 @@ class GenomeDataModule(pl.LightningDataModule):
         max_n_fraction: float = 0.5,
         num_workers: int = 0,
         seed: int = 0,
-        tokenizer: str = "nucleotide",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -62,9 +65,8 @@ class GenomeDataModule(pl.LightningDataModule):
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
 
     # ---- inputs -----------------------------------------------------------------------------
-    @cached_property
-    def tokenizer(self) -> Tokenizer:
-        return make_tokenizer(self.hparams.tokenizer)
+    # The model owns the tokenizer (a pretrained folder fixes it); tasks set this before loading data.
+    tokenizer: Tokenizer = NucleotideTokenizer()
 
     @cached_property
     def genomes(self) -> list[Genome]:

@@ -1,0 +1,44 @@
+"""The memory planner predicts from two probes; it refuses a step that cannot fit, with a reason."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from genoformer.errors import MemoryPlanError
+from genoformer.model import ReformerConfig
+from genoformer.model.memory import _probe, plan
+
+SETTINGS = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"], chunk_size=32, n_hashes=2)
+CONFIG = ReformerConfig(vocab_size=10, **SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def predicted():
+    return plan(CONFIG, 16384, probe_lengths=(2048, 8192), device="cpu")
+
+
+def test_prediction_extrapolates_linearly_and_matches_a_measured_step(predicted):
+    assert predicted.bytes_per_token > 0 and predicted.fixed_bytes > 0 and predicted.seconds > 0
+    measured_peak, _ = _probe(CONFIG, 16384, 1, "32", False, torch.device("cpu"))
+    assert abs(predicted.peak_bytes - measured_peak) / measured_peak < 0.25
+
+
+def test_a_step_that_cannot_fit_is_refused_with_the_numbers(predicted):
+    starved = dataclasses.replace(predicted, available_bytes=predicted.peak_bytes / 4)
+    with pytest.raises(MemoryPlanError, match=r"needs about .* GiB, .* GiB available: lower --length"):
+        starved.check()
+    assert predicted.check() is predicted
+
+
+def test_plan_command_prints_the_prediction(tmp_path):
+    config = tmp_path / "model.yaml"
+    config.write_text(yaml.safe_dump({"model": SETTINGS}))
+    result = subprocess.run([sys.executable, "-m", "genoformer.cli", "plan", "--config", str(config),
+                             "--length", "8192"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "training step at 8,192 tokens" in result.stdout and "bytes/token" in result.stdout
