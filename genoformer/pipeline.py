@@ -173,7 +173,7 @@ class Pipeline:
 
         c, data = self.config, self.config["data"]
         pl.seed_everything(c["seed"], workers=True, verbose=False)
-        steps_per_epoch = 50
+        steps_per_epoch = min(50, stage_cfg["max_steps"])  # validation runs at least once, at the end
         datamodule = GenomeDataModule(
             fasta=data["fasta"], annotation=data["annotation"] if classes_data else None,
             classes=data["classes"], val_regions=data["val_regions"], test_regions=data["test_regions"],
