@@ -170,11 +170,14 @@ class ReformerConfig:
         if self.d_model % self.n_heads:
             raise ConfigError(f"model config d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"model config head width d_model/n_heads={self.head_dim} must be even (rotary positions)")
+            raise ConfigError(f"model config head width d_model/n_heads={self.head_dim} must be even "
+                              "(rotary positions)")
         if self.head_group_size is not None and self.n_heads % self.head_group_size:
-            raise ConfigError(f"model config n_heads={self.n_heads} is not divisible by head_group_size={self.head_group_size}")
+            raise ConfigError(f"model config n_heads={self.n_heads} is not divisible by "
+                              f"head_group_size={self.head_group_size}")
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"model config pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+            raise ConfigError(f"model config pad_token_id={self.pad_token_id} is outside the vocabulary "
+                              f"[0, {self.vocab_size})")
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model config {name!r} must be in [0, 1), got {getattr(self, name)}")
@@ -194,7 +197,8 @@ class ReformerConfig:
             raise ConfigError("model config 'attention' list is empty")
         bad = [a for a in pattern if a not in ATTENTION_KINDS]
         if bad:
-            raise ConfigError(f"model config 'attention' has unknown kind(s) {bad}; choose from {list(ATTENTION_KINDS)}")
+            raise ConfigError(f"model config 'attention' has unknown kind(s) {bad}; "
+                              f"choose from {list(ATTENTION_KINDS)}")
         if self.depth % len(pattern):
             raise ConfigError(f"model config 'attention' has {len(pattern)} entries, which does not divide "
                               f"depth={self.depth} (give one per layer or a repeating pattern)")

@@ -98,7 +98,8 @@ class TaggingHead(nn.Module):
         batch, n_tokens, _ = hidden.shape
         channels = 2 * self.n_classes
         # (B, T, k, 2*C) -> (B, 2*C, T*k): entry t*k + j is base t*stride + j
-        pred = self.proj(hidden).view(batch, n_tokens, self.k, channels).permute(0, 3, 1, 2).reshape(batch, channels, -1)
+        pred = self.proj(hidden).view(batch, n_tokens, self.k, channels)
+        pred = pred.permute(0, 3, 1, 2).reshape(batch, channels, -1)
         if self.k == 1 and self.stride == 1:
             out = pred[..., :n_bases]
             if out.shape[-1] < n_bases:

@@ -46,7 +46,7 @@ class ReformerForMaskedLM(PretrainedNetwork):
     def __init__(self, config: ReformerConfig):
         super().__init__()
         self.encoder = Reformer(config)
-        self.lm_head = MaskedLMHead(config)
+        self.lm_head = MaskedLMHead(config, self.encoder.embedding if config.tie_word_embeddings else None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(input_ids, attention_mask)  # (batch, length, d_model)

@@ -163,7 +163,8 @@ def _dropout(x: torch.Tensor, p: float, ctx: ForwardContext, seed: int, start: i
 
 
 # --------------------------------------------------------------------------------------- rotary positions
-def rotary_tables(length: int, dim: int, base: float, device: torch.device, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(length: int, dim: int, base: float, device: torch.device,
+                  start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of rotary angles for positions [start, start + length): two (length, dim/2) float32 tensors.
 
     Position start + B*i + j uses the angle-addition formulas on two small float64 tables, for block
@@ -184,8 +185,7 @@ def rotary_tables(length: int, dim: int, base: float, device: torch.device, star
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (i, i + d/2) of x (..., length, d) by the position angles."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
+    x1, x2 = x.chunk(2, dim=-1)  # (split: its backward concatenates, slicing's would zero-fill twice)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
@@ -217,7 +217,8 @@ class _BranchInput:
 class _SelfAttention(nn.Module):
     """Projections shared by the three attention kinds, computed one head group at a time.
 
-    Subclasses implement ``_attend(projections, group, ctx, state) -> (batch, heads_in_group, L, d)``.
+    Subclasses implement ``_attend(projections, group, ctx, state) -> (batch, heads_in_group, L, d)``
+    where projections are the group's (batch, heads_in_group, L, d) queries[, keys] and values.
     """
 
     def __init__(self, config: ReformerConfig, layer_index: int, shared_qk: bool):
@@ -251,8 +252,8 @@ class _SelfAttention(nn.Module):
         projections = self._in_projections()
         proj = inp.project(torch.cat([p.weight[rows] for p in projections]))
         batch, length = proj.shape[:2]
-        # (n_projections, batch, heads, length, head_dim)
-        parts = proj.view(batch, length, len(projections), self.heads_per_group, self.head_dim).permute(2, 0, 3, 1, 4)
+        parts = [t.view(batch, length, self.heads_per_group, self.head_dim).transpose(1, 2)
+                 for t in proj.split(rows.stop - rows.start, dim=-1)]
         o = self._attend(parts, group, ctx, state)
         return o.permute(0, 2, 1, 3).reshape(batch, length, -1)
 
@@ -305,7 +306,7 @@ class FullSelfAttention(_SelfAttention):
         length = q.shape[2]
         bias = None
         if ctx.real is not None:  # (batch, 1, 1, L)
-            bias = torch.zeros(ctx.real.shape, dtype=torch.float32, device=q.device).masked_fill_(~ctx.real, MASKED)[:, None, None]
+            bias = torch.zeros(ctx.real.shape, device=q.device).masked_fill_(~ctx.real, MASKED)[:, None, None]
         if self.config.causal:
             future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
             causal = torch.zeros(length, length, device=q.device).masked_fill_(future, MASKED)
@@ -315,8 +316,8 @@ class FullSelfAttention(_SelfAttention):
             bias = own if bias is None else bias + own
         p = self.config.attention_dropout if ctx.training else 0.0
         if p == 0.0:
-            return F.scaled_dot_product_attention(q, k, v.contiguous(), attn_mask=None if bias is None else bias.to(q.dtype),
-                                                  scale=scale)
+            mask = None if bias is None else bias.to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v.contiguous(), attn_mask=mask, scale=scale)
         scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
         if bias is not None:
             scores = scores + bias
@@ -427,7 +428,8 @@ def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: _ChunkSpec,
 
 def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> torch.Tensor:
     g = _generator(_mix(spec.dropout_seed, r, a), device)
-    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g).div_(1.0 - spec.dropout)
+    keep = torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g)
+    return keep.div_(1.0 - spec.dropout)
 
 
 class _StepOperands:
@@ -518,8 +520,8 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     n_rows, length, d = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)
     qf, kf, vf = (t.reshape(-1, d) for t in (q, k, v))
-    out = torch.zeros(n_rows * length, d, dtype=acc, device=q.device)
-    lse = torch.full((n_rows * length,), -math.inf, dtype=acc, device=q.device)
+    out = torch.empty(n_rows * length, d, dtype=acc, device=q.device)  # round 0 writes every row
+    lse = torch.empty(n_rows * length, dtype=acc, device=q.device)
     for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
         ops = _StepOperands(qf, kf, vf, step, spec)
         p = _scores(ops, step.bias, spec, acc)
@@ -548,7 +550,7 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
     qf, kf, vf = (t.reshape(-1, d) for t in (q, k, v))
     dof = d_out.reshape(-1, d).to(v.dtype)
     delta = (d_out.reshape(-1, d).to(acc) * out.reshape(-1, d).to(acc)).sum(-1)  # rowsum(dO * O)
-    dq = torch.zeros(qf.shape, dtype=acc, device=q.device)
+    dq = torch.empty(qf.shape, dtype=acc, device=q.device)  # round 0 writes every row
     dk, dv = torch.zeros(kf.shape, dtype=acc, device=q.device), torch.zeros(vf.shape, dtype=acc, device=q.device)
     for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
         ops = _StepOperands(qf, kf, vf, step, spec)
@@ -577,7 +579,10 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
             _bmm_into(ops.at(d_kx, o), ds[i].transpose(1, 2), ops.q, add=i > 0)
         if spec.scale != 1.0:
             d_q.mul_(spec.scale)
-        dq.index_add_(0, step.q_rows, d_q.view(-1, d))
+        if step.r == 0:
+            dq.index_copy_(0, step.q_rows, d_q.view(-1, d))
+        else:
+            dq.index_add_(0, step.q_rows, d_q.view(-1, d))
         x_rows = step.x_rows.view(-1, n_rows * c)[step.inside].reshape(-1)
         dk.index_add_(0, x_rows, d_kx[step.inside].reshape(-1, d))
         dv.index_add_(0, x_rows, d_vx[step.inside].reshape(-1, d))
@@ -837,7 +842,8 @@ class ReversibleBlock(nn.Module):
         inp = _BranchInput(leaf)
         for group in range(self.attention.n_groups):
             with torch.enable_grad():
-                out = F.linear(self.attention.group_heads(inp, group, ctx, state), self.attention.group_out_weight(group))
+                heads = self.attention.group_heads(inp, group, ctx, state)
+                out = F.linear(heads, self.attention.group_out_weight(group))
             g = _grad(out, [leaf, *params], d_branch)
             d_normed = g[0] if d_normed is None else d_normed.add_(g[0])
             _accumulate(grads, params, g[1:])
@@ -845,7 +851,7 @@ class ReversibleBlock(nn.Module):
                 branch += out.detach()
             else:
                 y1 -= out.detach()
-            del out, g
+            del heads, out, g
         bias = self.attention.out.bias
         if bias.requires_grad:
             _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
@@ -944,9 +950,11 @@ class Reformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"input_ids must be a (batch, length) integer tensor, got {tuple(input_ids.shape)} {input_ids.dtype}")
+            raise ValueError(f"input_ids must be a (batch, length) integer tensor, "
+                             f"got {tuple(input_ids.shape)} {input_ids.dtype}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} "
+                             f"!= input_ids shape {tuple(input_ids.shape)}")
         length = input_ids.shape[1]
         ctx = self._context(input_ids, attention_mask)
         ids = F.pad(input_ids, (0, ctx.padded_length - length), value=self.config.pad_token_id)
