@@ -189,7 +189,8 @@ class Pipeline:
             callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=steps_per_epoch)],
             plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
             num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
-            check_val_every_n_epoch=max(1, stage_cfg["max_steps"] // steps_per_epoch // 3),
+            # Validation (with gene-level decoding for tagging) once, after the last full epoch.
+            check_val_every_n_epoch=max(1, stage_cfg["max_steps"] // steps_per_epoch),
         )
         tokens = task.tokenizer.n_tokens(stage_cfg["window_length"]) * stage_cfg["batch_size"]
         if tokens >= PLAN_FROM_TOKENS:
