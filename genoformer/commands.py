@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from pathlib import Path
 
@@ -166,8 +167,10 @@ def export(args: argparse.Namespace) -> int:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or corrupt file
+        refused = re.search(r"GLOBAL [\w.]+", str(exc))  # the call the file asked to make, if any
+        detail = refused.group(0) if refused else type(exc).__name__
         raise InputFileError(path, "cannot load checkpoint safely: not a checkpoint, or it holds objects other than "
-                                   f"tensors and plain values, which genoformer refuses to unpickle ({type(exc).__name__})") from None
+                                   f"tensors and plain values, which genoformer refuses to unpickle ({detail})") from None
     from .tasks import TASKS
 
     name = checkpoint.get("genoformer_task")

@@ -13,18 +13,19 @@ from genoformer.errors import MemoryPlanError
 from genoformer.model import ReformerConfig
 from genoformer.model.memory import _probe, plan
 
-SETTINGS = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"], chunk_size=32, n_hashes=2)
+# Wide enough that activations, not the interpreter, dominate the probes' peak memory.
+SETTINGS = dict(d_model=128, n_heads=4, depth=2, d_ff=256, attention=["local", "lsh"], chunk_size=64, n_hashes=2)
 CONFIG = ReformerConfig(vocab_size=10, **SETTINGS)
 
 
 @pytest.fixture(scope="module")
 def predicted():
-    return plan(CONFIG, 16384, probe_lengths=(2048, 8192), device="cpu")
+    return plan(CONFIG, 65536, probe_lengths=(8192, 32768), device="cpu")
 
 
 def test_prediction_extrapolates_linearly_and_matches_a_measured_step(predicted):
     assert predicted.bytes_per_token > 0 and predicted.fixed_bytes > 0 and predicted.seconds > 0
-    measured_peak, _ = _probe(CONFIG, 16384, 1, "32", False, torch.device("cpu"))
+    measured_peak, _ = _probe(CONFIG, 65536, 1, "32", False, torch.device("cpu"))
     assert abs(predicted.peak_bytes - measured_peak) / measured_peak < 0.25
 
 
