@@ -87,6 +87,8 @@ def measure_step(config: ReformerConfig, length: int, batch_size: int, precision
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "32")
     started = time.perf_counter()
     if inference:
@@ -106,8 +108,28 @@ def measure_step(config: ReformerConfig, length: int, batch_size: int, precision
         torch.cuda.synchronize(device)
         peak = float(torch.cuda.max_memory_allocated(device))
     else:
-        peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        peak = _peak_rss()
     return peak, time.perf_counter() - started
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark (VmHWM), so start-up (imports) does not hide the step's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # not Linux: ru_maxrss below then includes start-up
+
+
+def _peak_rss() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str, inference: bool,
