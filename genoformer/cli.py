@@ -9,10 +9,8 @@ traceback); results go to files, logs and progress to stderr.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
-from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, GenoformerError

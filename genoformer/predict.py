@@ -92,11 +92,10 @@ def predict_record(
     stitcher = ProbabilityStitcher(end - start, n_classes, offset=start)
     windows = [Interval(name, start + iv.start, start + iv.end)
                for iv in tile_record(name, end - start, window_length, max(1, window_length // 2))]
+    device_type = torch.device(device).type
     for minus in ([False, True] if both_strands else [False]):
         for chunk, ids, mask in _batches(genome, windows, tokenizer, window_length, batch_size, minus):
-            autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                                      enabled=torch.device(device).type == "cuda")
-            with autocast:
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
                 logits = network(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), window_length)
             probs = torch.softmax(logits.float(), dim=2).cpu().numpy()  # (batch, 2, classes, bases)
             for iv, p in zip(chunk, probs):
@@ -106,5 +105,5 @@ def predict_record(
                     p = p[::-1, :, ::-1]
                 stitcher.add(iv.start, np.ascontiguousarray(p))
             if progress is not None:
-                progress(len(chunk) * sum(len(iv) for iv in chunk) // max(1, len(chunk)))
+                progress(sum(len(iv) for iv in chunk))
     return stitcher.result()

@@ -3,8 +3,8 @@
 The encoder's settings arrive as plain arguments (so LightningCLI can set each one from YAML or a
 dotted flag, and the checkpoint's hyperparameters stay primitive and load with
 ``weights_only=True``). This base class turns them into a :class:`ReformerConfig`, builds the
-optimiser and schedule, keeps the RNG streams in the checkpoint so a resumed run continues exactly,
-and refuses to save a checkpoint once the loss has become NaN/Inf.
+optimiser and schedule, keeps the random streams' positions in the checkpoint so a resumed run
+continues exactly, and refuses to save a checkpoint once the loss has become NaN/Inf.
 """
 from __future__ import annotations
 

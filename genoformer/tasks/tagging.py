@@ -165,7 +165,7 @@ class TaggingTask(ReformerTask):
     def gene_level(self, stage: str) -> dict[str, float]:
         """Decode the stitched stretches into gene models; score them against the reference."""
         datamodule = self.trainer.datamodule
-        predictions, regions = [], []
+        predictions = []
         for (source, name, start), stitcher in self.stitchers.items():
             probs = stitcher.result()
             sequence = datamodule.genomes[source].fetch(name, start, start + probs.shape[-1])
