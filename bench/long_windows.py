@@ -78,9 +78,8 @@ def predicted_peak(tool: str, length: int, args) -> float | str:
     if plan is None:
         return "no plan() in genoformer.model.memory"
     training = tool != "genoformer-infer"
-    offered = {"training": training, "optimizer": "adamw" if training else None, "batch_size": 1,
-               "precision": "bf16" if tool == "genoformer-bf16" else "fp32",
-               "bf16": tool == "genoformer-bf16"}
+    offered = {"inference": not training, "batch_size": 1,
+               "precision": "bf16-mixed" if tool == "genoformer-bf16" else "32"}
     accepted = inspect.signature(plan).parameters
     try:
         answer = plan(genoformer_config(args.hashes, DEPTH, **args.set), length,

@@ -46,6 +46,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
     _loss(ddp, ids[share], targets[share]).backward()  # a second step: DDP's hooks survive the reversible backward
     if rank == 0:
         queue.put(grads)
+    del ddp  # release the reducer's hold on the process group before destroying it
     dist.barrier()
     dist.destroy_process_group()
 

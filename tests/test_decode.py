@@ -75,6 +75,12 @@ def check_hierarchy(table):
 
 # --------------------------------------------------------------------------- prokaryote
 
+def sharp(labels, rng):
+    """Probabilities as confident as a trained tagger's (coding log-odds ~2 per base inside genes);
+    the prokaryote decoder's gene cost and start bonuses are in those units."""
+    return probabilities(labels, rng, noise=0.05)
+
+
 def planted_prokaryote(rng, length=3000):
     """Random DNA with a 303 bp gene on + at 500 and a 453 bp gene on - at 1500; labels (2, length)."""
     seq = list(random_dna(rng, length))
@@ -91,7 +97,7 @@ def planted_prokaryote(rng, length=3000):
 def test_prokaryote_recovers_planted_genes_on_both_strands():
     rng = np.random.default_rng(0)
     seq, labels, plus, minus = planted_prokaryote(rng)
-    table = call_genes_prokaryote(seq.lower(), probabilities(labels, rng), "chr")
+    table = call_genes_prokaryote(seq.lower(), sharp(labels, rng), "chr")
     assert cds_rows(table, "+") == plus and cds_rows(table, "-") == minus
     check_hierarchy(table)
     assert list(table["type"]) == ["gene", "mRNA", "exon", "CDS"] * 2
@@ -109,11 +115,11 @@ def test_prokaryote_start_follows_where_coding_probability_begins():
     begin = 300
     labels = np.zeros((2, len(seq)), dtype=np.int64)
     paint(labels, 0, CDS, begin + 30, begin + len(body))
-    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    table = call_genes_prokaryote(seq, sharp(labels, rng), "chr")
     assert cds_rows(table, "+") == [(begin + 30, begin + len(body))]
     # Where the probability starts at the first ATG, the first ATG is chosen.
     labels[0, begin : begin + 30] = CDS
-    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    table = call_genes_prokaryote(seq, sharp(labels, rng), "chr")
     assert cds_rows(table, "+") == [(begin, begin + len(body))]
 
 
@@ -131,8 +137,84 @@ def test_prokaryote_keeps_operon_overlap_and_picks_the_right_start_beside_a_neig
     labels = np.zeros((2, len(seq)), dtype=np.int64)
     paint(labels, 0, CDS, *a)
     paint(labels, 0, CDS, *b)
-    table = call_genes_prokaryote(seq, probabilities(labels, rng), "chr")
+    table = call_genes_prokaryote(seq, sharp(labels, rng), "chr")
     assert cds_rows(table, "+") == [a, b]
+
+
+def orf_whose_reverse_complement_reads_through(rng, n_codons: int) -> str:
+    """ATG + codons + TAA whose reverse complement has no stop in frame 0 (an antisense shadow)."""
+    while True:
+        orf = "ATG" + codons(rng, n_codons) + "TAA"
+        antisense = revcomp(orf)
+        if all(antisense[i : i + 3] not in STOPS for i in range(0, len(antisense), 3)):
+            return orf
+
+
+def test_prokaryote_gene_cost_drops_weak_short_orfs_and_antisense_shadows():
+    rng = np.random.default_rng(3)
+    # A + gene that holds a 120 bp ORF on its - strand (a shadow), and a 120 bp ORF in
+    # intergenic space; both short ORFs have a moderate coding probability.
+    shadow_orf = orf_whose_reverse_complement_reads_through(rng, 38)
+    gene = "ATG" + codons(rng, 20) + revcomp(shadow_orf) + codons(rng, 20) + "TAA"
+    stray_orf = "ATG" + codons(rng, 38) + "TAG"
+    seq = random_dna(rng, 300) + gene + random_dna(rng, 400) + stray_orf + random_dna(rng, 300)
+    plus = (300, 300 + len(gene))
+    shadow = (300 + 63, 300 + 63 + len(shadow_orf))
+    stray = (plus[1] + 400, plus[1] + 400 + len(stray_orf))
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    paint(labels, 0, CDS, *plus)
+    probs = sharp(labels, rng)
+    for row, (start, end) in ((1, shadow), (0, stray)):
+        probs[row, :, start:end] = 0.3 / 5
+        probs[row, CDS, start:end] = 0.7
+    table = call_genes_prokaryote(seq, probs, "chr")
+    assert cds_rows(table, "+") == [plus] and cds_rows(table, "-") == []
+    # Without the per-gene cost their positive log-odds would call both (the shadow at its stop).
+    table = call_genes_prokaryote(seq, probs, "chr", gene_cost=0.0)
+    assert stray in cds_rows(table, "+") and shadow[0] in [start for start, _ in cds_rows(table, "-")]
+
+
+def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():
+    rng = np.random.default_rng(4)
+    # A + gene and a - gene sharing 9 bases: the + gene's last three codons (ending in its stop)
+    # are the reverse complement of the - gene's last three (ending in its stop).
+    while True:
+        shared = random_dna(rng, 10)
+        plus_frame = [shared[i : i + 3] for i in (1, 4, 7)]
+        minus_frame = [revcomp(shared)[i : i + 3] for i in (0, 3, 6)]
+        if (plus_frame[2] in STOPS and minus_frame[2] in STOPS
+                and not {plus_frame[0], plus_frame[1], minus_frame[0], minus_frame[1]} & set(STOPS)
+                and not set(plus_frame + minus_frame) & {"ATG", "GTG", "TTG"}):
+            break
+    gene_a = "ATG" + codons(rng, 120) + "GC" + shared  # GC + shared[0]: never a stop
+    gene_b = "ATG" + codons(rng, 100) + revcomp(shared)[:9]
+    seq = random_dna(rng, 300) + gene_a + revcomp(gene_b)[9:] + random_dna(rng, 300)
+    a = (300, 300 + len(gene_a))
+    b = (a[1] - 9, a[1] - 9 + len(gene_b))
+    assert seq[slice(*b)] == revcomp(gene_b)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    paint(labels, 0, CDS, *a)
+    paint(labels, 1, CDS, *b)
+    table = call_genes_prokaryote(seq, sharp(labels, rng), "chr")
+    assert cds_rows(table, "+") == [a] and cds_rows(table, "-") == [b]
+
+
+def test_prokaryote_start_prefers_one_behind_a_shine_dalgarno_motif():
+    rng = np.random.default_rng(5)
+    # Two in-frame ATGs 15 bases apart inside a uniformly coding-looking stretch; the downstream
+    # one has AGGAGG 8 bases before it.
+    first = "ATG" + "GCT" * 2 + "AGGAGG" + "GCT"  # ATG GCT GCT AGG AGG GCT: no stop, no start
+    body = first + "ATG" + codons(rng, 100) + "TAA"
+    upstream = "TAA" + random_dna(rng, 97).replace("AGG", "ACC").replace("GGA", "GCA")
+    seq = random_dna(rng, 200) + upstream + body + random_dna(rng, 300)
+    begin = 300
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    paint(labels, 0, CDS, begin, begin + len(body))
+    probs = sharp(labels, rng)
+    table = call_genes_prokaryote(seq, probs, "chr")
+    assert cds_rows(table, "+") == [(begin + len(first), begin + len(body))]
+    table = call_genes_prokaryote(seq, probs, "chr", rbs_bonus=0.0)
+    assert cds_rows(table, "+") == [(begin, begin + len(body))]
 
 
 def test_overlap_resolution_allows_small_overlaps_and_charges_double_counted_bases():
@@ -316,7 +398,7 @@ def test_decode_record_gene_structure_adds_ncrna_and_checks_inputs():
     seq, labels, plus, minus = planted_prokaryote(rng)
     paint(labels, 1, NCRNA, 2500, 2576)  # a tRNA-sized ncRNA on the - strand
     scheme = LabelScheme.gene_structure()
-    probs = probabilities(labels, rng)
+    probs = sharp(labels, rng)
     table = decode_record(seq, probs, "chr", scheme, "prokaryote", min_cds_length=90)
     check_hierarchy(table)
     assert cds_rows(table) == plus + minus
@@ -344,9 +426,10 @@ def test_decoders_handle_a_megabase():
         labels[0, s : s + 1500] = CDS
         labels[0, s + 600 : s + 800] = INTRON
     probs = probabilities(labels, rng, noise=0.3)
-    # Random DNA rarely holds the painted structures; this is about running through, not accuracy.
-    for decode in (call_genes_prokaryote, call_genes_eukaryote):
-        table = decode(seq, probs, "chr")
+    # Random DNA rarely holds the painted structures; this is about running through, not accuracy
+    # (without a gene cost: this landscape is far less confident than a trained tagger's).
+    for decode, options in ((call_genes_prokaryote, {"gene_cost": 0.0}), (call_genes_eukaryote, {})):
+        table = decode(seq, probs, "chr", **options)
         assert table["end"].max() <= length and table["strand"].eq("+").all()
 
 

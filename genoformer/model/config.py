@@ -16,6 +16,9 @@ ATTENTION_KINDS = ("lsh", "local", "full")
 # Largest bucket count one random rotation hashes into (64 projections, argmax over [xR; -xR]).
 # Larger counts (multi-megabase windows want ~2L/chunk buckets) are products of such factors.
 MAX_BUCKET_FACTOR = 128
+# Automatic head grouping: heads x positions attended together (a (heads, L, 64) float32 group
+# tensor is then at most 32 MiB; a training batch of 8 x 2048 keeps all 4 heads in one group).
+HEAD_GROUP_TOKENS = 1 << 17
 
 
 @dataclass
@@ -54,7 +57,10 @@ class ReformerConfig:
             torch RNG; training calls draw fresh rotations/masks from (seed, call counter).
 
     Memory (results do not depend on these)
-        head_group_size: heads projected and attended together; ``None`` = all heads at once.
+        head_group_size: heads projected and attended together; ``None`` = chosen per call, as many
+            as keep heads x batch x length <= ``HEAD_GROUP_TOKENS`` (all heads for training-size
+            batches, one head at a time for long windows, where each head's full-length projections,
+            output and gradients are the largest temporaries).
         attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
             attention kernel; bounds its working memory (about 4 KiB per row in float32).
         ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
@@ -99,9 +105,13 @@ class ReformerConfig:
         pattern = [self.attention] if isinstance(self.attention, str) else self.attention
         return tuple(pattern[i % len(pattern)] for i in range(self.depth))
 
-    @property
-    def heads_per_group(self) -> int:
-        return self.n_heads if self.head_group_size is None else self.head_group_size
+    def head_groups(self, tokens: int) -> list[slice]:
+        """The head groups of a call over ``tokens`` (batch x padded length) positions, as head slices."""
+        size = self.head_group_size
+        if size is None:
+            size = max([g for g in range(1, self.n_heads + 1)
+                        if self.n_heads % g == 0 and g * tokens <= HEAD_GROUP_TOKENS], default=1)
+        return [slice(h, h + size) for h in range(0, self.n_heads, size)]
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ prediction is checked against measurements at long lengths by ``bench/long_windo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -138,8 +139,12 @@ def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str,
         return measure_step(config, length, batch_size, precision, inference, device)
     request = json.dumps({"config": config.to_dict(), "length": length, "batch_size": batch_size,
                           "precision": precision, "inference": inference})
+    # glibc serves large blocks from its heap below a threshold that grows to 32 MiB, and a short
+    # probe's tensors are that small: freed heap keeps counting in RSS, inflating the probe's per-token
+    # bytes. Long windows' tensors are mmapped and returned at once; make the probe's behave alike.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     result = subprocess.run([sys.executable, "-m", "genoformer.model.memory", "--probe", request],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     if result.returncode != 0:
         raise MemoryPlanError(f"the memory probe at {length} tokens failed: {result.stderr.strip().splitlines()[-1:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -153,9 +158,15 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     if precision not in ("32", "bf16-mixed"):
         raise ConfigError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.head_group_size is None:  # probe with the head grouping the long call will use
+        padded = -(-length // config.chunk_size) * config.chunk_size
+        heads = config.head_groups(batch_size * padded)[0]
+        config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
-        base = 64 * config.chunk_size
-        probe_lengths = (min(length, base), min(length, 2 * base)) if length > base else (length, length)
+        # Temporaries sized by a chunk knob grow with length only up to the knob, so both probes
+        # lie beyond it (else the slope would count them per token): 2 and 3 feed-forward chunks.
+        base = max(config.ff_chunk_size, 64 * config.chunk_size) // batch_size
+        probe_lengths = (2 * base, 3 * base) if length > 3 * base else (length, length)
     short, long = probe_lengths
     peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)
     if long == short:

@@ -29,7 +29,7 @@ Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
   ``attention_chunk_tokens`` query rows at a time, keeps only q, k, v, the output and one
   log-sum-exp per row, and recomputes scores in backward (flash-attention style); hash rounds are
   folded in one after another with an online log-sum-exp; heads are processed in groups of
-  ``head_group_size``; the feed-forward runs ``ff_chunk_size`` positions at a time. Sorting is a
+  ``head_group_size`` (by default chosen per call from the length); the feed-forward runs ``ff_chunk_size`` positions at a time. Sorting is a
   stable sort on int32 bucket ids (no bucket*L+pos key to overflow); the permutations are int32.
 * Randomness never touches the global RNG. Rotations and dropout masks come from private
   ``torch.Generator``s seeded from (config.seed, call counter, layer, site[, block]); dropout masks
@@ -60,6 +60,7 @@ SELF_PENALTY = -1e5    # added to a token's own logit under shared QK: used only
 _PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
 _DROPOUT_BLOCK = 1024  # positions per dropout-mask block (masks are a function of position only)
 _ROTARY_BLOCK = 4096  # rotary tables: angle addition over blocks of this many positions
+_HASH_CHUNK = 8192  # positions hashed at a time (bounds the projection temporaries)
 
 _SITE_ATTENTION_OUT, _SITE_FEED_FORWARD, _SITE_ATTENTION_PROBS, _SITE_HASH = 1, 2, 3, 4
 
@@ -107,6 +108,7 @@ class ForwardContext:
 
     ``real`` is (batch, padded_length) bool, True at real tokens, or None when nothing is padded;
     ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2).
+    ``head_groups`` are the slices of heads attended together (see ``ReformerConfig.head_groups``).
     """
 
     length: int
@@ -119,6 +121,7 @@ class ForwardContext:
     hash_seed: int
     training: bool
     n_hashes: int
+    head_groups: list[slice]
 
     @classmethod
     def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
@@ -134,7 +137,8 @@ class ForwardContext:
             n_real = real.sum(1)
         cos, sin = rotary_tables(padded, config.head_dim, config.rotary_base, device)
         n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
-        return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes)
+        return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
+                   config.head_groups(batch * padded))
 
     def site_seed(self, layer: int, site: int) -> int:
         return _mix(self.hash_seed if site == _SITE_HASH else self.seed, layer, site)
@@ -191,42 +195,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 # --------------------------------------------------------------------------------------- attention: shared
-class _BranchInput:
-    """The attention branch's normalised input.
-
-    Autograd paths hold it whole (``norm=None``: x is already normalised). No-grad paths (inference,
-    the reversible forward) normalise and project ``chunk`` positions at a time, so no full-length
-    normalised copy is ever made."""
-
-    def __init__(self, x: torch.Tensor, norm: nn.Module | None = None, chunk: int = 0):
-        self.x, self.norm, self.chunk = x, norm, chunk
-
-    def project(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.norm is None:
-            return F.linear(self.x, weight)
-        batch, length, _ = self.x.shape
-        out = None
-        for s in range(0, length, self.chunk):
-            part = F.linear(self.norm(self.x[:, s:s + self.chunk]), weight)
-            if out is None:
-                out = part.new_empty(batch, length, weight.shape[0])
-            out[:, s:s + self.chunk] = part
-        return out
+def _merge_heads(o: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, L, head_dim) -> (batch, L, heads * head_dim), the output projection's input."""
+    return o.transpose(1, 2).reshape(o.shape[0], o.shape[2], -1)
 
 
 class _SelfAttention(nn.Module):
     """Projections shared by the three attention kinds, computed one head group at a time.
 
-    Subclasses implement ``_attend(projections, group, ctx, state) -> (batch, heads_in_group, L, d)``
-    where projections are the group's (batch, heads_in_group, L, d) queries[, keys] and values.
+    Subclasses implement ``_attend(projections, heads, ctx, state) -> (batch, heads_in_group, L, d)``
+    where ``heads`` is the group's slice of heads (one of ``ctx.head_groups``) and projections are its
+    (batch, heads_in_group, L, d) queries[, keys] and values.
     """
 
     def __init__(self, config: ReformerConfig, layer_index: int, shared_qk: bool):
         super().__init__()
         d = config.d_model
         self.config, self.layer_index, self.shared_qk = config, layer_index, shared_qk
-        self.head_dim, self.heads_per_group = config.head_dim, config.heads_per_group
-        self.n_groups = config.n_heads // self.heads_per_group
+        self.head_dim = config.head_dim
         if shared_qk:
             self.qk = nn.Linear(d, d, bias=False)
         else:
@@ -238,33 +224,46 @@ class _SelfAttention(nn.Module):
     def _in_projections(self) -> list[nn.Linear]:
         return [self.qk, self.v] if self.shared_qk else [self.q, self.k, self.v]
 
-    def group_params(self) -> list[nn.Parameter]:
-        """Parameters every head group touches (full tensors; a group uses its rows/columns)."""
-        return [p.weight for p in self._in_projections()] + [self.out.weight]
+    def group_rows(self, heads: slice) -> slice:
+        """The group's rows of each input projection (and columns of the output projection)."""
+        return slice(heads.start * self.head_dim, heads.stop * self.head_dim)
 
-    def _rows(self, group: int) -> slice:
-        width = self.heads_per_group * self.head_dim
-        return slice(group * width, (group + 1) * width)
+    def group_in_weight(self, heads: slice) -> torch.Tensor:
+        """The group's input projections stacked: (parts * group width, d_model), parts = [q, (k,) v]."""
+        rows = self.group_rows(heads)
+        return torch.cat([p.weight[rows] for p in self._in_projections()])
 
-    def group_heads(self, inp: _BranchInput, group: int, ctx: ForwardContext, state: dict) -> torch.Tensor:
-        """Attention output of one head group before the output projection: (batch, L, group width)."""
-        rows = self._rows(group)
-        projections = self._in_projections()
-        proj = inp.project(torch.cat([p.weight[rows] for p in projections]))
-        batch, length = proj.shape[:2]
-        parts = [t.view(batch, length, self.heads_per_group, self.head_dim).transpose(1, 2)
-                 for t in proj.split(rows.stop - rows.start, dim=-1)]
-        o = self._attend(parts, group, ctx, state)
-        return o.permute(0, 2, 1, 3).reshape(batch, length, -1)
+    def group_out_weight(self, heads: slice) -> torch.Tensor:
+        return self.out.weight[:, self.group_rows(heads)]
 
-    def group_out_weight(self, group: int) -> torch.Tensor:
-        return self.out.weight[:, self._rows(group)]
+    def project(self, x: torch.Tensor, heads: slice, norm: nn.Module | None = None, chunk: int = 0) -> list[torch.Tensor]:
+        """The group's projections before rotation: [q, (k,) v], each (batch, heads_in_group, L, head_dim).
 
-    def branch(self, inp: _BranchInput, ctx: ForwardContext, state: dict) -> torch.Tensor:
-        """Full attention output (all groups + output bias): (batch, L, d_model)."""
+        Without ``norm``, x is the normalised input and one (autograd-tracked) matmul projects it.
+        With ``norm``, x is the raw stream: it is normalised and projected ``chunk`` positions at a
+        time into the outputs, so no full-length normalised copy exists (no-grad paths)."""
+        weight = self.group_in_weight(heads)
+        batch, length, _ = x.shape
+        n_parts, n_heads, dim = len(self._in_projections()), heads.stop - heads.start, self.head_dim
+        if norm is None:
+            proj = F.linear(x, weight).view(batch, length, n_parts, n_heads, dim)
+            return [proj[:, :, i].transpose(1, 2) for i in range(n_parts)]
+        parts = None
+        for s in range(0, length, chunk):
+            proj = F.linear(norm(x[:, s:s + chunk]), weight)
+            proj = proj.view(batch, proj.shape[1], n_parts, n_heads, dim)
+            if parts is None:
+                parts = [proj.new_empty(batch, n_heads, length, dim) for _ in range(n_parts)]
+            for i, part in enumerate(parts):
+                part[:, :, s:s + chunk] = proj[:, :, i].transpose(1, 2)
+        return parts
+
+    def branch(self, x: torch.Tensor, ctx: ForwardContext, state: dict) -> torch.Tensor:
+        """Attention output of normalised x (all groups + output bias), autograd-tracked: (batch, L, d_model)."""
         out = None
-        for g in range(self.n_groups):
-            part = F.linear(self.group_heads(inp, g, ctx, state), self.group_out_weight(g))
+        for heads in ctx.head_groups:
+            o = self._attend(self.project(x, heads), heads, ctx, state)
+            part = F.linear(_merge_heads(o), self.group_out_weight(heads))
             out = part if out is None else out + part
         return out + self.out.bias
 
@@ -278,7 +277,7 @@ class _SelfAttention(nn.Module):
         ctx = ForwardContext.build(self.config, batch, length, attention_mask, hidden.device,
                                    training=self.training, seed=seed, hash_seed=seed)
         x = F.pad(hidden, (0, 0, 0, ctx.padded_length - length))
-        return self.branch(_BranchInput(x), ctx, {})[:, :length]
+        return self.branch(x, ctx, {})[:, :length]
 
 
 def _rotate(parts: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -297,7 +296,7 @@ class FullSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0, shared_qk: bool = False):
         super().__init__(config, layer_index, shared_qk)
 
-    def _attend(self, parts, group, ctx, state):
+    def _attend(self, parts, heads, ctx, state):
         q = _rotate(parts[0], ctx)
         if self.shared_qk:
             k, v, scale = F.normalize(q, dim=-1), parts[1], 1.0
@@ -322,7 +321,7 @@ class FullSelfAttention(_SelfAttention):
         if bias is not None:
             scores = scores + bias
         probs = scores.softmax(-1)
-        seed = _mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group)
+        seed = _mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), heads.start)
         keep = torch.empty_like(probs).bernoulli_(1.0 - p, generator=_generator(seed, q.device)).div_(1.0 - p)
         return torch.matmul((probs * keep).to(v.dtype), v)
 
@@ -338,6 +337,8 @@ class _ChunkSpec:
     causal_window: causal LSH: keys in the query's bucket at most `chunk` sorted steps back, which
         depends only on earlier tokens (a chunk-aligned window would depend on later tokens' buckets).
     self_penalty: add SELF_PENALTY to a token's own logit (shared QK).
+    shared_keys: keys are the unit-normalised queries (LSH's shared QK), normalised as each step gathers
+        them, so no full-length key tensor or key gradient exists; key gradients flow into the queries.
     """
 
     chunk: int
@@ -349,6 +350,7 @@ class _ChunkSpec:
     dropout: float
     dropout_seed: int
     rows_per_step: int
+    shared_keys: bool = False
 
 
 @dataclass
@@ -434,7 +436,8 @@ def _probs_dropout(spec: _ChunkSpec, r: int, a: int, shape, device, dtype) -> to
 
 class _StepOperands:
     """Gathered operands of one step: Q (n*N, c, d) pre-scaled, and key/value chunks (n+span, N, c, d)
-    with per-offset (n*N, c, d) views."""
+    with per-offset (n*N, c, d) views. With shared keys, ``k_raw`` keeps the gathered queries the keys
+    were normalised from (their backward needs them)."""
 
     def __init__(self, q, k, v, step: _Step, spec: _ChunkSpec):
         d, c = q.shape[-1], spec.chunk
@@ -442,7 +445,12 @@ class _StepOperands:
         self.q = q.index_select(0, step.q_rows).view(-1, c, d)
         if spec.scale != 1.0:
             self.q = self.q * spec.scale
-        self.k = k.index_select(0, step.x_rows).view(-1, self.q.shape[0] // step.n, c, d)
+        key_shape = (-1, self.q.shape[0] // step.n, c, d)
+        if spec.shared_keys:
+            self.k_raw = q.index_select(0, step.x_rows).view(key_shape)
+            self.k = F.normalize(self.k_raw, dim=-1)
+        else:
+            self.k = k.index_select(0, step.x_rows).view(key_shape)
         self.v = v.index_select(0, step.x_rows).view(self.k.shape)
 
     def at(self, x: torch.Tensor, o: int) -> torch.Tensor:
@@ -512,14 +520,23 @@ class _ChunkedAttention(torch.autograd.Function):
     def backward(ctx, d_out):
         q, k, v, perm, sbuckets, key_real, out, lse = ctx.saved_tensors
         with torch.autocast(q.device.type, enabled=False):
-            dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, ctx.spec)
+            delta = _row_dot(d_out, out)
+            del out
+            dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, ctx.spec)
         return dq, dk, dv, None, None, None, None
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """rowsum(a * b) over the last dim in float32 or wider, flattened: backward's softmax correction."""
+    acc = torch.promote_types(a.dtype, torch.float32)
+    return torch.linalg.vecdot(a.reshape(-1, a.shape[-1]).to(acc), b.reshape(-1, b.shape[-1]).to(acc))
 
 
 def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     n_rows, length, d = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)
-    qf, kf, vf = (t.reshape(-1, d) for t in (q, k, v))
+    qf, vf = q.reshape(-1, d), v.reshape(-1, d)
+    kf = None if spec.shared_keys else k.reshape(-1, d)
     out = torch.empty(n_rows * length, d, dtype=acc, device=q.device)  # round 0 writes every row
     lse = torch.empty(n_rows * length, dtype=acc, device=q.device)
     for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
@@ -544,14 +561,19 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     return out.view(n_rows, length, d).to(v.dtype), lse
 
 
-def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
+def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec):
+    """Gradients (dq, dk, dv) from the forward's final log-sum-exp and delta = rowsum(dO * O).
+    With shared keys dk is None: the key gradients are already folded into dq."""
     n_rows, length, d = q.shape
     c, acc = spec.chunk, torch.promote_types(q.dtype, torch.float32)
-    qf, kf, vf = (t.reshape(-1, d) for t in (q, k, v))
+    qf, vf = q.reshape(-1, d), v.reshape(-1, d)
+    kf = None if spec.shared_keys else k.reshape(-1, d)
     dof = d_out.reshape(-1, d).to(v.dtype)
-    delta = (d_out.reshape(-1, d).to(acc) * out.reshape(-1, d).to(acc)).sum(-1)  # rowsum(dO * O)
-    dq = torch.empty(qf.shape, dtype=acc, device=q.device)  # round 0 writes every row
-    dk, dv = torch.zeros(kf.shape, dtype=acc, device=q.device), torch.zeros(vf.shape, dtype=acc, device=q.device)
+    # Key gradients of shared keys land on query rows other steps write later, so dq accumulates.
+    dq = torch.zeros(qf.shape, dtype=acc, device=q.device) if spec.shared_keys else \
+        torch.empty(qf.shape, dtype=acc, device=q.device)  # round 0 writes every row
+    dk = None if spec.shared_keys else torch.zeros(kf.shape, dtype=acc, device=q.device)
+    dv = torch.zeros(vf.shape, dtype=acc, device=q.device)
     for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
         ops = _StepOperands(qf, kf, vf, step, spec)
         d_o = dof.index_select(0, step.q_rows).view(-1, c, d)
@@ -579,21 +601,28 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, out, lse, d_out, spec):
             _bmm_into(ops.at(d_kx, o), ds[i].transpose(1, 2), ops.q, add=i > 0)
         if spec.scale != 1.0:
             d_q.mul_(spec.scale)
-        if step.r == 0:
+        if step.r == 0 and not spec.shared_keys:
             dq.index_copy_(0, step.q_rows, d_q.view(-1, d))
         else:
             dq.index_add_(0, step.q_rows, d_q.view(-1, d))
         x_rows = step.x_rows.view(-1, n_rows * c)[step.inside].reshape(-1)
-        dk.index_add_(0, x_rows, d_kx[step.inside].reshape(-1, d))
+        d_keys = d_kx[step.inside]
+        if spec.shared_keys:  # through k = r / |r|: dr = (dk - k (k . dk)) / |r|
+            raw = ops.k_raw[step.inside].to(acc)
+            norm = raw.norm(dim=-1, keepdim=True).clamp_min_(1e-12)
+            unit = raw / norm
+            d_keys = d_keys.sub_(unit * (unit * d_keys).sum(-1, keepdim=True)).div_(norm)
+        (dq if spec.shared_keys else dk).index_add_(0, x_rows, d_keys.reshape(-1, d))
         dv.index_add_(0, x_rows, d_vx[step.inside].reshape(-1, d))
-    return dq.view(q.shape).to(q.dtype), dk.view(k.shape).to(k.dtype), dv.view(v.shape).to(v.dtype)
+    dk = None if dk is None else dk.view(k.shape).to(k.dtype)
+    return dq.view(q.shape).to(q.dtype), dk, dv.view(v.shape).to(v.dtype)
 
 
 def chunked_attention(q, k, v, perm, sbuckets, key_real, spec: _ChunkSpec) -> torch.Tensor:
-    """q, k, v: (batch, heads, L, d); perm/sbuckets: (batch*heads, rounds, L) int32 or None;
-    key_real: (batch, L) bool or None. Returns (batch, heads, L, d)."""
+    """q, k, v: (batch, heads, L, d) (k None with shared keys); perm/sbuckets: (batch*heads, rounds, L)
+    int32 or None; key_real: (batch, L) bool or None. Returns (batch, heads, L, d)."""
     batch, heads, length, d = q.shape
-    flat = [t.reshape(batch * heads, length, d) for t in (q, k, v)]
+    flat = [None if t is None else t.reshape(batch * heads, length, d) for t in (q, k, v)]
     if key_real is not None:
         key_real = key_real.repeat_interleave(heads, 0)
     return _ChunkedAttention.apply(*flat, perm, sbuckets, key_real, spec).view(batch, heads, length, d)
@@ -607,7 +636,7 @@ class LocalSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0):
         super().__init__(config, layer_index, shared_qk=False)
 
-    def _attend(self, parts, group, ctx, state):
+    def _attend(self, parts, heads, ctx, state):
         c = self.config.chunk_size
         n_chunks = ctx.padded_length // c
         offsets = (0,) if n_chunks == 1 else (0, -1) if self.config.causal else (0, -1, 1)
@@ -615,7 +644,7 @@ class LocalSelfAttention(_SelfAttention):
             chunk=c, offsets=offsets, causal=self.config.causal, causal_window=False,
             self_penalty=False, scale=self.head_dim ** -0.5,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
-            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group),
+            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), heads.start),
             rows_per_step=self.config.attention_chunk_tokens)
         return chunked_attention(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
 
@@ -647,41 +676,51 @@ def bucket_widths(config: ReformerConfig, n_real: torch.Tensor, padded_length: i
     return widths, [2 ** min(max(max_bits - i * factor_bits, 0), factor_bits) for i in range(n_factors)]
 
 
-def lsh_sort(keys: torch.Tensor, ctx: ForwardContext, config: ReformerConfig, seed: int,
+def lsh_sort(queries: torch.Tensor, ctx: ForwardContext, config: ReformerConfig, seed: int,
              heads: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hash unit keys (batch, G, L, d) and sort each round by bucket.
+    """Hash the keys of queries (batch, G, L, d) and sort each round by bucket.
 
-    Angular LSH: bucket = argmax([xR; -xR]) for a random Gaussian R per round, head and factor.
-    Rotations are drawn with shape (n_heads, d, 64) whatever the length, so a head's rotation does
-    not depend on padding or on the head grouping. Padding goes to a bucket after all real ones.
-    Returns perm (batch*G, rounds, L) int32 (sorted index -> position; stable, so ties keep position
-    order) and, for causal attention only (it masks other buckets), the sorted bucket ids (int32).
+    Angular LSH: bucket = argmax([xR; -xR]) of the unit key x for a random Gaussian R per round,
+    head and factor. Rotations are drawn with shape (n_heads, d, 64) whatever the length, so a
+    head's rotation does not depend on padding or on the head grouping. Positions are hashed
+    ``_HASH_CHUNK`` at a time (only the int32 bucket ids have the full length). Padding goes to a
+    bucket after all real ones. Returns perm (batch*G, rounds, L) int32 (sorted index -> position;
+    stable, so ties keep position order) and, for causal attention only (it masks other buckets),
+    the sorted bucket ids (int32).
     """
-    batch, n_group, length, d = keys.shape
+    batch, n_group, length, d = queries.shape
     widths, max_widths = bucket_widths(config, ctx.n_real, length)
     half_cols = MAX_BUCKET_FACTOR // 2
-    columns = torch.arange(half_cols, device=keys.device)
+    unused = None
+    if config.n_buckets is None:  # shorter sequences use fewer columns (fewer buckets)
+        unused = [torch.arange(w // 2, device=queries.device) >= (widths[:, i] // 2)[:, None]  # (B, w/2)
+                  for i, w in enumerate(max_widths)]
     perms, sorted_buckets = [], []
     for r in range(ctx.n_hashes):
-        bucket = torch.zeros(batch, n_group, length, dtype=torch.long, device=keys.device)
-        stride = torch.ones(batch, dtype=torch.long, device=keys.device)
-        for i, max_width in enumerate(max_widths):
-            width = widths[:, i]
-            if max_width > 1:
-                g = _generator(_mix(seed, r, i), torch.device("cpu"))
-                rotation = torch.randn(config.n_heads, d, half_cols, generator=g)[heads, :, :max_width // 2]
-                proj = torch.matmul(keys, rotation.to(device=keys.device, dtype=keys.dtype))  # (B, G, L, w/2)
-                magnitude = proj.abs()
-                if config.n_buckets is None:  # shorter sequences use fewer columns (fewer buckets)
-                    unused = columns[:max_width // 2] >= (width // 2)[:, None]  # (B, w/2)
-                    magnitude.masked_fill_(unused[:, None, None, :], -1.0)
-                index = magnitude.argmax(-1)
-                negative = proj.gather(-1, index[..., None]).squeeze(-1) < 0
-                bucket += (index + negative * (width // 2)[:, None, None]) * stride[:, None, None]
-            stride = stride * width
+        rotations = [None if w == 1 else
+                     torch.randn(config.n_heads, d, half_cols, generator=_generator(_mix(seed, r, i), torch.device("cpu")))
+                     [heads, :, :w // 2].to(device=queries.device, dtype=queries.dtype)
+                     for i, w in enumerate(max_widths)]
+        bucket = torch.empty(batch, n_group, length, dtype=torch.int32, device=queries.device)
+        for s in range(0, length, _HASH_CHUNK):
+            keys = F.normalize(queries[:, :, s:s + _HASH_CHUNK], dim=-1)
+            part = torch.zeros(keys.shape[:3], dtype=torch.long, device=keys.device)
+            stride = torch.ones(batch, dtype=torch.long, device=keys.device)
+            for i, rotation in enumerate(rotations):
+                width = widths[:, i]
+                if rotation is not None:
+                    proj = torch.matmul(keys, rotation)  # (B, G, chunk, w/2)
+                    magnitude = proj.abs()
+                    if unused is not None:
+                        magnitude.masked_fill_(unused[i][:, None, None, :], -1.0)
+                    index = magnitude.argmax(-1)
+                    negative = proj.gather(-1, index[..., None]).squeeze(-1) < 0
+                    part += (index + negative * (width // 2)[:, None, None]) * stride[:, None, None]
+                stride = stride * width
+            bucket[:, :, s:s + _HASH_CHUNK] = part
         if ctx.real is not None:
             bucket.masked_fill_(~ctx.real[:, None, :], _PAD_BUCKET)
-        values, order = torch.sort(bucket.to(torch.int32).view(batch * n_group, length), dim=-1, stable=True)
+        values, order = torch.sort(bucket.view(batch * n_group, length), dim=-1, stable=True)
         perms.append(order.to(torch.int32))
         if config.causal:
             sorted_buckets.append(values)
@@ -698,14 +737,13 @@ class LSHSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0):
         super().__init__(config, layer_index, shared_qk=True)
 
-    def _attend(self, parts, group, ctx, state):
+    def _attend(self, parts, heads, ctx, state):
         q = _rotate(parts[0], ctx)
-        keys = F.normalize(q, dim=-1)
-        if group not in state:
+        if heads.start not in state:
             with torch.no_grad():
-                heads = slice(group * self.heads_per_group, (group + 1) * self.heads_per_group)
-                state[group] = lsh_sort(keys, ctx, self.config, ctx.site_seed(self.layer_index, _SITE_HASH), heads)
-        perm, sorted_buckets = state[group]
+                state[heads.start] = lsh_sort(q, ctx, self.config,
+                                              ctx.site_seed(self.layer_index, _SITE_HASH), heads)
+        perm, sorted_buckets = state[heads.start]
         c = self.config.chunk_size
         n_chunks = ctx.padded_length // c
         offsets = (0,) if n_chunks == 1 else (0, -1) if self.config.causal else (0, -1, 1)
@@ -713,9 +751,9 @@ class LSHSelfAttention(_SelfAttention):
             chunk=c, offsets=offsets, causal=False, causal_window=self.config.causal,
             self_penalty=True, scale=1.0,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
-            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), group),
-            rows_per_step=self.config.attention_chunk_tokens)
-        return chunked_attention(q, keys, parts[1], perm, sorted_buckets, ctx.real, spec)
+            dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), heads.start),
+            rows_per_step=self.config.attention_chunk_tokens, shared_keys=True)
+        return chunked_attention(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)
 
 
 # --------------------------------------------------------------------------------------- feed-forward
@@ -758,6 +796,14 @@ def _accumulate(grads: dict, params, values) -> None:
                 grads[p] = g
 
 
+def _accumulate_part(grads: dict, param: nn.Parameter, index, value: torch.Tensor) -> None:
+    """Add a head group's gradient into its slice of a parameter's gradient (frozen: skipped)."""
+    if param.requires_grad:
+        if param not in grads:
+            grads[param] = torch.zeros_like(param)
+        grads[param][index] += value
+
+
 class ReversibleBlock(nn.Module):
     """RevNet coupling: Y1 = X1 + Attention(LN(X2)), Y2 = X2 + FeedForward(Y1).
 
@@ -776,41 +822,44 @@ class ReversibleBlock(nn.Module):
         step = self.config.ff_chunk_size
         return [(s, min(length, s + step)) for s in range(0, length, step)]
 
-    def _attention_dropout_seed(self, ctx: ForwardContext) -> int:
-        return ctx.site_seed(self.layer_index, _SITE_ATTENTION_OUT)
-
-    def _dropout_active(self, ctx: ForwardContext) -> bool:
-        return ctx.training and self.config.dropout > 0.0
+    def _branch_dropout(self, x: torch.Tensor, ctx: ForwardContext, start: int) -> torch.Tensor:
+        """Dropout on the attention branch's output (and, being a mask multiply, on its gradient)."""
+        return _dropout(x, self.config.dropout, ctx, ctx.site_seed(self.layer_index, _SITE_ATTENTION_OUT), start)
 
     def forward(self, x1, x2, ctx: ForwardContext, state: dict | None = None):
-        branch = self.attention.branch(_BranchInput(self.attention_norm(x2)), ctx, {} if state is None else state)
-        y1 = x1 + _dropout(branch, self.config.dropout, ctx, self._attention_dropout_seed(ctx))
+        branch = self.attention.branch(self.attention_norm(x2), ctx, {} if state is None else state)
+        y1 = x1 + self._branch_dropout(branch, ctx, 0)
         y2 = x2 + self.feed_forward(y1, ctx)
         return y1, y2
 
     @torch.no_grad()
     def forward_inplace(self, x1: torch.Tensor, x2: torch.Tensor, ctx: ForwardContext, state: dict) -> None:
-        """x1 += F(x2); x2 += G(x1), holding one head group / one feed-forward chunk at a time."""
-        chunks = self._chunks(x1.shape[1])
-        inp = _BranchInput(x2, self.attention_norm, self.config.ff_chunk_size)
-        dropout = self._dropout_active(ctx)
-        target = torch.zeros_like(x1) if dropout else x1
-        for g in range(self.attention.n_groups):
-            heads = self.attention.group_heads(inp, g, ctx, state)
-            weight = self.attention.group_out_weight(g)
+        """x1 += F(x2); x2 += G(x1), holding one head group / one chunk of positions at a time.
+
+        Dropout is a mask multiply, so dropout(sum of the groups' outputs + bias) is added group by
+        group with the same per-position masks."""
+        attention, chunks = self.attention, self._chunks(x1.shape[1])
+        for heads in ctx.head_groups:
+            parts = attention.project(x2, heads, self.attention_norm, self.config.ff_chunk_size)
+            o = attention._attend(parts, heads, ctx, state)
+            del parts
+            weight = attention.group_out_weight(heads)
             for s, e in chunks:
-                target[:, s:e] += F.linear(heads[:, s:e], weight)
-            del heads
-        target += self.attention.out.bias
-        if dropout:
-            for s, e in chunks:
-                x1[:, s:e] += _dropout(target[:, s:e], self.config.dropout, ctx, self._attention_dropout_seed(ctx), s)
-            del target
+                x1[:, s:e] += self._branch_dropout(F.linear(_merge_heads(o[:, :, s:e]), weight), ctx, s)
+            del o
+        bias = attention.out.bias
+        for s, e in chunks:
+            x1[:, s:e] += self._branch_dropout(bias.expand(x1.shape[0], e - s, -1), ctx, s)
         for s, e in chunks:
             x2[:, s:e] += self.feed_forward(x1[:, s:e], ctx, s)
 
     def backward_inplace(self, y1, y2, dy1, dy2, ctx: ForwardContext, state: dict, grads: dict) -> None:
-        """Rebuild (X1, X2) from (Y1, Y2) in place and turn (dY1, dY2) into (dX1, dX2) in place."""
+        """Rebuild (X1, X2) from (Y1, Y2) in place and turn (dY1, dY2) into (dX1, dX2) in place.
+
+        Only the attention core of one head group (rotation, hashing, chunked attention) runs under
+        autograd, on full-length (batch, heads_in_group, L, head_dim) projections; layer norm, input
+        and output projections and dropout are position-wise and are differentiated by hand one chunk
+        of positions at a time, so no full-length d_model-wide temporary is made."""
         chunks = self._chunks(y1.shape[1])
         # Y2 = X2 + G(Y1): recompute G chunk by chunk, back-propagate dY2, peel G off Y2.
         ff_params = _trainable(self.feed_forward.parameters())
@@ -823,49 +872,50 @@ class ReversibleBlock(nn.Module):
             dy1[:, s:e] += g[0]
             _accumulate(grads, ff_params, g[1:])
             del out, g, y1c
-        # Y1 = X1 + dropout(Attention(LN(X2))): head group by head group.
-        with torch.enable_grad():
-            x2 = y2.detach().requires_grad_()
-            normed = self.attention_norm(x2)
-        leaf = normed.detach().requires_grad_()
-        dropout = self._dropout_active(ctx)
-        seed = self._attention_dropout_seed(ctx)
-        if dropout:
-            d_branch = torch.empty_like(dy1)
-            for s, e in chunks:
-                d_branch[:, s:e] = _dropout(dy1[:, s:e], self.config.dropout, ctx, seed, s)
-        else:
-            d_branch = dy1
-        branch = torch.zeros_like(y1) if dropout else None
-        d_normed = None
-        params = _trainable(self.attention.group_params())
-        inp = _BranchInput(leaf)
-        for group in range(self.attention.n_groups):
+        # Y1 = X1 + dropout(Attention(LN(X2))), Y2 now holding X2: head group by head group.
+        attention, norm = self.attention, self.attention_norm
+        norm_params = _trainable(norm.parameters())
+        batch = y1.shape[0]
+        for heads in ctx.head_groups:
+            with torch.no_grad():
+                parts = [p.requires_grad_() for p in attention.project(y2, heads, norm, self.config.ff_chunk_size)]
             with torch.enable_grad():
-                heads = self.attention.group_heads(inp, group, ctx, state)
-                out = F.linear(heads, self.attention.group_out_weight(group))
-            g = _grad(out, [leaf, *params], d_branch)
-            d_normed = g[0] if d_normed is None else d_normed.add_(g[0])
-            _accumulate(grads, params, g[1:])
-            if dropout:
-                branch += out.detach()
-            else:
-                y1 -= out.detach()
-            del heads, out, g
-        bias = self.attention.out.bias
-        if bias.requires_grad:
-            _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
-        if dropout:
-            branch += bias
+                o = attention._attend(parts, heads, ctx, state)  # (batch, heads_in_group, L, head_dim)
+            # output projection, chunk by chunk: peel this group off Y1, its weight gradient, dO
+            weight = attention.group_out_weight(heads)
+            d_weight = torch.zeros_like(weight)
+            d_o = torch.empty_like(o)
             for s, e in chunks:
-                y1[:, s:e] -= _dropout(branch[:, s:e], self.config.dropout, ctx, seed, s)
-            del branch, d_branch
-        else:
-            y1 -= bias
-        norm_params = _trainable(self.attention_norm.parameters())
-        g = _grad(normed, [x2, *norm_params], d_normed)
-        dy2 += g[0]
-        _accumulate(grads, norm_params, g[1:])
+                merged = _merge_heads(o[:, :, s:e].detach())  # (batch, n, group width)
+                d_branch = self._branch_dropout(dy1[:, s:e], ctx, s)  # (batch, n, d_model)
+                y1[:, s:e] -= self._branch_dropout(F.linear(merged, weight), ctx, s)
+                d_weight += d_branch.flatten(0, 1).T @ merged.flatten(0, 1)
+                d_o[:, :, s:e] = (d_branch @ weight).view(batch, e - s, heads.stop - heads.start, -1).transpose(1, 2)
+            d_parts = _grad(o, parts, d_o)
+            del o, d_o, parts
+            rows = attention.group_rows(heads)
+            _accumulate_part(grads, attention.out.weight, (slice(None), rows), d_weight)
+            # input projections and layer norm, chunk by chunk: their weight gradients and dX2
+            weight = attention.group_in_weight(heads)
+            d_weight = torch.zeros_like(weight)
+            for s, e in chunks:
+                with torch.enable_grad():
+                    x2c = y2[:, s:e].detach().requires_grad_()
+                    normed = norm(x2c)
+                d_proj = torch.cat([_merge_heads(d[:, :, s:e]) for d in d_parts], -1)  # (batch, n, parts * width)
+                d_weight += d_proj.flatten(0, 1).T @ normed.detach().flatten(0, 1)
+                g = _grad(normed, [x2c, *norm_params], d_proj @ weight)
+                dy2[:, s:e] += g[0]
+                _accumulate(grads, norm_params, g[1:])
+            del d_parts
+            width = rows.stop - rows.start
+            for i, projection in enumerate(attention._in_projections()):
+                _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
+        bias = attention.out.bias
+        for s, e in chunks:
+            y1[:, s:e] -= self._branch_dropout(bias.expand(batch, e - s, -1), ctx, s)
+            if bias.requires_grad:
+                _accumulate(grads, [bias], [self._branch_dropout(dy1[:, s:e], ctx, s).sum((0, 1)).to(bias.dtype)])
 
 
 # --------------------------------------------------------------------------------------- reversible stack
