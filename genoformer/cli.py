@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--single-strand", action="store_true", help="do not average with the reverse-complement prediction")
     p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--gene-cost", type=float, default=None,
+                   help="prokaryotes: cost per called gene in summed coding log-odds (default 300; lower it "
+                        "when a less trained model misses genes)")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")

@@ -40,11 +40,14 @@ def annotate_genome(
     both_strands: bool = True,
     bigwig: bool = False,
     device: str = "auto",
+    gene_cost: float | None = None,
 ) -> dict[str, Path]:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
-    PREFIX.bed and one probability track per class and strand. Returns the written paths.
+    PREFIX.bed and one probability track per class and strand. ``gene_cost`` overrides the
+    prokaryotic decoder's cost per gene (summed coding log-odds; lower it for a less confident
+    model). Returns the written paths.
     """
     import numpy as np
     import pandas as pd
@@ -60,6 +63,11 @@ def annotate_genome(
         raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
+    decoder_options = {}
+    if gene_cost is not None:
+        if organism != "prokaryote":
+            raise ConfigError("gene_cost applies to the prokaryote gene decoder only")
+        decoder_options["gene_cost"] = gene_cost
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):
@@ -104,7 +112,7 @@ def annotate_genome(
                                    window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
                                    both_strands=both_strands, device=dev, progress=update)
             sequence = genome.fetch(iv.name, iv.start, iv.end)
-            table = decode_record(sequence, probs, iv.name, scheme, organism=organism)
+            table = decode_record(sequence, probs, iv.name, scheme, organism=organism, **decoder_options)
             table[["start", "end"]] += iv.start
             tables.append(table)
             for c, cls in enumerate(scheme.classes):
@@ -131,7 +139,7 @@ def annotate(args: argparse.Namespace) -> int:
     paths = annotate_genome(
         args.model, args.fasta, args.out, records=args.records, regions=args.regions, organism=args.organism,
         window_length=args.window_length, batch_size=args.batch_size, both_strands=not args.single_strand,
-        bigwig=args.bigwig, device=args.device,
+        bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
     )
     for path in paths.values():
         print(path)

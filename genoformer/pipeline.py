@@ -40,7 +40,8 @@ DEFAULTS: dict[str, Any] = {
                  "warmup_steps": 50, "num_workers": 0},
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None},
-    "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None},
+    "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
+                 "gene_cost": None},
 }
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
@@ -239,7 +240,8 @@ class Pipeline:
             regions = None if held_out is None else [iv for iv in held_out if iv.name in names]
             paths = annotate_genome(model, fasta, folder / f"genome{i}", regions=regions,
                                     organism=c["data"]["organism"], window_length=a["window_length"],
-                                    batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"])
+                                    batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"],
+                                    gene_cost=a["gene_cost"])
             outputs += [str(p.relative_to(self.out)) for p in paths.values()]
         return {"outputs": outputs}
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from genoformer.model import FullSelfAttention, LocalSelfAttention, LSHSelfAttention, ReformerConfig
@@ -172,6 +173,22 @@ def test_gradcheck_kernel_with_attention_dropout():
                       self_penalty=False, scale=0.5, dropout=0.3, dropout_seed=11, rows_per_step=8)
     f = lambda a, b, c: chunked_attention(a[None], b[None], c[None], perm, None, None, spec)
     assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_kernel_with_shared_keys():
+    """Keys normalised from the queries inside the kernel: their gradient flows back into q."""
+    torch.manual_seed(8)
+    q = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
+    perm = torch.stack([torch.stack([torch.randperm(16) for _ in range(2)]) for _ in range(2)]).int()
+    spec = _ChunkSpec(chunk=4, offsets=(0, -1, 1), causal=False, causal_window=False, self_penalty=True,
+                      scale=1.0, dropout=0.0, dropout_seed=0, rows_per_step=8, shared_keys=True)
+    f = lambda a, c: chunked_attention(a[None], None, c[None], perm, None, None, spec)
+    assert torch.autograd.gradcheck(f, (q, v), eps=1e-6, atol=1e-6)
+    # the same as passing the normalised keys explicitly
+    explicit = _ChunkSpec(**{**spec.__dict__, "shared_keys": False})
+    expected = chunked_attention(q[None], F.normalize(q, dim=-1)[None], v[None], perm, None, None, explicit)
+    assert torch.allclose(f(q, v), expected, atol=1e-12)
 
 
 # ------------------------------------------------------------------ hashing

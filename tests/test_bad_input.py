@@ -221,6 +221,10 @@ CASES = [
     Case("window-below-model-minimum", ConfigError, r"window length 4 is below the model's minimum \(6 bases\)",
          annotate("ok.fa", "kmer_model", "--window-length", "4"),
          lambda d, out: annotate_genome(d / "kmer_model", d / "ok.fa", out / "pred", window_length=4), None),
+    Case("gene-cost-for-eukaryote", ConfigError, r"gene_cost applies to the prokaryote gene decoder only",
+         annotate("ok.fa", "model", "--organism", "eukaryote", "--gene-cost", "10"),
+         lambda d, out: annotate_genome(d / "model", d / "ok.fa", out / "pred", organism="eukaryote", gene_cost=10.0,
+                                        window_length=64), None),
 ]
 
 

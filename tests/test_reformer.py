@@ -180,6 +180,14 @@ def test_tagging_head_folds_kmer_predictions_to_bases(k, stride):
     assert torch.allclose(out, expected, atol=1e-6)
 
 
+def test_head_groups_follow_the_call_size():
+    cfg = config(n_heads=4)
+    assert cfg.head_groups(8 * 2048) == [slice(0, 4)]  # a training batch: all heads at once
+    assert cfg.head_groups(1 << 16) == [slice(0, 2), slice(2, 4)]
+    assert cfg.head_groups(1 << 22) == [slice(h, h + 1) for h in range(4)]  # long windows: a head at a time
+    assert config(n_heads=4, head_group_size=2).head_groups(1 << 22) == [slice(0, 2), slice(2, 4)]
+
+
 def test_memory_knobs_do_not_change_results():
     torch.manual_seed(8)
     ids = torch.randint(0, 10, (2, 150))
