@@ -52,11 +52,12 @@ class ReformerConfig:
             >= 2 * length / chunk_size, so a mean bucket fits a chunk); or a fixed count: 1, an even
             number <= 128, or a power of two.
         dropout: dropout on both branch outputs (attention and feed-forward).
-        attention_dropout: dropout on attention probabilities.
+        attention_dropout: dropout on attention probabilities (its masks are drawn per kernel step
+            and head group, so unlike every other result they change with the memory knobs).
         seed: seeds the LSH random rotations and dropout masks. No layer ever touches the global
             torch RNG; training calls draw fresh rotations/masks from (seed, call counter).
 
-    Memory (results do not depend on these)
+    Memory (results do not depend on these, except attention-dropout masks)
         head_group_size: heads projected and attended together; ``None`` = chosen per call, as many
             as keep heads x batch x length <= ``HEAD_GROUP_TOKENS`` (all heads for training-size
             batches, one head at a time for long windows, where each head's full-length projections,

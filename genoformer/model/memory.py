@@ -142,6 +142,7 @@ def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str,
     # glibc serves large blocks from its heap below a threshold that grows to 32 MiB, and a short
     # probe's tensors are that small: freed heap keeps counting in RSS, inflating the probe's per-token
     # bytes. Long windows' tensors are mmapped and returned at once; make the probe's behave alike.
+    # (Fresh mmaps fault their pages in, so the probes' times, and the time prediction, are approximate.)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     result = subprocess.run([sys.executable, "-m", "genoformer.model.memory", "--probe", request],
                             capture_output=True, text=True, timeout=600, env=env)
@@ -163,9 +164,10 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
         heads = config.head_groups(batch_size * padded)[0]
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
-        # Temporaries sized by a chunk knob grow with length only up to the knob, so both probes
-        # lie beyond it (else the slope would count them per token): 2 and 3 feed-forward chunks.
-        base = max(config.ff_chunk_size, 64 * config.chunk_size) // batch_size
+        # Temporaries sized by a chunk knob (feed-forward and hashing chunks are positions, whatever
+        # the batch) grow with length only up to the knob, so both probes lie beyond it (else the
+        # slope would count them per token).
+        base = max(config.ff_chunk_size, 64 * config.chunk_size)
         probe_lengths = (2 * base, 3 * base) if length > 3 * base else (length, length)
     short, long = probe_lengths
     peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)

@@ -26,11 +26,13 @@ Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
   sliding window), not to whole neighbouring chunks: chunk boundaries depend on later tokens'
   buckets, so chunk-aligned causal LSH would let later tokens change earlier outputs.
 * Memory is linear in length. The chunked kernel (`_ChunkedAttention`) scores
-  ``attention_chunk_tokens`` query rows at a time, keeps only q, k, v, the output and one
-  log-sum-exp per row, and recomputes scores in backward (flash-attention style); hash rounds are
-  folded in one after another with an online log-sum-exp; heads are processed in groups of
-  ``head_group_size`` (by default chosen per call from the length); the feed-forward runs ``ff_chunk_size`` positions at a time. Sorting is a
-  stable sort on int32 bucket ids (no bucket*L+pos key to overflow); the permutations are int32.
+  ``attention_chunk_tokens`` query rows at a time, keeps only q, (k,) v, the output and one
+  log-sum-exp per row (LSH keys are normalised from q as each step gathers them), and recomputes
+  scores in backward (flash-attention style); hash rounds are folded in one after another with an
+  online log-sum-exp; heads are processed in groups of ``head_group_size`` (by default chosen per
+  call from batch x length); the feed-forward runs ``ff_chunk_size`` positions at a time; hashing
+  runs over chunks of positions. Sorting is a stable sort on int32 bucket ids (no bucket*L+pos key
+  to overflow); the permutations are int32.
 * Randomness never touches the global RNG. Rotations and dropout masks come from private
   ``torch.Generator``s seeded from (config.seed, call counter, layer, site[, block]); dropout masks
   are defined per block of positions, so they do not depend on how the length is chunked.
@@ -521,7 +523,6 @@ class _ChunkedAttention(torch.autograd.Function):
         q, k, v, perm, sbuckets, key_real, out, lse = ctx.saved_tensors
         with torch.autocast(q.device.type, enabled=False):
             delta = _row_dot(d_out, out)
-            del out
             dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, ctx.spec)
         return dq, dk, dv, None, None, None, None
 
@@ -826,6 +827,13 @@ class ReversibleBlock(nn.Module):
         """Dropout on the attention branch's output (and, being a mask multiply, on its gradient)."""
         return _dropout(x, self.config.dropout, ctx, ctx.site_seed(self.layer_index, _SITE_ATTENTION_OUT), start)
 
+    def _branch_keep(self, ctx: ForwardContext, like: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
+        """The multipliers `_branch_dropout` applies to positions [start, end): (batch, n, d_model), or None."""
+        if not ctx.training or self.config.dropout == 0.0:
+            return None
+        return _keep_mask(ctx.site_seed(self.layer_index, _SITE_ATTENTION_OUT), like.shape[0], start, end,
+                          self.config.d_model, self.config.dropout, like.device, torch.float32)
+
     def forward(self, x1, x2, ctx: ForwardContext, state: dict | None = None):
         branch = self.attention.branch(self.attention_norm(x2), ctx, {} if state is None else state)
         y1 = x1 + self._branch_dropout(branch, ctx, 0)
@@ -856,8 +864,8 @@ class ReversibleBlock(nn.Module):
     def backward_inplace(self, y1, y2, dy1, dy2, ctx: ForwardContext, state: dict, grads: dict) -> None:
         """Rebuild (X1, X2) from (Y1, Y2) in place and turn (dY1, dY2) into (dX1, dX2) in place.
 
-        Only the attention core of one head group (rotation, hashing, chunked attention) runs under
-        autograd, on full-length (batch, heads_in_group, L, head_dim) projections; layer norm, input
+        Only the attention core of one head group (rotation and the chunked attention over the
+        forward's hash permutations) runs under autograd, on full-length (batch, heads_in_group, L, head_dim) projections; layer norm, input
         and output projections and dropout are position-wise and are differentiated by hand one chunk
         of positions at a time, so no full-length d_model-wide temporary is made."""
         chunks = self._chunks(y1.shape[1])
@@ -883,39 +891,49 @@ class ReversibleBlock(nn.Module):
                 o = attention._attend(parts, heads, ctx, state)  # (batch, heads_in_group, L, head_dim)
             # output projection, chunk by chunk: peel this group off Y1, its weight gradient, dO
             weight = attention.group_out_weight(heads)
-            d_weight = torch.zeros_like(weight)
+            d_weight = torch.zeros_like(weight) if attention.out.weight.requires_grad else None
             d_o = torch.empty_like(o)
             for s, e in chunks:
                 merged = _merge_heads(o[:, :, s:e].detach())  # (batch, n, group width)
-                d_branch = self._branch_dropout(dy1[:, s:e], ctx, s)  # (batch, n, d_model)
-                y1[:, s:e] -= self._branch_dropout(F.linear(merged, weight), ctx, s)
-                d_weight += d_branch.flatten(0, 1).T @ merged.flatten(0, 1)
+                peel, d_branch = F.linear(merged, weight), dy1[:, s:e]  # (batch, n, d_model) each
+                keep = self._branch_keep(ctx, y1, s, e)
+                if keep is not None:
+                    peel, d_branch = peel * keep, (d_branch * keep).to(dy1.dtype)
+                y1[:, s:e] -= peel
+                if d_weight is not None:
+                    d_weight += d_branch.flatten(0, 1).T @ merged.flatten(0, 1)
                 d_o[:, :, s:e] = (d_branch @ weight).view(batch, e - s, heads.stop - heads.start, -1).transpose(1, 2)
             d_parts = _grad(o, parts, d_o)
             del o, d_o, parts
             rows = attention.group_rows(heads)
-            _accumulate_part(grads, attention.out.weight, (slice(None), rows), d_weight)
+            if d_weight is not None:
+                _accumulate_part(grads, attention.out.weight, (slice(None), rows), d_weight)
             # input projections and layer norm, chunk by chunk: their weight gradients and dX2
             weight = attention.group_in_weight(heads)
-            d_weight = torch.zeros_like(weight)
+            trained = any(p.weight.requires_grad for p in attention._in_projections())
+            d_weight = torch.zeros_like(weight) if trained else None
             for s, e in chunks:
                 with torch.enable_grad():
                     x2c = y2[:, s:e].detach().requires_grad_()
                     normed = norm(x2c)
                 d_proj = torch.cat([_merge_heads(d[:, :, s:e]) for d in d_parts], -1)  # (batch, n, parts * width)
-                d_weight += d_proj.flatten(0, 1).T @ normed.detach().flatten(0, 1)
+                if d_weight is not None:
+                    d_weight += d_proj.flatten(0, 1).T @ normed.detach().flatten(0, 1)
                 g = _grad(normed, [x2c, *norm_params], d_proj @ weight)
                 dy2[:, s:e] += g[0]
                 _accumulate(grads, norm_params, g[1:])
             del d_parts
             width = rows.stop - rows.start
             for i, projection in enumerate(attention._in_projections()):
-                _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
+                if d_weight is not None:
+                    _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
         bias = attention.out.bias
         for s, e in chunks:
-            y1[:, s:e] -= self._branch_dropout(bias.expand(batch, e - s, -1), ctx, s)
+            keep = self._branch_keep(ctx, y1, s, e)
+            y1[:, s:e] -= bias if keep is None else bias * keep
             if bias.requires_grad:
-                _accumulate(grads, [bias], [self._branch_dropout(dy1[:, s:e], ctx, s).sum((0, 1)).to(bias.dtype)])
+                d_branch = dy1[:, s:e] if keep is None else dy1[:, s:e] * keep
+                _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
 
 
 # --------------------------------------------------------------------------------------- reversible stack
