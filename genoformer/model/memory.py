@@ -139,13 +139,8 @@ def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str,
         return measure_step(config, length, batch_size, precision, inference, device)
     request = json.dumps({"config": config.to_dict(), "length": length, "batch_size": batch_size,
                           "precision": precision, "inference": inference})
-    # glibc serves large blocks from its heap below a threshold that grows to 32 MiB, and a short
-    # probe's tensors are that small: freed heap keeps counting in RSS, inflating the probe's per-token
-    # bytes. Long windows' tensors are mmapped and returned at once; make the probe's behave alike.
-    # (Fresh mmaps fault their pages in, so the probes' times, and the time prediction, are approximate.)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     result = subprocess.run([sys.executable, "-m", "genoformer.model.memory", "--probe", request],
-                            capture_output=True, text=True, timeout=600, env=env)
+                            capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise MemoryPlanError(f"the memory probe at {length} tokens failed: {result.stderr.strip().splitlines()[-1:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -172,16 +167,18 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     short, long = probe_lengths
     peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)
     if long == short:
-        per_token_bytes, per_token_seconds = 0.0, 0.0
+        per_token_bytes = 0.0
         peak_b, time_b = peak_a, time_a
     else:
         peak_b, time_b = _probe(config, long, batch_size, precision, inference, device)
         per_token_bytes = max(0.0, (peak_b - peak_a) / (long - short))
-        per_token_seconds = max(0.0, (time_b - time_a) / (long - short))
+    # Time is linear in length with a negligible fixed part; the longer probe's rate is the steadier
+    # one (a difference of two short timings is mostly noise on a shared machine).
+    per_token_seconds = time_b / long
     fixed = peak_b - per_token_bytes * long
     return Plan(length, batch_size, precision, inference, str(device),
                 peak_bytes=fixed + per_token_bytes * length,
-                seconds=time_b + per_token_seconds * (length - long),
+                seconds=per_token_seconds * length,
                 bytes_per_token=per_token_bytes / batch_size, fixed_bytes=fixed,
                 available_bytes=available_bytes(device))
 
