@@ -4,7 +4,7 @@ Everything in the Reformer that grows with the sequence grows linearly (chunked 
 feed-forward, reversible layers that keep one block's activations), so peak memory and time are
 ``fixed + per_token * tokens``. Rather than a hand-kept formula that drifts from the code, the
 planner measures two short probe steps of the real model on the current device — each in a fresh
-process on a CPU, where peak RSS cannot be reset — and extrapolates. A probe costs seconds; the
+process on a CPU, where peak RSS cannot be reset — and extrapolates. Probes cost up to a minute; the
 prediction is checked against measurements at long lengths by ``bench/long_windows.py``.
 """
 from __future__ import annotations
@@ -160,10 +160,12 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
         # Temporaries sized by a chunk knob (feed-forward and hashing chunks are positions, whatever
-        # the batch) grow with length only up to the knob, so both probes lie beyond it (else the
-        # slope would count them per token).
+        # the batch) grow with length only up to the knob, so both probes lie well beyond it (else the
+        # slope would count them per token), and far apart: the allocator's slack is tens of MB, which
+        # over a short span would swing the bytes per token by half (measured: 4 and 8 chunks predict
+        # 9.30 GiB for a 1 Mb step that peaks at 8.98 GiB).
         base = max(config.ff_chunk_size, 64 * config.chunk_size)
-        probe_lengths = (2 * base, 3 * base) if length > 3 * base else (length, length)
+        probe_lengths = (4 * base, 8 * base) if length > 8 * base else (length, length)
     short, long = probe_lengths
     peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)
     if long == short:
