@@ -65,6 +65,8 @@ def annotate_genome(
     organism = organism or pretrained.head.get("organism", "prokaryote")
     decoder_options = {}
     if gene_cost is not None:
+        if isinstance(gene_cost, bool) or not isinstance(gene_cost, (int, float)):
+            raise ConfigError(f"gene_cost must be a number, got {gene_cost!r}")
         if organism != "prokaryote":
             raise ConfigError("gene_cost applies to the prokaryote gene decoder only")
         decoder_options["gene_cost"] = gene_cost

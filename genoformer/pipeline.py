@@ -105,6 +105,9 @@ def load_config(path: str | Path | None) -> dict:
         data[key] = _resolve(data[key], base)
     for stage in ("finetune", "annotate"):
         config[stage]["model"] = _resolve(config[stage]["model"], base)
+    cost = config["annotate"]["gene_cost"]  # optional, so the defaults cannot type-check it
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
+        raise ConfigError(f"{path}: 'annotate.gene_cost' must be a number or null, got {cost!r}")
     return config
 
 

@@ -17,6 +17,19 @@ BUNDLED_DATA = REPO / "data"
 
 ECOLI_FIRST_70 = "AGCTTTTCATTCTGACTGCAACGGGCAATATGTCTCTGTGTGGATTAAAAAAAGAGTGTCTGATAGCAGC"
 
+# A GenBank record with features but no sequence (CONTIG instead of ORIGIN).
+NO_SEQUENCE_GENBANK = """\
+LOCUS       chrN                      40 bp    DNA     linear   UNK 01-JAN-1980
+DEFINITION  annotation only.
+ACCESSION   chrN
+VERSION     chrN
+FEATURES             Location/Qualifiers
+     gene            complement(3..30)
+                     /locus_tag="N1"
+CONTIG      join(X00001.1:1..40)
+//
+"""
+
 
 def _existing(path: Path) -> Path:
     if not path.is_file():

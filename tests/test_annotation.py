@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,15 +16,13 @@ from genoformer.genome.annotation import (
     ANNOTATION_COLUMNS, check_against_genome, detect_format, genbank_to_fasta, make_annotation, read_annotation,
 )
 
-
-def shared_data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import NO_SEQUENCE_GENBANK, SHARED_DATA
 
 
-ECOLI_GFF = shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz"
-ECOLI_GBFF = shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gbff.gz"
-THALIANA_GFF = shared_data() / "model_organisms" / "A.thaliana.gff.gz"
-ELEGANS_GFF = shared_data() / "model_organisms" / "C.elegans.gff.gz"
+ECOLI_GFF = SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz"
+ECOLI_GBFF = SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gbff.gz"
+THALIANA_GFF = SHARED_DATA / "model_organisms" / "A.thaliana.gff.gz"
+ELEGANS_GFF = SHARED_DATA / "model_organisms" / "C.elegans.gff.gz"
 
 
 @pytest.fixture(scope="module")
@@ -285,17 +282,6 @@ def test_genbank_bad_location_names_the_feature_line(tmp_path):
     assert str(path) in str(error.value) and error.value.line == 4 and error.value.record == "X"
 
 
-NO_SEQUENCE_GENBANK = """\
-LOCUS       chrN                      40 bp    DNA     linear   UNK 01-JAN-1980
-DEFINITION  annotation only.
-ACCESSION   chrN
-VERSION     chrN
-FEATURES             Location/Qualifiers
-     gene            complement(3..30)
-                     /locus_tag="N1"
-CONTIG      join(X00001.1:1..40)
-//
-"""
 
 
 def test_genbank_without_sequence(tmp_path):

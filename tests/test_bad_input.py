@@ -32,22 +32,11 @@ from genoformer.model import Reformer, ReformerConfig
 from genoformer.model.networks import load_network
 from genoformer.pipeline import load_config
 
-from .conftest import TINY, fasta_bytes
+from .conftest import NO_SEQUENCE_GENBANK, TINY, fasta_bytes
 
 SEQUENCE = ("ATGGCTAAAGCTTGA" * 14)[:200]  # c1, 200 bases
 GFF_HEAD = "##gff-version 3\n"
 GENE = "c1\tt\tgene\t11\t70\t.\t+\t.\tID=g1\nc1\tt\tCDS\t11\t70\t.\t+\t0\tParent=g1\n"
-NO_SEQUENCE_GENBANK = """\
-LOCUS       chrN                      40 bp    DNA     linear   UNK 01-JAN-1980
-DEFINITION  annotation only.
-ACCESSION   chrN
-VERSION     chrN
-FEATURES             Location/Qualifiers
-     gene            complement(3..30)
-                     /locus_tag="N1"
-CONTIG      join(X00001.1:1..40)
-//
-"""
 
 INPUTS: dict[str, bytes] = {
     "ok.fa": fasta_bytes({"c1 test record": SEQUENCE}),
@@ -276,6 +265,14 @@ def test_the_command_exits_2_with_one_line_and_debug_shows_the_traceback(inputs,
     assert "AnnotationError" in stderr
     assert stderr.splitlines()[-1].startswith(f"genoformer: error: {inputs / 'columns.gff3'}, line 2: expected 9")
     assert _files_under(tmp_path) == []
+
+
+def test_gene_cost_must_be_a_number(inputs, tmp_path):
+    """Python callers' gene_cost is checked before any work (the CLI's argparse and the pipeline's
+    config reader check their own)."""
+    with pytest.raises(ConfigError, match=r"gene_cost must be a number, got 'high'"):
+        annotate_genome(inputs / "model", inputs / "ok.fa", tmp_path / "pred", gene_cost="high", window_length=64)
+    assert not list(tmp_path.iterdir())
 
 
 def test_windows_line_endings_and_a_stale_index_work(inputs, tmp_path, capsys):

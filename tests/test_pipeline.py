@@ -71,6 +71,7 @@ def test_default_config_is_valid_and_points_at_bundled_data():
     ({"model": {"d_modle": 3}}, "unknown key 'model.d_modle'"),
     ({"pretrain": {"max_steps": "many"}}, "'pretrain.max_steps' must be int"),
     ({"data": "x"}, "'data' must be a mapping"),
+    ({"annotate": {"gene_cost": "high"}}, "'annotate.gene_cost' must be a number or null, got 'high'"),
 ])
 def test_config_errors_name_the_key(tmp_path, change, message):
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())

@@ -205,7 +205,7 @@ def _merge_heads(o: torch.Tensor) -> torch.Tensor:
 class _SelfAttention(nn.Module):
     """Projections shared by the three attention kinds, computed one head group at a time.
 
-    Subclasses implement ``_attend(projections, heads, ctx, state) -> (batch, heads_in_group, L, d)``
+    Subclasses implement ``attend(projections, heads, ctx, state) -> (batch, heads_in_group, L, d)``
     where ``heads`` is the group's slice of heads (one of ``ctx.head_groups``) and projections are its
     (batch, heads_in_group, L, d) queries[, keys] and values.
     """
@@ -223,7 +223,7 @@ class _SelfAttention(nn.Module):
         self.v = nn.Linear(d, d, bias=False)
         self.out = nn.Linear(d, d)
 
-    def _in_projections(self) -> list[nn.Linear]:
+    def in_projections(self) -> list[nn.Linear]:
         return [self.qk, self.v] if self.shared_qk else [self.q, self.k, self.v]
 
     def group_rows(self, heads: slice) -> slice:
@@ -233,7 +233,7 @@ class _SelfAttention(nn.Module):
     def group_in_weight(self, heads: slice) -> torch.Tensor:
         """The group's input projections stacked: (parts * group width, d_model), parts = [q, (k,) v]."""
         rows = self.group_rows(heads)
-        return torch.cat([p.weight[rows] for p in self._in_projections()])
+        return torch.cat([p.weight[rows] for p in self.in_projections()])
 
     def group_out_weight(self, heads: slice) -> torch.Tensor:
         return self.out.weight[:, self.group_rows(heads)]
@@ -246,7 +246,7 @@ class _SelfAttention(nn.Module):
         time into the outputs, so no full-length normalised copy exists (no-grad paths)."""
         weight = self.group_in_weight(heads)
         batch, length, _ = x.shape
-        n_parts, n_heads, dim = len(self._in_projections()), heads.stop - heads.start, self.head_dim
+        n_parts, n_heads, dim = len(self.in_projections()), heads.stop - heads.start, self.head_dim
         if norm is None:
             proj = F.linear(x, weight).view(batch, length, n_parts, n_heads, dim)
             return [proj[:, :, i].transpose(1, 2) for i in range(n_parts)]
@@ -264,7 +264,7 @@ class _SelfAttention(nn.Module):
         """Attention output of normalised x (all groups + output bias), autograd-tracked: (batch, L, d_model)."""
         out = None
         for heads in ctx.head_groups:
-            o = self._attend(self.project(x, heads), heads, ctx, state)
+            o = self.attend(self.project(x, heads), heads, ctx, state)
             part = F.linear(_merge_heads(o), self.group_out_weight(heads))
             out = part if out is None else out + part
         return out + self.out.bias
@@ -298,7 +298,7 @@ class FullSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0, shared_qk: bool = False):
         super().__init__(config, layer_index, shared_qk)
 
-    def _attend(self, parts, heads, ctx, state):
+    def attend(self, parts, heads, ctx, state):
         q = _rotate(parts[0], ctx)
         if self.shared_qk:
             k, v, scale = F.normalize(q, dim=-1), parts[1], 1.0
@@ -637,7 +637,7 @@ class LocalSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0):
         super().__init__(config, layer_index, shared_qk=False)
 
-    def _attend(self, parts, heads, ctx, state):
+    def attend(self, parts, heads, ctx, state):
         c = self.config.chunk_size
         n_chunks = ctx.padded_length // c
         offsets = (0,) if n_chunks == 1 else (0, -1) if self.config.causal else (0, -1, 1)
@@ -738,7 +738,7 @@ class LSHSelfAttention(_SelfAttention):
     def __init__(self, config: ReformerConfig, layer_index: int = 0):
         super().__init__(config, layer_index, shared_qk=True)
 
-    def _attend(self, parts, heads, ctx, state):
+    def attend(self, parts, heads, ctx, state):
         q = _rotate(parts[0], ctx)
         if heads.start not in state:
             with torch.no_grad():
@@ -849,7 +849,7 @@ class ReversibleBlock(nn.Module):
         attention, chunks = self.attention, self._chunks(x1.shape[1])
         for heads in ctx.head_groups:
             parts = attention.project(x2, heads, self.attention_norm, self.config.ff_chunk_size)
-            o = attention._attend(parts, heads, ctx, state)
+            o = attention.attend(parts, heads, ctx, state)
             del parts
             weight = attention.group_out_weight(heads)
             for s, e in chunks:
@@ -888,7 +888,7 @@ class ReversibleBlock(nn.Module):
             with torch.no_grad():
                 parts = [p.requires_grad_() for p in attention.project(y2, heads, norm, self.config.ff_chunk_size)]
             with torch.enable_grad():
-                o = attention._attend(parts, heads, ctx, state)  # (batch, heads_in_group, L, head_dim)
+                o = attention.attend(parts, heads, ctx, state)  # (batch, heads_in_group, L, head_dim)
             # output projection, chunk by chunk: peel this group off Y1, its weight gradient, dO
             weight = attention.group_out_weight(heads)
             d_weight = torch.zeros_like(weight) if attention.out.weight.requires_grad else None
@@ -910,7 +910,7 @@ class ReversibleBlock(nn.Module):
                 _accumulate_part(grads, attention.out.weight, (slice(None), rows), d_weight)
             # input projections and layer norm, chunk by chunk: their weight gradients and dX2
             weight = attention.group_in_weight(heads)
-            trained = any(p.weight.requires_grad for p in attention._in_projections())
+            trained = any(p.weight.requires_grad for p in attention.in_projections())
             d_weight = torch.zeros_like(weight) if trained else None
             for s, e in chunks:
                 with torch.enable_grad():
@@ -924,7 +924,7 @@ class ReversibleBlock(nn.Module):
                 _accumulate(grads, norm_params, g[1:])
             del d_parts
             width = rows.stop - rows.start
-            for i, projection in enumerate(attention._in_projections()):
+            for i, projection in enumerate(attention.in_projections()):
                 if d_weight is not None:
                     _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
         bias = attention.out.bias

@@ -10,14 +10,16 @@ from ..files import atomic_path
 
 
 class ExportModel(pl.Callback):
-    """After training, write the model folder (config.json, model.safetensors, tokenizer.json)."""
+    """After training, write the model folder (config.json, model.safetensors, tokenizer.json):
+    ``folder``, or ``model/`` under the trainer's ``default_root_dir`` (never the working directory,
+    which is often a source checkout)."""
 
-    def __init__(self, folder: str = "model"):
+    def __init__(self, folder: str | None = None):
         self.folder = folder
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            pl_module.export(Path(self.folder))
+            pl_module.export(Path(self.folder) if self.folder else Path(trainer.default_root_dir) / "model")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
