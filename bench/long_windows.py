@@ -1,7 +1,7 @@
 """Long windows: one training step (forward + backward + AdamW) from 65,536 to 4,194,304 tokens.
 
     .venv/bin/python bench/long_windows.py [--lengths 65536,262144,1048576,4194304]
-        [--infer-lengths 4194304] [--hashes 4] [--tools genoformer,genoformer-bf16,hf,reformer-pytorch]
+        [--infer-lengths 4194304] [--hashes 4] [--tools genoformer,genoformer-bf16,genoformer-infer,genoformer-infer-bf16,hf,reformer-pytorch]
         [--timeout 3600] [--peer-timeout 1200] [--max-rss-gb 22] [--set KEY=VALUE ...] [--json PATH]
 
 Same model as bench/reformer.py (d_model 256, 4 heads, d_ff 1024, depth 6, chunk 64, batch 1,
@@ -9,7 +9,9 @@ vocabulary 10, no dropout), each configuration in a fresh process (bench/_measur
 
 - genoformer, fp32 and bf16 autocast: forward + backward + AdamW step at every length; seconds per
   step and peak RSS (whole process: Python, torch, weights, AdamW state, activations);
-- genoformer inference (fp32, ``torch.no_grad``) at --infer-lengths;
+- genoformer inference (``torch.no_grad``, fp32 and bf16 autocast) at --infer-lengths;
+- under bf16 autocast the reversible streams are held in bf16 (``low_precision_streams``, the default;
+  ``--set low_precision_streams=false`` measures float32 streams under autocast);
 - Hugging Face ReformerModel and reformer-pytorch ReformerLM, training step as above, from the
   shortest length up until their first failure (out of memory, memory cap, timeout, exception),
   which is recorded; longer lengths are not attempted.
@@ -41,13 +43,22 @@ from bench._measure import measure  # noqa: E402
 from bench.reformer import CHUNK, D_FF, D_MODEL, DEPTH, N_HEADS, cpu_name, genoformer_config, markdown, versions  # noqa: E402
 
 GIB = 2 ** 30
-TOOLS = ("genoformer", "genoformer-bf16", "genoformer-infer", "hf", "reformer-pytorch")
+TOOLS = ("genoformer", "genoformer-bf16", "genoformer-infer", "genoformer-infer-bf16", "hf", "reformer-pytorch")
 PEERS = ("hf", "reformer-pytorch")
 LABELS = {"genoformer": "genoformer fp32", "genoformer-bf16": "genoformer bf16",
-          "genoformer-infer": "genoformer inference fp32", "hf": "HF Reformer", "reformer-pytorch": "reformer-pytorch"}
+          "genoformer-infer": "genoformer inference fp32", "genoformer-infer-bf16": "genoformer inference bf16",
+          "hf": "HF Reformer", "reformer-pytorch": "reformer-pytorch"}
 # issue 7's targets: (tool, length) -> peak RSS limit in GiB
 TARGETS = {("genoformer", 1048576): 12, ("genoformer-bf16", 1048576): 12, ("genoformer", 4194304): 22,
-           ("genoformer-bf16", 4194304): 22, ("genoformer-infer", 4194304): 8}
+           ("genoformer-bf16", 4194304): 22, ("genoformer-infer", 4194304): 8, ("genoformer-infer-bf16", 4194304): 8}
+
+
+def inference(tool: str) -> bool:
+    return tool.startswith("genoformer-infer")
+
+
+def bf16(tool: str) -> bool:
+    return tool.startswith("genoformer") and tool.endswith("bf16")
 
 
 def run(tool: str, length: int, args) -> dict:
@@ -56,8 +67,8 @@ def run(tool: str, length: int, args) -> dict:
     kwargs = {"n_hashes": args.hashes}
     if tool.startswith("genoformer"):
         kwargs.update(args.set)
-    record = measure(builder, length, kwargs=kwargs, mode="infer" if tool == "genoformer-infer" else "train_opt",
-                     bf16=tool == "genoformer-bf16", timeout=args.peer_timeout if tool in PEERS else args.timeout,
+    record = measure(builder, length, kwargs=kwargs, mode="infer" if inference(tool) else "train_opt",
+                     bf16=bf16(tool), timeout=args.peer_timeout if tool in PEERS else args.timeout,
                      max_rss_gb=args.max_rss_gb, threads=args.threads, min_seconds=0.0, max_steps=1)
     record["tool"] = tool
     if tool.startswith("genoformer"):
@@ -77,9 +88,9 @@ def predicted_peak(tool: str, length: int, args) -> float | str:
     plan = getattr(memory, "plan", None)
     if plan is None:
         return "no plan() in genoformer.model.memory"
-    training = tool != "genoformer-infer"
+    training = not inference(tool)
     offered = {"inference": not training, "batch_size": 1,
-               "precision": "bf16-mixed" if tool == "genoformer-bf16" else "32"}
+               "precision": "bf16-mixed" if bf16(tool) else "32"}
     accepted = inspect.signature(plan).parameters
     try:
         answer = plan(genoformer_config(args.hashes, DEPTH, **args.set), length,
@@ -159,7 +170,7 @@ def main(argv=None) -> None:
     failed: set[str] = set()
     for length in sorted(set(args.lengths) | set(args.infer_lengths)):
         for tool in args.tools:
-            wanted = length in (args.infer_lengths if tool == "genoformer-infer" else args.lengths)
+            wanted = length in (args.infer_lengths if inference(tool) else args.lengths)
             if wanted and tool not in failed:
                 record = run(tool, length, args)
                 results.append(record)

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gene-cost", type=float, default=None,
                    help="prokaryotes: cost per called gene in summed coding log-odds (default 300; lower it "
                         "when a less trained model misses genes)")
+    p.add_argument("--codon-weight", type=float, default=None,
+                   help="prokaryotes: weight of the codon statistics the decoder learns from its own first-pass "
+                        "calls on this genome (default 10; 0 turns the second pass off)")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")

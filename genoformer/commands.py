@@ -41,13 +41,15 @@ def annotate_genome(
     bigwig: bool = False,
     device: str = "auto",
     gene_cost: float | None = None,
+    codon_weight: float | None = None,
 ) -> dict[str, Path]:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
     PREFIX.bed and one probability track per class and strand. ``gene_cost`` overrides the
     prokaryotic decoder's cost per gene (summed coding log-odds; lower it for a less confident
-    model). Returns the written paths.
+    model), ``codon_weight`` the weight of its self-trained codon statistics (0: off). Returns the
+    written paths.
     """
     import numpy as np
     import pandas as pd
@@ -64,12 +66,16 @@ def annotate_genome(
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
     decoder_options = {}
-    if gene_cost is not None:
-        if isinstance(gene_cost, bool) or not isinstance(gene_cost, (int, float)):
-            raise ConfigError(f"gene_cost must be a number, got {gene_cost!r}")
+    for name, value in (("gene_cost", gene_cost), ("codon_weight", codon_weight)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
         if organism != "prokaryote":
-            raise ConfigError("gene_cost applies to the prokaryote gene decoder only")
-        decoder_options["gene_cost"] = gene_cost
+            raise ConfigError(f"{name} applies to the prokaryote gene decoder only")
+        decoder_options[name] = value
+    if decoder_options.get("codon_weight", 0) < 0:
+        raise ConfigError(f"codon_weight must be >= 0, got {codon_weight}")
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):
@@ -142,6 +148,7 @@ def annotate(args: argparse.Namespace) -> int:
         args.model, args.fasta, args.out, records=args.records, regions=args.regions, organism=args.organism,
         window_length=args.window_length, batch_size=args.batch_size, both_strands=not args.single_strand,
         bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
+        codon_weight=args.codon_weight,
     )
     for path in paths.values():
         print(path)

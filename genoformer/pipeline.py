@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
-                 "gene_cost": None},
+                 "gene_cost": None, "codon_weight": None},
 }
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
@@ -105,9 +105,10 @@ def load_config(path: str | Path | None) -> dict:
         data[key] = _resolve(data[key], base)
     for stage in ("finetune", "annotate"):
         config[stage]["model"] = _resolve(config[stage]["model"], base)
-    cost = config["annotate"]["gene_cost"]  # optional, so the defaults cannot type-check it
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
-        raise ConfigError(f"{path}: 'annotate.gene_cost' must be a number or null, got {cost!r}")
+    for key in ("gene_cost", "codon_weight"):  # optional, so the defaults cannot type-check them
+        value = config["annotate"][key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{path}: 'annotate.{key}' must be a number or null, got {value!r}")
     return config
 
 
@@ -244,7 +245,7 @@ class Pipeline:
             paths = annotate_genome(model, fasta, folder / f"genome{i}", regions=regions,
                                     organism=c["data"]["organism"], window_length=a["window_length"],
                                     batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"],
-                                    gene_cost=a["gene_cost"])
+                                    gene_cost=a["gene_cost"], codon_weight=a["codon_weight"])
             outputs += [str(p.relative_to(self.out)) for p in paths.values()]
         return {"outputs": outputs}
 

@@ -272,6 +272,8 @@ def test_gene_cost_must_be_a_number(inputs, tmp_path):
     config reader check their own)."""
     with pytest.raises(ConfigError, match=r"gene_cost must be a number, got 'high'"):
         annotate_genome(inputs / "model", inputs / "ok.fa", tmp_path / "pred", gene_cost="high", window_length=64)
+    with pytest.raises(ConfigError, match=r"codon_weight must be >= 0, got -1"):
+        annotate_genome(inputs / "model", inputs / "ok.fa", tmp_path / "pred", codon_weight=-1, window_length=64)
     assert not list(tmp_path.iterdir())
 
 

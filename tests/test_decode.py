@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from genoformer.decode import call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record
-from genoformer.decode.prokaryote import select_genes
+from genoformer.decode.prokaryote import codon_frame_sums, hexamer_log_odds, select_genes
+from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError
 from genoformer.genome.annotation import ANNOTATION_COLUMNS, read_annotation
 from genoformer.genome.labels import LabelScheme, label_track
@@ -172,6 +173,57 @@ def test_prokaryote_gene_cost_drops_weak_short_orfs_and_antisense_shadows():
     # Without the per-gene cost their positive log-odds would call both (the shadow at its stop).
     table = call_genes_prokaryote(seq, probs, "chr", gene_cost=0.0)
     assert stray in cds_rows(table, "+") and shadow[0] in [start for start, _ in cds_rows(table, "-")]
+
+
+def test_codon_frame_sums_add_the_in_frame_hexamers_of_a_span():
+    rng = np.random.default_rng(11)
+    codes = encode_bases(random_dna(rng, 200))
+    table = np.append(rng.normal(size=4**6), 0.0)
+    sums = codon_frame_sums(codes, table, weight=3.0)
+    words = word_codes(codes, 6)
+    for begin, end in ((0, 30), (7, 103), (41, 200)):
+        end -= (end - begin) % 3
+        expected = 3.0 * sum(table[words[i]] for i in range(begin, end - 5, 3))
+        assert sums[end - 3] - sums[begin] == pytest.approx(expected)
+
+
+def test_hexamer_log_odds_learns_the_called_genes_codon_usage():
+    rng = np.random.default_rng(12)
+    usage = ["GCT", "GAA", "CTG", "AAA"]  # a strongly biased genome
+    gene = "ATG" + "".join(rng.choice(usage, 200)) + "TAA"
+    codes = encode_bases(random_dna(rng, 500) + gene + random_dna(rng, 500))
+    table = hexamer_log_odds([codes, codes[::-1].copy()], [(np.array([500]), np.array([500 + len(gene)])),
+                                                         (np.array([], dtype=np.int64), np.array([], dtype=np.int64))])
+    in_frame = [encode_bases(a + b) for a in usage for b in usage]
+    shifted = [encode_bases((a + b)[1:] + "G") for a in usage for b in usage]
+    code = lambda c: int(np.dot(c.astype(np.int64), 4 ** np.arange(5, -1, -1)))
+    in_frame, shifted = (np.mean([table[code(c)] for c in words]) for words in (in_frame, shifted))
+    assert in_frame > 0 and in_frame > shifted + 1.0, (in_frame, shifted)
+    assert table[-1] == 0.0  # words with N score nothing
+
+
+def test_self_trained_codon_statistics_rescue_a_gene_the_model_is_unsure_of():
+    rng = np.random.default_rng(13)
+    usage = ["GCT", "GAA", "CTG", "AAA", "GGC", "ACC", "CGT", "ATC"]
+    genes = ["ATG" + "".join(rng.choice(usage, n)) + "TAA" for n in (300, 250, 280, 320, 260)]
+    parts, spans, at = [], [], 0
+    for gene in genes:
+        spacer = random_dna(rng, 300)
+        parts += [spacer, gene]
+        spans.append((at + 300, at + 300 + len(gene)))
+        at += 300 + len(gene)
+    seq = "".join(parts) + random_dna(rng, 300)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    for span in spans:
+        paint(labels, 0, CDS, *span)
+    probs = sharp(labels, rng)
+    weak = spans[2]
+    probs[0, :, weak[0]:weak[1]] = 0.55 / 5
+    probs[0, CDS, weak[0]:weak[1]] = 0.45  # the model leans (slightly) against a real gene
+    without = cds_rows(call_genes_prokaryote(seq, probs, "chr", codon_weight=0.0), "+")
+    assert weak not in without and set(without) == set(spans) - {weak}
+    with_codons = cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")
+    assert set(with_codons) == set(spans)
 
 
 def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():

@@ -50,7 +50,7 @@ def test_reversible_gradients_equal_ordinary_stack_float64():
 
 def test_reversible_bf16_autocast_matches_ordinary_within_bf16_noise():
     torch.manual_seed(1)
-    model = Reformer(config(dropout=0.1, attention_dropout=0.0)).train()
+    model = Reformer(config(dropout=0.1, attention_dropout=0.0, low_precision_streams=False)).train()
     ids, mask = batch(seed=1)
     _, reference = run(model, ids, mask, reversible=False)  # float32
     _, ordinary = run(model, ids, mask, reversible=False, autocast=True)
@@ -64,6 +64,49 @@ def test_reversible_bf16_autocast_matches_ordinary_within_bf16_noise():
     # Peers that recompute without autocast are 6-18% off here; replaying the forward's autocast
     # state keeps the reversible stack well within the ordinary stack's own bf16 noise.
     assert relative(reversible, ordinary) <= 0.25 * noise
+
+
+def stream_dtypes(model, ids, mask) -> set:
+    """Dtypes of the (batch, length, d_model) tensors the reversible stack keeps for backward."""
+    kept = set()
+
+    def pack(t):
+        if t.dim() == 3 and t.shape[-1] == model.config.d_model:
+            kept.add(t.dtype)
+        return t
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(ids, mask)
+    return kept
+
+
+def test_low_precision_streams_halve_stream_memory_within_bf16_noise():
+    torch.manual_seed(1)
+    model = Reformer(config(dropout=0.1, attention_dropout=0.0)).train()
+    ids, mask = batch(seed=1)
+    _, reference = run(model, ids, mask, reversible=False)  # float32
+    _, ordinary = run(model, ids, mask, reversible=False, autocast=True)
+    out, low = run(model, ids, mask, reversible=True, autocast=True)
+    noise = relative(ordinary, reference)
+    # Rounding each residual sum to bf16 (and rebuilding inputs from rounded outputs) costs about as
+    # much again as autocast's own rounding, no more.
+    assert relative(low, reference) <= 2 * noise
+    assert torch.isfinite(out).all()
+    assert torch.bfloat16 in stream_dtypes(model, ids, mask)
+    model.config.low_precision_streams = False
+    assert torch.bfloat16 not in stream_dtypes(model, ids, mask)
+
+
+def test_low_precision_inference_keeps_output_in_the_stream_dtype():
+    torch.manual_seed(5)
+    model = Reformer(config(dropout=0.0, attention_dropout=0.0)).eval()
+    ids, mask = batch(seed=5)
+    with torch.no_grad():
+        exact = model(ids, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(ids, mask)
+    assert exact.dtype == torch.float32 and low.dtype == torch.bfloat16
+    assert ((low.float() - exact).norm() / exact.norm()).item() < 0.05
 
 
 def test_parameters_get_gradients_when_stack_input_does_not_require_grad():

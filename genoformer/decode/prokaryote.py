@@ -27,6 +27,16 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    scheduling both strands together (opposite-strand overlaps limited) lost as many real
    antisense overlaps as it removed shadow ORFs.
 
+5. Self-training (``codon_weight`` > 0, as GeneMark and Prodigal train on the genome they annotate):
+   the first pass's genes give this sequence's in-frame 6-mer (codon-pair) log-odds against all of
+   its 6-mers; a second pass adds ``codon_weight`` x their sum over each candidate's span. That is
+   evidence the per-base probabilities lack: the reading frame (other-frame and antisense ORFs
+   score negative) and the genome's own codon usage (genes the model is unsure of). A stop's
+   candidates all get the score of its best start's span, so the statistics decide which genes,
+   not where they start. Weight 10 was chosen on the validation stretch
+   (NC_000913.3:3.85-4.08 Mb: either-strand coding MCC 0.845 -> 0.853, stop-exact gene F1
+   0.919 -> 0.928; weights 20-80 called more genes but chose starts worse).
+
 Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
 strands) decodes in ~1 s of CPU time on one core.
 
@@ -56,6 +66,9 @@ STOP_CODONS = ("TAA", "TAG", "TGA")
 # codon: [start - 15, start - 5), i.e. the motif ends 2-14 bases before the start.
 SHINE_DALGARNO = ("AGGA", "GGAG", "GAGG")
 RBS_WINDOW = (15, 5)
+# Weight of the self-trained in-frame 6-mer log-odds (nats per codon) beside the model's summed
+# per-base log-odds.
+CODON_WEIGHT = 10.0
 # Alternative starts kept per stop codon for the overlap resolution to choose from.
 STARTS_PER_STOP = 8
 EPS = 1e-6
@@ -104,11 +117,13 @@ def orf_candidates(
     min_length: int,
     min_score: float,
     rbs_bonus: float,
+    frame_sums: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate genes on one strand: (begin, end, score) arrays in strand coordinates.
 
     A candidate's score is its span's summed log-odds, plus its start codon's bonus, plus
-    ``rbs_bonus`` if a Shine-Dalgarno 4-mer begins in ``RBS_WINDOW`` upstream of the start.
+    ``rbs_bonus`` if a Shine-Dalgarno 4-mer begins in ``RBS_WINDOW`` upstream of the start, plus
+    (given ``frame_sums``, see :func:`codon_frame_sums`) the in-frame codon-statistics score of its span.
     Per stop codon: the best-scoring start and up to ``STARTS_PER_STOP - 1`` shorter alternatives
     that each beat every start downstream of them; candidates scoring at most ``min_score`` are dropped.
 
@@ -153,12 +168,53 @@ def orf_candidates(
         best_first = kept[np.lexsort((-score[kept], which[kept]))]
         rank = pd.Series(which[best_first]).groupby(which[best_first]).cumcount().to_numpy()
         chosen = best_first[rank < STARTS_PER_STOP]
-        found.append((begin[chosen], end[chosen], score[chosen]))
+        # The codon statistics weigh in on which genes to call, not on where they start: summed
+        # over a few codons of an extension they are noise beside the start-codon and RBS evidence.
+        # Every candidate of a stop gets the score of that stop's best start's span.
+        codons = 0.0
+        if frame_sums is not None:
+            top = best_first[rank == 0]  # one per stop, in the order of `which`
+            per_stop = frame_sums[end[top] - 3] - frame_sums[begin[top]]
+            codons = per_stop[np.searchsorted(which[top], which[chosen])]
+        found.append((begin[chosen], end[chosen], score[chosen] + codons))
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     begin, end, score = (np.concatenate(parts) for parts in zip(*found))
     keep = score > min_score
     return begin[keep], end[keep], score[keep]
+
+
+def hexamer_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
+                     pseudocount: float = 1.0) -> np.ndarray:
+    """Log-odds of each 6-mer (4**6 + 1 codes; the last, any word with N, is 0) read in frame inside
+    the given genes against all 6-mers of both strands: this genome's codon-pair usage.
+
+    ``views`` are the strands' codes read 5' -> 3', ``genes`` the (begin, end) arrays called on each.
+    """
+    coding = np.zeros(4**6 + 1)
+    background = np.zeros(4**6 + 1)
+    for codes, (begin, end) in zip(views, genes):
+        words = word_codes(codes, 6)
+        background += np.bincount(words, minlength=4**6 + 1)
+        if len(begin):
+            # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
+            n_words = (end - begin - 3) // 3
+            first = np.repeat(begin, n_words)
+            step = np.arange(n_words.sum()) - np.repeat(np.cumsum(n_words) - n_words, n_words)
+            coding += np.bincount(words[first + 3 * step], minlength=4**6 + 1)
+    coding, background = coding[:-1] + pseudocount, background[:-1] + pseudocount
+    return np.append(np.log(coding / coding.sum()) - np.log(background / background.sum()), 0.0)
+
+
+def codon_frame_sums(codes: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
+    """(length + 3,) sums along each frame of ``weight`` x the 6-mer log-odds starting at each base:
+    the in-frame score of codons begin, begin + 3, ..., e - 3 (6-mers ending by e) is
+    ``out[e - 3] - out[begin]``."""
+    values = weight * table[word_codes(codes, 6)]
+    out = np.zeros(len(codes) + 3)
+    for frame in range(3):
+        out[frame + 3::3] = np.cumsum(values[frame::3])
+    return out
 
 
 def select_genes(
@@ -223,6 +279,7 @@ def prokaryote_transcripts(
     max_overlap: int = 60,
     gene_cost: float = 300.0,
     rbs_bonus: float = 100.0,
+    codon_weight: float = CODON_WEIGHT,
 ) -> list[Transcript]:
     """The genes of :func:`call_genes_prokaryote` (same options) as transcripts, forward-strand coordinates."""
     probs = check_inputs(sequence, probs)
@@ -235,15 +292,29 @@ def prokaryote_transcripts(
     codes = encode_bases(sequence)
     n = len(sequence)
 
-    transcripts = []
-    for row, strand in enumerate(("+", "-")):
+    views, sums = [], []
+    for row in range(2):
         strand_codes, strand_probs = strand_view(codes, probs, row)
         p = np.clip(strand_probs[cds].astype(np.float64), EPS, 1.0 - EPS)
-        sums = prefix_sums(np.log(p) - np.log1p(-p))
-        begin, end, score = orf_candidates(
-            strand_codes, sums, starts, stop_codons, min_cds_length, gene_cost, rbs_bonus)
-        keep = select_genes(begin, end, score - gene_cost, sums, max_overlap)
-        for b, e in zip(begin[keep].tolist(), end[keep].tolist()):
+        views.append(strand_codes)
+        sums.append(prefix_sums(np.log(p) - np.log1p(-p)))
+
+    def decode(frame_sums):
+        genes = []
+        for row in range(2):
+            begin, end, score = orf_candidates(views[row], sums[row], starts, stop_codons, min_cds_length,
+                                               gene_cost, rbs_bonus, None if frame_sums is None else frame_sums[row])
+            keep = select_genes(begin, end, score - gene_cost, sums[row], max_overlap)
+            genes.append((begin[keep], end[keep]))
+        return genes
+
+    genes = decode(None)
+    if codon_weight > 0 and any(len(begin) for begin, _ in genes):
+        table = hexamer_log_odds(views, genes)
+        genes = decode([codon_frame_sums(view, table, codon_weight) for view in views])
+    transcripts = []
+    for row, strand in enumerate(("+", "-")):
+        for b, e in zip(*(part.tolist() for part in genes[row])):
             span = (b, e) if row == 0 else (n - e, n - b)
             transcripts.append(Transcript(strand=strand, cds=[span]))
     return transcripts
@@ -261,6 +332,7 @@ def call_genes_prokaryote(
     max_overlap: int = 60,
     gene_cost: float = 300.0,
     rbs_bonus: float = 100.0,
+    codon_weight: float = CODON_WEIGHT,
 ) -> pd.DataFrame:
     """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
 
@@ -269,10 +341,13 @@ def call_genes_prokaryote(
     score (summed coding log-odds). ``rbs_bonus`` is added where a Shine-Dalgarno motif lies
     upstream of the start; ``gene_cost`` is subtracted per gene (the least score a gene needs).
     ``max_overlap`` (bases two genes on one strand may share) is clamped below ``min_cds_length``.
+    ``codon_weight`` > 0 decodes twice: the first pass's genes train this sequence's in-frame 6-mer
+    log-odds (:func:`hexamer_log_odds`), which, times the weight, score every candidate of the second.
     """
     transcripts = prokaryote_transcripts(
         sequence, probs, classes=classes, min_cds_length=min_cds_length, start_codons=start_codons,
         stop_codons=stop_codons, max_overlap=max_overlap, gene_cost=gene_cost, rbs_bonus=rbs_bonus,
+        codon_weight=codon_weight,
     )
     probs = np.asarray(probs)
     return transcript_table(seqid, transcripts, StrandSums(probs, resolve_classes(probs, classes)))

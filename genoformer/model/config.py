@@ -65,6 +65,13 @@ class ReformerConfig:
         attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
             attention kernel; bounds its working memory (about 4 KiB per row in float32).
         ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
+
+    Precision
+        low_precision_streams: under autocast (``bf16-mixed``), the reversible stack holds its two
+            residual streams and their gradients in the autocast dtype, halving the memory that grows
+            with length; each branch output is then added in that precision (the sums round to bf16
+            after every branch). ``False`` keeps them in the parameters' dtype (float32), as an
+            ordinary residual stack under autocast does. No effect without autocast.
     """
 
     vocab_size: int
@@ -90,6 +97,7 @@ class ReformerConfig:
     head_group_size: int | None = None
     attention_chunk_tokens: int = 2048
     ff_chunk_size: int = 8192
+    low_precision_streams: bool = True
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -141,7 +149,7 @@ class ReformerConfig:
                    "pad_token_id", "seed", "attention_chunk_tokens", "ff_chunk_size")
     _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size")
     _FLOAT_FIELDS = ("dropout", "attention_dropout", "rotary_base", "layer_norm_eps", "init_std")
-    _BOOL_FIELDS = ("causal", "reversible", "tie_word_embeddings")
+    _BOOL_FIELDS = ("causal", "reversible", "tie_word_embeddings", "low_precision_streams")
 
     def _check_types(self) -> None:
         def is_int(v):

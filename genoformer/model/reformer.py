@@ -1031,16 +1031,29 @@ class Reformer(nn.Module):
             x1 = x2 = x
             for block in self.blocks:
                 x1, x2 = block(x1, x2, ctx)
-            merged = x1 + x2
-        elif torch.is_grad_enabled():
+            return self.norm((x1 + x2) * 0.5)[:, :length]
+        x = x.to(self._stream_dtype(x))
+        if torch.is_grad_enabled():
             x1, x2 = _ReversibleStack.apply(x, tuple(self.blocks), ctx, *self.blocks.parameters())
-            merged = x1 + x2
-        else:
-            x1, x2 = x, x.clone()
-            for block in self.blocks:
-                block.forward_inplace(x1, x2, ctx, {})
-                _release_host_memory(x1.device)
-            merged = x1.add_(x2)
-            del x2
-        return self.norm(merged * 0.5)[:, :length]
+            return self.norm((x1 + x2) * 0.5)[:, :length]
+        x1, x2 = x, x.clone()
+        for block in self.blocks:
+            block.forward_inplace(x1, x2, ctx, {})
+            _release_host_memory(x1.device)
+        merged = x1.add_(x2).mul_(0.5)  # (batch, padded, d_model)
+        del x2
+        # The final norm overwrites the merged stream chunk by chunk: inference holds no third
+        # full-length tensor (under autocast the output keeps the streams' dtype).
+        for s in range(0, merged.shape[1], self.config.ff_chunk_size):
+            chunk = merged[:, s:s + self.config.ff_chunk_size]
+            chunk.copy_(self.norm(chunk))
+        return merged[:, :length]
+
+    def _stream_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The reversible streams' dtype: the autocast dtype under autocast (unless the config keeps
+        them in the parameters' precision), otherwise the embedding's."""
+        device_type = x.device.type
+        if self.config.low_precision_streams and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return x.dtype
 
