@@ -13,6 +13,7 @@ from genoformer.model.reformer import (
     ForwardContext,
     _ChunkSpec,
     apply_rotary,
+    apply_rotary_,
     bucket_widths,
     chunked_attention,
     lsh_sort,
@@ -267,3 +268,12 @@ def test_no_tensor_grows_quadratically(kind):
         attn(x).sum().backward()
     # the largest intermediates are linear in L (hash projections: L x heads x 64); L^2 would be 8192 L
     assert probe.largest <= 128 * length
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_rotation_equals_the_autograd_one_bit_for_bit(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 40000, 16).to(dtype)  # more positions than one in-place step
+    cos, sin = rotary_tables(40000, 16, 10000.0, torch.device("cpu"))
+    expected = apply_rotary(x, cos, sin)
+    assert torch.equal(apply_rotary_(x.clone(), cos, sin), expected)

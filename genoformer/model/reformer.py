@@ -62,6 +62,7 @@ SELF_PENALTY = -1e5    # added to a token's own logit under shared QK: used only
 _PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
 _DROPOUT_BLOCK = 1024  # positions per dropout-mask block (masks are a function of position only)
 _ROTARY_BLOCK = 4096  # rotary tables: angle addition over blocks of this many positions
+_ROTARY_INPLACE_CHUNK = 16384  # positions rotated per step in place
 _HASH_CHUNK = 8192  # positions hashed at a time (bounds the projection temporaries)
 
 _SITE_ATTENTION_OUT, _SITE_FEED_FORWARD, _SITE_ATTENTION_PROBS, _SITE_HASH = 1, 2, 3, 4
@@ -109,7 +110,9 @@ class ForwardContext:
     """What every layer of one forward call shares: padding, positions and seeds.
 
     ``real`` is (batch, padded_length) bool, True at real tokens, or None when nothing is padded;
-    ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2).
+    ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2),
+    in the dtype the projections they rotate have (bf16 under bf16 autocast: the same values rotation
+    would cast them to, at half the memory).
     ``head_groups`` are the slices of heads attended together (see ``ReformerConfig.head_groups``).
     """
 
@@ -127,7 +130,8 @@ class ForwardContext:
 
     @classmethod
     def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
-              device: torch.device, *, training: bool, seed: int, hash_seed: int) -> "ForwardContext":
+              device: torch.device, *, training: bool, seed: int, hash_seed: int,
+              dtype: torch.dtype = torch.float32) -> "ForwardContext":
         if length < 1:
             raise ValueError("input length must be >= 1")
         padded = -(-length // config.chunk_size) * config.chunk_size
@@ -137,7 +141,7 @@ class ForwardContext:
             real = torch.zeros(batch, padded, dtype=torch.bool, device=device)
             real[:, :length] = True if attention_mask is None else attention_mask.to(device=device, dtype=torch.bool)
             n_real = real.sum(1)
-        cos, sin = rotary_tables(padded, config.head_dim, config.rotary_base, device)
+        cos, sin = (t.to(dtype) for t in rotary_tables(padded, config.head_dim, config.rotary_base, device))
         n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
         return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
                    config.head_groups(batch * padded))
@@ -196,6 +200,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary` in place, ``_ROTARY_INPLACE_CHUNK`` positions at a time (no autograd): the
+    same roundings in the same order, without a second full-length copy of x."""
+    half = x.shape[-1] // 2
+    for s in range(0, x.shape[-2], _ROTARY_INPLACE_CHUNK):
+        part = x[..., s:s + _ROTARY_INPLACE_CHUNK, :]
+        x1, x2 = part[..., :half], part[..., half:]
+        c = cos[s:s + _ROTARY_INPLACE_CHUNK].to(x.dtype)
+        si = sin[s:s + _ROTARY_INPLACE_CHUNK].to(x.dtype)
+        rotated_x1 = x1 * c - x2 * si
+        x2.mul_(c).add_(x1 * si)
+        x1.copy_(rotated_x1)
+    return x
+
+
 # --------------------------------------------------------------------------------------- attention: shared
 def _merge_heads(o: torch.Tensor) -> torch.Tensor:
     """(batch, heads, L, head_dim) -> (batch, L, heads * head_dim), the output projection's input."""
@@ -207,7 +226,8 @@ class _SelfAttention(nn.Module):
 
     Subclasses implement ``attend(projections, heads, ctx, state) -> (batch, heads_in_group, L, d)``
     where ``heads`` is the group's slice of heads (one of ``ctx.head_groups``) and projections are its
-    (batch, heads_in_group, L, d) queries[, keys] and values.
+    (batch, heads_in_group, L, d) queries[, keys] and values. Where no gradient is wanted, ``attend``
+    rotates the projections in place (they are the caller's temporaries).
     """
 
     def __init__(self, config: ReformerConfig, layer_index: int, shared_qk: bool):
@@ -283,7 +303,11 @@ class _SelfAttention(nn.Module):
 
 
 def _rotate(parts: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-    return apply_rotary(parts, ctx.cos, ctx.sin)
+    """Rotary positions; in place where no gradient is wanted (the projections are the caller's
+    fresh temporaries, so the unrotated copy is not needed)."""
+    if torch.is_grad_enabled() and parts.requires_grad:
+        return apply_rotary(parts, ctx.cos, ctx.sin)
+    return apply_rotary_(parts, ctx.cos, ctx.sin)
 
 
 # --------------------------------------------------------------------------------------- full attention
@@ -538,7 +562,10 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     acc = torch.promote_types(q.dtype, torch.float32)
     qf, vf = q.reshape(-1, d), v.reshape(-1, d)
     kf = None if spec.shared_keys else k.reshape(-1, d)
-    out = torch.empty(n_rows * length, d, dtype=acc, device=q.device)  # round 0 writes every row
+    # Round 0 writes every row. The full-length output is kept in the values' dtype (bf16 under
+    # autocast: each later round's blend, computed in float32, is rounded once more); log-sum-exps
+    # and every step's own arithmetic stay in float32.
+    out = torch.empty(n_rows * length, d, dtype=v.dtype, device=q.device)
     lse = torch.empty(n_rows * length, dtype=acc, device=q.device)
     for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
         ops = _StepOperands(qf, kf, vf, step, spec)
@@ -551,15 +578,15 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
         o = _weighted_values(p, ops, spec, acc).div_(total).view(-1, d)
         step_lse = (m[0] + total.log()).view(-1)
         if step.r == 0:
-            out.index_copy_(0, step.q_rows, o)
+            out.index_copy_(0, step.q_rows, o.to(out.dtype))
             lse.index_copy_(0, step.q_rows, step_lse)
         else:  # fold this round in with weights softmax(lse_so_far, lse_round), from their difference
             old = lse.index_select(0, step.q_rows)  # so they sum to 1 even for self-only rows (lse ~ -1e5)
             w_round = torch.sigmoid(step_lse - old)[:, None]
-            blended = out.index_select(0, step.q_rows).mul_(1.0 - w_round).add_(o.mul_(w_round))
-            out.index_copy_(0, step.q_rows, blended)
+            blended = out.index_select(0, step.q_rows).to(acc).mul_(1.0 - w_round).add_(o.mul_(w_round))
+            out.index_copy_(0, step.q_rows, blended.to(out.dtype))
             lse.index_copy_(0, step.q_rows, torch.logaddexp(old, step_lse))
-    return out.view(n_rows, length, d).to(v.dtype), lse
+    return out.view(n_rows, length, d), lse
 
 
 def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec):
@@ -1013,8 +1040,11 @@ class Reformer(nn.Module):
             hash_seed = seed
         else:
             seed = hash_seed = _mix(self.config.seed, 0)
+        device_type = input_ids.device.type
+        autocast = torch.is_autocast_enabled(device_type)
         return ForwardContext.build(self.config, batch, length, attention_mask, input_ids.device,
-                                    training=self.training, seed=seed, hash_seed=hash_seed)
+                                    training=self.training, seed=seed, hash_seed=hash_seed,
+                                    dtype=torch.get_autocast_dtype(device_type) if autocast else torch.float32)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
@@ -1032,7 +1062,7 @@ class Reformer(nn.Module):
             for block in self.blocks:
                 x1, x2 = block(x1, x2, ctx)
             return self.norm((x1 + x2) * 0.5)[:, :length]
-        x = x.to(self._stream_dtype(x))
+        x = x.to(self._stream_dtype(x))  # (batch, padded, d_model)
         if torch.is_grad_enabled():
             x1, x2 = _ReversibleStack.apply(x, tuple(self.blocks), ctx, *self.blocks.parameters())
             return self.norm((x1 + x2) * 0.5)[:, :length]
