@@ -7,7 +7,7 @@
 Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
 
 * Positions are rotary, computed per call from float64 block angles (exact at position 2**22 and
-  beyond; no stored table), applied to queries (and keys); LSH hashes the rotated, unit-normalised
+  beyond; no table stored between calls), applied to queries (and keys); LSH hashes the rotated, unit-normalised
   vectors it attends with.
 * LSH attention shares queries and keys: keys are the unit-normalised rotated queries and logits are
   ``q . k_hat`` with no further 1/sqrt(d) (as trax and Hugging Face do): |q| acts as a learned
@@ -33,6 +33,10 @@ Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
   call from batch x length); the feed-forward runs ``ff_chunk_size`` positions at a time; hashing
   runs over chunks of positions. Sorting is a stable sort on int32 bucket ids (no bucket*L+pos key
   to overflow); the permutations are int32.
+* Under bf16 autocast everything that grows with length is bf16 (``low_precision_streams``): the
+  two residual streams and their gradients, the rotary tables, projections, the attention output
+  (rounds blended in float32, stored in bf16); accumulators that sum many terms (gradients of q and
+  v, log-sum-exps, weight gradients) stay float32. Where no gradient is wanted, rotation is in place.
 * Randomness never touches the global RNG. Rotations and dropout masks come from private
   ``torch.Generator``s seeded from (config.seed, call counter, layer, site[, block]); dropout masks
   are defined per block of positions, so they do not depend on how the length is chunked.
@@ -1013,7 +1017,9 @@ class Reformer(nn.Module):
 
     ``forward(input_ids (batch, L) long, attention_mask (batch, L) bool | None) -> (batch, L, d_model)``;
     mask True marks real tokens (None: all real). Any length >= 1: the input is padded to a chunk
-    multiple internally and the output cut back. Each training-mode call draws fresh LSH rotations and
+    multiple internally and the output cut back. Under bf16 autocast the reversible streams (and
+    their gradients) are bf16 unless ``config.low_precision_streams`` is off; inference then returns
+    bf16 too (its final norm overwrites the merged stream). Each training-mode call draws fresh LSH rotations and
     dropout masks from (config.seed, ``calls``); evaluation uses fixed rotations and no dropout.
     """
 
