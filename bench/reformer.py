@@ -5,9 +5,9 @@
         [--depths 2,6,12] [--depth-length 16384] [--max-rss-gb 20] [--json results.json]
 
 Every configuration runs in a fresh process (bench/_measure.py): batch 1, random token ids,
-forward + backward of mean(hidden**2), fp32 unless the tool name says bf16 (CPU autocast, backward
-outside the autocast context). Model: d_model 256, 4 heads of 64, feed-forward 1024, depth 6,
-vocabulary 10, no dropout, chunk/bucket 64, n_hashes as given. Seconds are the best of up to three
+forward + backward of the mean square of every 6th hidden state, fp32 unless the tool name says
+bf16 (CPU autocast, backward outside the autocast context). Model: d_model 256, 4 heads of 64,
+feed-forward 1024, depth 6, vocabulary 10, no dropout, chunk/bucket 64, n_hashes as given. Seconds are the best of up to three
 steps (one step once a step takes 20 s or more); peak RSS is the whole child process's.
 
 Attention span: genoformer and Hugging Face look one chunk back and one ahead (encoder);

@@ -164,7 +164,11 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
         # slope would count them per token), and far apart: the allocator's slack is tens of MB, which
         # over a short span would swing the bytes per token by half (measured: 4 and 8 chunks predict
         # 9.30 GiB for a 1 Mb step that peaks at 8.98 GiB).
-        base = max(config.ff_chunk_size, 64 * config.chunk_size)
+        # Inference holds about a third of what training does per token, so its probes go 4x longer
+        # for the same signal, at about the cost of training probes (at 4 and 8 chunks, bf16, the
+        # probes differed by ~50 MB, within the allocator's noise: 0.47 GiB predicted for a 1 Mb
+        # forward that peaks at 1.92 GiB).
+        base = max(config.ff_chunk_size, 64 * config.chunk_size) * (4 if inference else 1)
         probe_lengths = (4 * base, 8 * base) if length > 8 * base else (length, length)
     short, long = probe_lengths
     peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)
