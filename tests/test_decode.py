@@ -179,8 +179,8 @@ def test_codon_frame_sums_add_the_in_frame_hexamers_of_a_span():
     rng = np.random.default_rng(11)
     codes = encode_bases(random_dna(rng, 200))
     table = np.append(rng.normal(size=4**6), 0.0)
-    sums = codon_frame_sums(codes, table, weight=3.0)
     words = word_codes(codes, 6)
+    sums = codon_frame_sums(words, table, weight=3.0)
     for begin, end in ((0, 30), (7, 103), (41, 200)):
         end -= (end - begin) % 3
         expected = 3.0 * sum(table[words[i]] for i in range(begin, end - 5, 3))
@@ -192,7 +192,7 @@ def test_hexamer_log_odds_learns_the_called_genes_codon_usage():
     usage = ["GCT", "GAA", "CTG", "AAA"]  # a strongly biased genome
     gene = "ATG" + "".join(rng.choice(usage, 200)) + "TAA"
     codes = encode_bases(random_dna(rng, 500) + gene + random_dna(rng, 500))
-    table = hexamer_log_odds([codes, codes[::-1].copy()], [(np.array([500]), np.array([500 + len(gene)])),
+    table = hexamer_log_odds([word_codes(codes, 6), word_codes(codes[::-1].copy(), 6)], [(np.array([500]), np.array([500 + len(gene)])),
                                                          (np.array([], dtype=np.int64), np.array([], dtype=np.int64))])
     in_frame = [encode_bases(a + b) for a in usage for b in usage]
     shifted = [encode_bases((a + b)[1:] + "G") for a in usage for b in usage]

@@ -184,17 +184,17 @@ def orf_candidates(
     return begin[keep], end[keep], score[keep]
 
 
-def hexamer_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
+def hexamer_log_odds(hexamers: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
                      pseudocount: float = 1.0) -> np.ndarray:
     """Log-odds of each 6-mer (4**6 + 1 codes; the last, any word with N, is 0) read in frame inside
     the given genes against all 6-mers of both strands: this genome's codon-pair usage.
 
-    ``views`` are the strands' codes read 5' -> 3', ``genes`` the (begin, end) arrays called on each.
+    ``hexamers`` are the strands' 6-mer codes (:func:`word_codes`, read 5' -> 3'), ``genes`` the
+    (begin, end) arrays called on each.
     """
     coding = np.zeros(4**6 + 1)
     background = np.zeros(4**6 + 1)
-    for codes, (begin, end) in zip(views, genes):
-        words = word_codes(codes, 6)
+    for words, (begin, end) in zip(hexamers, genes):
         background += np.bincount(words, minlength=4**6 + 1)
         if len(begin):
             # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
@@ -206,12 +206,12 @@ def hexamer_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarr
     return np.append(np.log(coding / coding.sum()) - np.log(background / background.sum()), 0.0)
 
 
-def codon_frame_sums(codes: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
+def codon_frame_sums(words: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
     """(length + 3,) sums along each frame of ``weight`` x the 6-mer log-odds starting at each base:
     the in-frame score of codons begin, begin + 3, ..., e - 3 (6-mers ending by e) is
     ``out[e - 3] - out[begin]``."""
-    values = weight * table[word_codes(codes, 6)]
-    out = np.zeros(len(codes) + 3)
+    values = weight * table[words]
+    out = np.zeros(len(words) + 3)
     for frame in range(3):
         out[frame + 3::3] = np.cumsum(values[frame::3])
     return out
@@ -310,8 +310,9 @@ def prokaryote_transcripts(
 
     genes = decode(None)
     if codon_weight > 0 and any(len(begin) for begin, _ in genes):
-        table = hexamer_log_odds(views, genes)
-        genes = decode([codon_frame_sums(view, table, codon_weight) for view in views])
+        hexamers = [word_codes(view, 6) for view in views]
+        table = hexamer_log_odds(hexamers, genes)
+        genes = decode([codon_frame_sums(words, table, codon_weight) for words in hexamers])
     transcripts = []
     for row, strand in enumerate(("+", "-")):
         for b, e in zip(*(part.tolist() for part in genes[row])):
