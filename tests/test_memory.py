@@ -11,7 +11,7 @@ import yaml
 
 from genoformer.errors import MemoryPlanError
 from genoformer.model import ReformerConfig
-from genoformer.model.memory import _probe, plan
+from genoformer.model.memory import _probe, _TensorBytes, plan
 
 # Wide enough that activations, not the interpreter, dominate the probes' peak memory.
 SETTINGS = dict(d_model=128, n_heads=4, depth=2, d_ff=256, attention=["local", "lsh"], chunk_size=64, n_hashes=2)
@@ -25,8 +25,19 @@ def predicted():
 
 def test_prediction_extrapolates_linearly_and_matches_a_measured_step(predicted):
     assert predicted.bytes_per_token > 0 and predicted.fixed_bytes > 0 and predicted.seconds > 0
-    measured_peak, _ = _probe(CONFIG, 65536, 1, "32", False, torch.device("cpu"))
+    measured_peak = _probe(CONFIG, 65536, 1, "32", False, torch.device("cpu")).peak_bytes
     assert abs(predicted.peak_bytes - measured_peak) / measured_peak < 0.25
+
+
+def test_tensor_count_follows_storages_not_views_and_sees_backward():
+    with _TensorBytes() as counted:
+        big = torch.empty(1_000_000, dtype=torch.uint8)
+        halves = big.view(2, -1).unbind(0)  # views: no new storage
+        del big, halves
+        assert counted.live == 0 and counted.peak == 1_000_000
+        weight = torch.ones(250, 250, requires_grad=True)  # 250,000 bytes
+        (weight * 2).sum().backward()  # the product and the loss are freed; the gradient made in backward stays
+        assert counted.live == 2 * 250_000
 
 
 def test_a_step_that_cannot_fit_is_refused_with_the_numbers(predicted):

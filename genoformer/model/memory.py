@@ -3,9 +3,10 @@
 Everything in the Reformer that grows with the sequence grows linearly (chunked attention, chunked
 feed-forward, reversible layers that keep one block's activations), so peak memory and time are
 ``fixed + per_token * tokens``. Rather than a hand-kept formula that drifts from the code, the
-planner measures two short probe steps of the real model on the current device — each in a fresh
-process on a CPU, where peak RSS cannot be reset — and extrapolates. Probes cost up to a minute; the
-prediction is checked against measurements at long lengths by ``bench/long_windows.py``.
+planner measures two probe steps of the real model on the current device (on a CPU each in a fresh
+process, counting the bytes of live tensors as well as the resident peak) and extrapolates. Probes
+take one to three minutes on two CPU cores; the prediction is checked against measurements at long
+lengths by ``bench/long_windows.py``.
 """
 from __future__ import annotations
 
@@ -17,16 +18,20 @@ import resource
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..errors import ConfigError, MemoryPlanError
 from .config import ReformerConfig
 
 GiB = 1024**3
+_LOSS_STRIDE = 6  # every 6th position: the 15% a masked-LM loss reads
 
-__all__ = ["Plan", "plan", "plan_from_cli", "available_bytes", "measure_step"]
+__all__ = ["Plan", "StepCost", "plan", "plan_from_cli", "available_bytes", "measure_step"]
 
 
 @dataclass
@@ -77,9 +82,25 @@ def available_bytes(device: torch.device) -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
+@dataclass
+class StepCost:
+    """One measured step."""
+
+    peak_bytes: float    # the process's peak: GPU memory allocated, or on a CPU the resident high-water mark
+    tensor_bytes: float  # memory before the step + the most bytes its tensors held at once
+    seconds: float
+
+
 def measure_step(config: ReformerConfig, length: int, batch_size: int, precision: str, inference: bool,
-                 device: torch.device) -> tuple[float, float]:
-    """Peak bytes and seconds of one step, measured in this process (fresh on a CPU)."""
+                 device: torch.device) -> StepCost:
+    """Cost of one step, measured in this process (fresh on a CPU): its peak and its tensors' peak.
+
+    On a CPU both are read because neither alone extrapolates: a short probe's tensors of a few MB
+    land on malloc's heap, whose freed blocks stay resident, while at long lengths the same tensors
+    are hundreds of MB, mmapped and returned on free; so the resident peaks of two short probes
+    over-state the bytes per token (by up to 45% in bf16 at the bench configuration, depending
+    on malloc's mmap threshold), while the live tensor bytes grow exactly as the long step's do.
+    """
     from .networks import ReformerForMaskedLM
 
     network = ReformerForMaskedLM(config).to(device)
@@ -88,29 +109,67 @@ def measure_step(config: ReformerConfig, length: int, batch_size: int, precision
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        _reset_peak_rss()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "32")
-    started = time.perf_counter()
+        started = time.perf_counter()
+        _step(network, optimizer, ids, precision, inference)
+        torch.cuda.synchronize(device)
+        peak = float(torch.cuda.max_memory_allocated(device))  # the caching allocator counts tensors exactly
+        return StepCost(peak, peak, time.perf_counter() - started)
+    _reset_peak_rss()
+    before = _rss("VmRSS")
+    with _TensorBytes() as counted:
+        started = time.perf_counter()
+        _step(network, optimizer, ids, precision, inference)
+        seconds = time.perf_counter() - started
+    return StepCost(_rss("VmHWM"), before + counted.peak, seconds)
+
+
+def _step(network, optimizer: torch.optim.Optimizer, ids: torch.Tensor, precision: str, inference: bool) -> None:
+    autocast = torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=precision != "32")
     if inference:
         network.eval()
         with torch.no_grad(), autocast:
             network(ids)
-    else:
-        with autocast:
-            hidden = network(ids)
-            # The masked-LM loss touches 15% of positions, as the pretraining task does.
-            picked = hidden[:, :: max(1, int(1 / 0.15))]
-            loss = torch.nn.functional.cross_entropy(network.lm_head(picked).flatten(0, 1).float(),
-                                                     ids[:, :: max(1, int(1 / 0.15))].flatten())
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        peak = float(torch.cuda.max_memory_allocated(device))
-    else:
-        peak = _peak_rss()
-    return peak, time.perf_counter() - started
+        return
+    with autocast:
+        hidden = network(ids)
+        # The masked-LM loss reads 15% of positions, gathered (a copy, as the pretraining task's
+        # boolean index is), so the full-length output is freed before backward.
+        picked = hidden[:, ::_LOSS_STRIDE].contiguous()
+        del hidden
+        loss = torch.nn.functional.cross_entropy(network.lm_head(picked).flatten(0, 1).float(),
+                                                 ids[:, ::_LOSS_STRIDE].flatten())
+        del picked
+    loss.backward()
+    optimizer.step()
+
+
+class _TensorBytes(TorchDispatchMode):
+    """Counts the bytes of live CPU tensor storages as operators create them; keeps the peak.
+
+    Every operator's outputs pass through here (autograd's backward too); a storage is counted once
+    (views share it) and uncounted when it is freed. Scratch memory inside one operator's kernel is
+    not seen; bytes per token from this count agree with long measured steps within 1% (bench).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._sizes: dict[int, int] = {}  # storage handle -> bytes, while it lives
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                if storage._cdata not in self._sizes:
+                    self._sizes[storage._cdata] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._freed, storage._cdata)
+        return out
+
+    def _freed(self, handle: int) -> None:
+        self.live -= self._sizes.pop(handle)
 
 
 def _reset_peak_rss() -> None:
@@ -122,11 +181,12 @@ def _reset_peak_rss() -> None:
         pass  # not Linux: ru_maxrss below then includes start-up
 
 
-def _peak_rss() -> float:
+def _rss(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (high-water mark) of this process in bytes."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
@@ -134,7 +194,7 @@ def _peak_rss() -> float:
 
 
 def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str, inference: bool,
-           device: torch.device) -> tuple[float, float]:
+           device: torch.device) -> StepCost:
     if device.type == "cuda":
         return measure_step(config, length, batch_size, precision, inference, device)
     request = json.dumps({"config": config.to_dict(), "length": length, "batch_size": batch_size,
@@ -143,8 +203,7 @@ def _probe(config: ReformerConfig, length: int, batch_size: int, precision: str,
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise MemoryPlanError(f"the memory probe at {length} tokens failed: {result.stderr.strip().splitlines()[-1:]}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    return out["peak_bytes"], out["seconds"]
+    return StepCost(**json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision: str = "32",
@@ -159,29 +218,28 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
         heads = config.head_groups(batch_size * padded)[0]
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
-        # Temporaries sized by a chunk knob (feed-forward and hashing chunks are positions, whatever
-        # the batch) grow with length only up to the knob, so both probes lie well beyond it (else the
-        # slope would count them per token), and far apart: the allocator's slack is tens of MB, which
-        # over a short span would swing the bytes per token by half (measured: 4 and 8 chunks predict
-        # 9.30 GiB for a 1 Mb step that peaks at 8.98 GiB).
-        # Inference holds about a third of what training does per token, so its probes go 4x longer
-        # for the same signal, at about the cost of training probes (at 4 and 8 chunks, bf16, the
-        # probes differed by ~50 MB, within the allocator's noise: 0.47 GiB predicted for a 1 Mb
-        # forward that peaks at 1.92 GiB).
-        base = max(config.ff_chunk_size, 64 * config.chunk_size) * (4 if inference else 1)
-        probe_lengths = (4 * base, 8 * base) if length > 8 * base else (length, length)
+        # A step's peak is the largest of several moments, each ``fixed + per_token * tokens``: in a
+        # short step the feed-forward chunk's activations (sized by ff_chunk_size, not by length) can
+        # decide the peak, in a long one the attention backward's full-length tensors do. Both probes
+        # must lie past that crossover or the slope between them is too low: fp32 at the bench
+        # configuration gives 6,161 bytes/token from 32k/64k-token probes and 6,811 from 64k/128k
+        # (also 6,800 with chunk knobs too small to matter); bf16 4,016 either way, against 4,033
+        # measured at 262k-1M. Inference holds about a third of what training does per token, so its
+        # crossover lies 2x further out (32k/64k probes: 1,234 bytes/token; 128k/256k: 1,653, against
+        # 1,666 measured at 1-4 Mb).
+        base = max(config.ff_chunk_size, 64 * config.chunk_size) * (2 if inference else 1)
+        probe_lengths = (8 * base, 16 * base) if length > 16 * base else (length, length)
     short, long = probe_lengths
-    peak_a, time_a = _probe(config, short, batch_size, precision, inference, device)
-    if long == short:
-        per_token_bytes = 0.0
-        peak_b, time_b = peak_a, time_a
-    else:
-        peak_b, time_b = _probe(config, long, batch_size, precision, inference, device)
-        per_token_bytes = max(0.0, (peak_b - peak_a) / (long - short))
+    a = _probe(config, short, batch_size, precision, inference, device)
+    b = a if long == short else _probe(config, long, batch_size, precision, inference, device)
+    # Bytes per token from the tensors' growth, anchored on the shorter probe's real peak (its heap
+    # slack, ~0.3 GiB at the bench configuration, stays in the fixed part; a pure tensor count would
+    # under-predict by that much).
+    per_token_bytes = 0.0 if long == short else max(0.0, (b.tensor_bytes - a.tensor_bytes) / (long - short))
     # Time is linear in length with a negligible fixed part; the longer probe's rate is the steadier
     # one (a difference of two short timings is mostly noise on a shared machine).
-    per_token_seconds = time_b / long
-    fixed = peak_b - per_token_bytes * long
+    per_token_seconds = b.seconds / long
+    fixed = a.peak_bytes - per_token_bytes * short
     return Plan(length, batch_size, precision, inference, str(device),
                 peak_bytes=fixed + per_token_bytes * length,
                 seconds=per_token_seconds * length,
@@ -210,9 +268,9 @@ def plan_from_cli(config_path: str | None, length: int, *, batch_size: int = 1, 
 
 def _probe_main(request: str) -> None:
     spec = json.loads(request)
-    peak, seconds = measure_step(ReformerConfig.from_dict(spec["config"]), spec["length"], spec["batch_size"],
-                                 spec["precision"], spec["inference"], torch.device("cpu"))
-    print(json.dumps({"peak_bytes": peak, "seconds": seconds}))
+    cost = measure_step(ReformerConfig.from_dict(spec["config"]), spec["length"], spec["batch_size"],
+                        spec["precision"], spec["inference"], torch.device("cpu"))
+    print(json.dumps(dataclasses.asdict(cost)))
 
 
 if __name__ == "__main__":
