@@ -54,7 +54,7 @@ def annotate_genome(
     import numpy as np
     import pandas as pd
 
-    from .decode import decode_record
+    from .decode import decode_record, gene_decoder_options
     from .export import open_track, write_bed, write_gff3
     from .genome import Genome, Interval, LabelScheme, make_annotation, read_bed_regions
     from .model.networks import ReformerTagger, load_network
@@ -65,17 +65,7 @@ def annotate_genome(
         raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
-    decoder_options = {}
-    for name, value in (("gene_cost", gene_cost), ("codon_weight", codon_weight)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        if organism != "prokaryote":
-            raise ConfigError(f"{name} applies to the prokaryote gene decoder only")
-        decoder_options[name] = value
-    if decoder_options.get("codon_weight", 0) < 0:
-        raise ConfigError(f"codon_weight must be >= 0, got {codon_weight}")
+    decoder_options = gene_decoder_options(organism, gene_cost=gene_cost, codon_weight=codon_weight)
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):

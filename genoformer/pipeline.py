@@ -105,10 +105,12 @@ def load_config(path: str | Path | None) -> dict:
         data[key] = _resolve(data[key], base)
     for stage in ("finetune", "annotate"):
         config[stage]["model"] = _resolve(config[stage]["model"], base)
-    for key in ("gene_cost", "codon_weight"):  # optional, so the defaults cannot type-check them
-        value = config["annotate"][key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{path}: 'annotate.{key}' must be a number or null, got {value!r}")
+    from .decode import PROKARYOTE_OPTIONS, gene_decoder_options
+
+    try:  # optional, so the defaults cannot type-check them; checked now, not after training
+        gene_decoder_options(data["organism"], **{k: config["annotate"][k] for k in PROKARYOTE_OPTIONS})
+    except ConfigError as error:
+        raise ConfigError(f"{path}: annotate.{error}") from None
     return config
 
 

@@ -25,10 +25,26 @@ from genoformer.decode.segments import (
 from genoformer.errors import ConfigError
 
 __all__ = [
-    "decode_record", "call_genes_prokaryote", "call_genes_eukaryote", "call_segments",
+    "decode_record", "gene_decoder_options", "call_genes_prokaryote", "call_genes_eukaryote", "call_segments",
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")
+PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight")  # the prokaryote decoder's user-facing knobs
+
+
+def gene_decoder_options(organism: str, **options: float | None) -> dict[str, float]:
+    """The given (not ``None``) gene-decoder options, checked; callers check before a long run starts."""
+    given = {name: value for name, value in options.items() if value is not None}
+    for name, value in given.items():
+        if name not in PROKARYOTE_OPTIONS:
+            raise ConfigError(f"unknown gene decoder option {name!r}; known: {list(PROKARYOTE_OPTIONS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if organism != "prokaryote":
+            raise ConfigError(f"{name} applies to the prokaryote gene decoder only")
+    if given.get("codon_weight", 0) < 0:
+        raise ConfigError(f"codon_weight must be >= 0, got {given['codon_weight']}")
+    return given
 
 
 def _class_minimums(min_length: int | Mapping[str, int], classes: tuple[str, ...]) -> int | dict[int, int]:
