@@ -170,7 +170,7 @@ class Pipeline:
         return result
 
     # ---- stages -----------------------------------------------------------------------------
-    def train(self, folder: Path, task, stage_cfg: dict, classes_data: bool) -> dict:
+    def train(self, folder: Path, build_task: Callable[[], Any], stage_cfg: dict, classes_data: bool) -> dict:
         import pytorch_lightning as pl
         from pytorch_lightning.callbacks import ModelCheckpoint
         from pytorch_lightning.loggers import CSVLogger
@@ -179,7 +179,9 @@ class Pipeline:
         from .tasks.callbacks import AtomicCheckpointIO
 
         c, data = self.config, self.config["data"]
+        # Seeded before the task is built: its weights are drawn from the global generator.
         pl.seed_everything(c["seed"], workers=True, verbose=False)
+        task = build_task()
         steps_per_epoch = min(50, stage_cfg["max_steps"])  # validation runs at least once, at the end
         datamodule = GenomeDataModule(
             fasta=data["fasta"], annotation=data["annotation"] if classes_data else None,
@@ -218,18 +220,18 @@ class Pipeline:
         from .tasks import MaskedLMTask
 
         c, p = self.config, self.config["pretrain"]
-        task = MaskedLMTask(**c["model"], lr=p["lr"], warmup_steps=p["warmup_steps"], seed=c["seed"])
-        return self.train(folder, task, p, classes_data=False)
+        return self.train(folder, lambda: MaskedLMTask(**c["model"], lr=p["lr"], warmup_steps=p["warmup_steps"],
+                                                       seed=c["seed"]), p, classes_data=False)
 
     def finetune(self, folder: Path) -> dict:
         from .tasks import TaggingTask
 
         c, f = self.config, self.config["finetune"]
         pretrained = f["model"] or (str(self.out / "pretrain" / "model") if c["pretrain"]["enabled"] else None)
-        task = TaggingTask(**c["model"], classes=c["data"]["classes"], organism=c["data"]["organism"],
-                           loss=f["loss"], freeze_encoder=f["freeze_encoder"], pretrained=pretrained,
-                           lr=f["lr"], warmup_steps=f["warmup_steps"], seed=c["seed"])
-        return self.train(folder, task, f, classes_data=True)
+        return self.train(folder, lambda: TaggingTask(
+            **c["model"], classes=c["data"]["classes"], organism=c["data"]["organism"], loss=f["loss"],
+            freeze_encoder=f["freeze_encoder"], pretrained=pretrained, lr=f["lr"], warmup_steps=f["warmup_steps"],
+            seed=c["seed"]), f, classes_data=True)
 
     def annotate(self, folder: Path) -> dict:
         from .commands import annotate_genome
