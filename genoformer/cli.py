@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--codon-weight", type=float, default=None,
                    help="prokaryotes: weight of the codon statistics the decoder learns from its own first-pass "
                         "calls on this genome (default 10; 0 turns the second pass off)")
+    p.add_argument("--start-weight", type=float, default=None,
+                   help="prokaryotes: weight of the start-site statistics the decoder learns from its own calls "
+                        "on this genome (default 60; 0 keeps the fixed start-codon and Shine-Dalgarno scores)")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")

@@ -42,14 +42,15 @@ def annotate_genome(
     device: str = "auto",
     gene_cost: float | None = None,
     codon_weight: float | None = None,
+    start_weight: float | None = None,
 ) -> dict[str, Path]:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
     PREFIX.bed and one probability track per class and strand. ``gene_cost`` overrides the
     prokaryotic decoder's cost per gene (summed coding log-odds; lower it for a less confident
-    model), ``codon_weight`` the weight of its self-trained codon statistics (0: off). Returns the
-    written paths.
+    model), ``codon_weight`` and ``start_weight`` the weights of its self-trained codon and
+    start-site statistics (0: off). Returns the written paths.
     """
     import numpy as np
     import pandas as pd
@@ -65,7 +66,8 @@ def annotate_genome(
         raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
-    decoder_options = gene_decoder_options(organism, gene_cost=gene_cost, codon_weight=codon_weight)
+    decoder_options = gene_decoder_options(organism, gene_cost=gene_cost, codon_weight=codon_weight,
+                                           start_weight=start_weight)
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):
@@ -138,7 +140,7 @@ def annotate(args: argparse.Namespace) -> int:
         args.model, args.fasta, args.out, records=args.records, regions=args.regions, organism=args.organism,
         window_length=args.window_length, batch_size=args.batch_size, both_strands=not args.single_strand,
         bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
-        codon_weight=args.codon_weight,
+        codon_weight=args.codon_weight, start_weight=args.start_weight,
     )
     for path in paths.values():
         print(path)

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
-                 "gene_cost": None, "codon_weight": None},
+                 "gene_cost": None, "codon_weight": None, "start_weight": None},
 }
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
@@ -249,7 +249,8 @@ class Pipeline:
             paths = annotate_genome(model, fasta, folder / f"genome{i}", regions=regions,
                                     organism=c["data"]["organism"], window_length=a["window_length"],
                                     batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"],
-                                    gene_cost=a["gene_cost"], codon_weight=a["codon_weight"])
+                                    gene_cost=a["gene_cost"], codon_weight=a["codon_weight"],
+                                    start_weight=a["start_weight"])
             outputs += [str(p.relative_to(self.out)) for p in paths.values()]
         return {"outputs": outputs}
 

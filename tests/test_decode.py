@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from genoformer.decode import call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record
-from genoformer.decode.prokaryote import codon_frame_sums, hexamer_log_odds, select_genes
+from genoformer.decode.prokaryote import (
+    MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, select_genes, start_site_log_odds,
+)
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError
 from genoformer.genome.annotation import ANNOTATION_COLUMNS, read_annotation
@@ -224,6 +226,62 @@ def test_self_trained_codon_statistics_rescue_a_gene_the_model_is_unsure_of():
     assert weak not in without and set(without) == set(spans) - {weak}
     with_codons = cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")
     assert set(with_codons) == set(spans)
+
+
+def test_start_site_log_odds_count_chosen_starts_against_the_other_starts_of_their_orfs():
+    upstream, _ = START_SITE
+    # One ORF: an ATG at 40 (chosen), an in-frame GTG at 49 and TTG at 55 (its alternatives), stop at 67.
+    # The ATG at 70 opens the next ORF, which ends no chosen gene: not an alternative.
+    orf = "ATG" + "CCC" + "AAA" + "GTG" + "CCC" + "TTG" + "AAA" * 3 + "TAA"
+    seq = "C" * 40 + orf + "ATGCCCTGA" + "C" * 40
+    assert [seq[i:i + 3] for i in (49, 55, 70)] == ["GTG", "TTG", "ATG"]
+    codes = encode_bases(seq)
+    genes = [(np.array([40]), np.array([40 + len(orf)])), (np.array([], np.int64), np.array([], np.int64))]
+    table = start_site_log_odds([codes, encode_bases(revcomp(seq))], genes, ["ATG", "GTG", "TTG"], STOPS)
+    assert table.shape == (sum(START_SITE), 5) and (table[:, 4] == 0).all()
+    A, C, G, T = range(4)
+    # Codon positions: chosen A,T,G; alternatives G,T,G and T,T,G; pseudocount 1 per base.
+    log = np.log
+    assert table[upstream, A] == pytest.approx(log(2 / 5) - log(1 / 6))
+    assert table[upstream, G] == pytest.approx(log(1 / 5) - log(2 / 6))
+    assert table[upstream + 1, T] == pytest.approx(log(2 / 5) - log(3 / 6))
+    # The base before the start: C for the chosen one (at 39); A (48) and C (54) for the alternatives.
+    assert table[upstream - 1, C] == pytest.approx(log(2 / 5) - log(2 / 6))
+    assert table[upstream - 1, A] == pytest.approx(log(1 / 5) - log(2 / 6))
+
+
+def test_self_trained_start_sites_move_starts_the_model_placed_late():
+    """A genome whose genes start at GTG, 20 codons before an in-frame ATG. Where the model's coding
+    probability rises only at the ATG, the fixed prior (ATG over GTG) starts the gene there; the start
+    sites learnt from the other genes move it back to the GTG."""
+    rng = np.random.default_rng(21)
+    n_genes, late = 50, {3, 11, 19, 27, 35, 43}
+    assert n_genes >= MIN_START_TRAINING_GENES
+    usage = ["GCT", "GAA", "CTG", "AAA", "GGC", "ACC", "CGT", "ATC", "CAG", "TCC"]  # no start or stop codon
+    parts, spans, at = [], [], 0
+    for _ in range(n_genes):
+        gene = "GTG" + "".join(rng.choice(usage, 19)) + "ATG" + "".join(rng.choice(usage, 80)) + "TAA"
+        spacer = "TAA" + "".join(rng.choice(list("AC"), 117))  # no start codon in any frame
+        parts += [spacer, gene]
+        spans.append((at + len(spacer), at + len(spacer) + len(gene)))
+        at += len(spacer) + len(gene)
+    seq = "".join(parts) + random_dna(rng, 120)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    for span in spans:
+        paint(labels, 0, CDS, *span)
+    probs = sharp(labels, rng)
+    for i in late:
+        begin = spans[i][0]
+        probs[0, :, begin:begin + 60] = 0.55 / 5
+        probs[0, CDS, begin:begin + 60] = 0.45  # the model is unsure of the gene's first 20 codons
+    fixed = cds_rows(call_genes_prokaryote(seq, probs, "chr", start_weight=0.0), "+")
+    assert fixed == sorted((b + 60, e) if i in late else (b, e) for i, (b, e) in enumerate(spans))
+    learnt = cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")
+    assert learnt == spans
+    # From fewer genes than MIN_START_TRAINING_GENES nothing is learnt: the fixed prior decides.
+    few = spans[MIN_START_TRAINING_GENES - 2][1]
+    few_calls = cds_rows(call_genes_prokaryote(seq[:few + 60], probs[:, :, :few + 60], "chr"), "+")
+    assert few_calls == [span for span in fixed if span[1] <= few]
 
 
 def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():

@@ -89,6 +89,7 @@ def test_default_config_is_valid_and_points_at_bundled_data():
     ({"data": "x"}, "'data' must be a mapping"),
     ({"annotate": {"gene_cost": "high"}}, "annotate.gene_cost must be a number, got 'high'"),
     ({"annotate": {"codon_weight": -1}}, "annotate.codon_weight must be >= 0, got -1"),
+    ({"annotate": {"start_weight": -2.5}}, "annotate.start_weight must be >= 0, got -2.5"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},
       "annotate": {"codon_weight": 5}}, "annotate.codon_weight applies to the prokaryote gene decoder only"),
 ])

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")
-PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight")  # the prokaryote decoder's user-facing knobs
+PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight", "start_weight")  # the prokaryote decoder's user-facing knobs
 
 
 def gene_decoder_options(organism: str, **options: float | None) -> dict[str, float]:
@@ -42,8 +42,9 @@ def gene_decoder_options(organism: str, **options: float | None) -> dict[str, fl
             raise ConfigError(f"{name} must be a number, got {value!r}")
         if organism != "prokaryote":
             raise ConfigError(f"{name} applies to the prokaryote gene decoder only")
-    if given.get("codon_weight", 0) < 0:
-        raise ConfigError(f"codon_weight must be >= 0, got {given['codon_weight']}")
+    for name in ("codon_weight", "start_weight"):
+        if given.get(name, 0) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {given[name]}")
     return given
 
 
