@@ -47,7 +47,8 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    more around a start, so the start sites carry most of the evidence about where a gene begins,
    and a less trained model gains most (validation stretch, three models of the default and the
    long recipes: exact-gene F1 0.753/0.611/0.776 -> 0.772/0.733/0.809; weight 60 chosen there
-   among 5-120, with 20-30 bases upstream and 3 or 6 downstream). It is learnt only when the
+   among 5-120, with 20-30 bases upstream and 3 or 6 downstream; five other models gained
+   0.018-0.110). It is learnt only when the
    previous pass called ``MIN_START_TRAINING_GENES`` genes or more.
 
 Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
@@ -130,6 +131,21 @@ def _start_table(start_codons: Mapping[str, float] | Sequence[str]) -> dict[str,
     return {codon.upper(): 0.0 for codon in start_codons}
 
 
+def orf_starts(words: np.ndarray, starts: Sequence[str], stops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every start codon of a strand (``words``: its 3-mer codes) and the end (after the stop codon) of the
+    ORF it opens, the first in-frame stop downstream; -1 without one."""
+    stop_at = np.flatnonzero(word_mask(words, stops, 3))
+    start_at = np.flatnonzero(word_mask(words, starts, 3))
+    orf_end = np.full(len(start_at), -1)
+    for frame in range(3):
+        frame_stops = stop_at[stop_at % 3 == frame]
+        in_frame = np.flatnonzero(start_at % 3 == frame)
+        which = np.searchsorted(frame_stops, start_at[in_frame])
+        ok = which < len(frame_stops)
+        orf_end[in_frame[ok]] = frame_stops[which[ok]] + 3
+    return start_at, orf_end
+
+
 def orf_candidates(
     codes: np.ndarray,
     log_odds_sums: np.ndarray,
@@ -153,60 +169,45 @@ def orf_candidates(
     ``end`` includes the stop codon. ``log_odds_sums`` is the (length + 1,) prefix sum of the coding log-odds.
     """
     words = word_codes(codes, 3)
-    stop_at = np.flatnonzero(word_mask(words, stops, 3))
     start_bonus = np.zeros(65, dtype=np.float64)
-    is_start = np.zeros(65, dtype=bool)
     for codon, bonus in starts.items():
         if len(codon) != 3:
             raise ValueError(f"{codon!r} is not a codon")
-        word = word_index(codon)
-        start_bonus[word], is_start[word] = bonus, True
-    start_at = np.flatnonzero(is_start[words])
-    motif_sums = prefix_sums(word_mask(word_codes(codes, 4), SHINE_DALGARNO, 4).astype(np.float64))
-    far, near = RBS_WINDOW
-
-    found = []
-    for frame in range(3):
-        frame_stops = stop_at[stop_at % 3 == frame]
-        frame_starts = start_at[start_at % 3 == frame]
-        which = np.searchsorted(frame_stops, frame_starts)  # first in-frame stop downstream of each start
-        ok = which < len(frame_stops)
-        begin, which = frame_starts[ok], which[ok]
-        end = frame_stops[which] + 3
-        long_enough = end - begin >= min_length
-        begin, end, which = begin[long_enough], end[long_enough], which[long_enough]
-        if len(begin) == 0:
-            continue
-        has_rbs = motif_sums[np.maximum(begin - near, 0)] > motif_sums[np.maximum(begin - far, 0)]
-        if start_scores is None:
-            start_score = start_bonus[words[begin]] + rbs_bonus * has_rbs
-        else:
-            start_score = start_scores[begin]
-        score = log_odds_sums[end] - log_odds_sums[begin] + start_score
-        # Walking upstream from the stop, a start is worth keeping only if it beats every start
-        # downstream of it (a longer gene must score higher to be preferred; a shorter one may be
-        # needed to fit beside a neighbour). Keep the best few of those per stop.
-        order = np.lexsort((-begin, which))
-        group, ranked = which[order], score[order]
-        running = pd.Series(ranked).groupby(group).cummax().to_numpy()
-        new_group = np.concatenate(([True], group[1:] != group[:-1]))
-        record = new_group | (ranked > np.concatenate(([-np.inf], running[:-1])))
-        kept = order[record]
-        best_first = kept[np.lexsort((-score[kept], which[kept]))]
-        rank = pd.Series(which[best_first]).groupby(which[best_first]).cumcount().to_numpy()
-        chosen = best_first[rank < STARTS_PER_STOP]
-        # The codon statistics weigh in on which genes to call, not on where they start: summed
-        # over a few codons of an extension they are noise beside the start-codon and RBS evidence.
-        # Every candidate of a stop gets the score of that stop's best start's span.
-        codons = 0.0
-        if frame_sums is not None:
-            top = best_first[rank == 0]  # one per stop, in the order of `which`
-            per_stop = frame_sums[end[top] - 3] - frame_sums[begin[top]]
-            codons = per_stop[np.searchsorted(which[top], which[chosen])]
-        found.append((begin[chosen], end[chosen], score[chosen] + codons))
-    if not found:
+        start_bonus[word_index(codon)] = bonus
+    begin, end = orf_starts(words, list(starts), stops)  # an ORF is named by its end: one per stop codon
+    long_enough = (end >= 0) & (end - begin >= min_length)
+    begin, end = begin[long_enough], end[long_enough]
+    if len(begin) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    begin, end, score = (np.concatenate(parts) for parts in zip(*found))
+    if start_scores is None:
+        motif_sums = prefix_sums(word_mask(word_codes(codes, 4), SHINE_DALGARNO, 4).astype(np.float64))
+        far, near = RBS_WINDOW
+        has_rbs = motif_sums[np.maximum(begin - near, 0)] > motif_sums[np.maximum(begin - far, 0)]
+        start_score = start_bonus[words[begin]] + rbs_bonus * has_rbs
+    else:
+        start_score = start_scores[begin]
+    score = log_odds_sums[end] - log_odds_sums[begin] + start_score
+    # Walking upstream from the stop, a start is worth keeping only if it beats every start
+    # downstream of it (a longer gene must score higher to be preferred; a shorter one may be
+    # needed to fit beside a neighbour). Keep the best few of those per stop.
+    order = np.lexsort((-begin, end))
+    group, ranked = end[order], score[order]
+    running = pd.Series(ranked).groupby(group).cummax().to_numpy()
+    new_group = np.concatenate(([True], group[1:] != group[:-1]))
+    record = new_group | (ranked > np.concatenate(([-np.inf], running[:-1])))
+    kept = order[record]
+    best_first = kept[np.lexsort((-score[kept], end[kept]))]
+    rank = pd.Series(end[best_first]).groupby(end[best_first]).cumcount().to_numpy()
+    chosen = best_first[rank < STARTS_PER_STOP]
+    # The codon statistics weigh in on which genes to call, not on where they start: summed
+    # over a few codons of an extension they are noise beside the start-codon and RBS evidence.
+    # Every candidate of a stop gets the score of that stop's best start's span.
+    codons = 0.0
+    if frame_sums is not None:
+        top = best_first[rank == 0]  # one per stop, in the order of `end`
+        per_stop = frame_sums[end[top] - 3] - frame_sums[begin[top]]
+        codons = per_stop[np.searchsorted(end[top], end[chosen])]
+    begin, end, score = begin[chosen], end[chosen], score[chosen] + codons
     keep = score > min_score
     return begin[keep], end[keep], score[keep]
 
@@ -240,21 +241,6 @@ def start_site_windows(codes: np.ndarray, at: np.ndarray) -> np.ndarray:
     return padded[at[:, None] + np.arange(upstream + downstream)[None, :]]
 
 
-def orf_starts(codes: np.ndarray, starts: Sequence[str], stops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Every start codon of a strand and the end (after the stop codon) of the ORF it opens; -1 without a stop."""
-    words = word_codes(codes, 3)
-    stop_at = np.flatnonzero(word_mask(words, stops, 3))
-    start_at = np.flatnonzero(word_mask(words, starts, 3))
-    orf_end = np.full(len(start_at), -1)
-    for frame in range(3):
-        frame_stops = stop_at[stop_at % 3 == frame]
-        in_frame = np.flatnonzero(start_at % 3 == frame)
-        which = np.searchsorted(frame_stops, start_at[in_frame])
-        ok = which < len(frame_stops)
-        orf_end[in_frame[ok]] = frame_stops[which[ok]] + 3
-    return start_at, orf_end
-
-
 def start_site_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
                         starts: Sequence[str], stops: Sequence[str], pseudocount: float = 1.0) -> np.ndarray:
     """(sum(START_SITE), 5) log-odds of each base at each position around the given genes' starts
@@ -265,7 +251,7 @@ def start_site_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.nd
     width = sum(START_SITE)
     chosen, other = np.zeros((width, 5)), np.zeros((width, 5))
     for codes, (begin, end) in zip(views, genes):
-        start_at, orf_end = orf_starts(codes, starts, stops)
+        start_at, orf_end = orf_starts(word_codes(codes, 3), starts, stops)
         alternative = np.isin(orf_end, end) & ~np.isin(start_at, begin)
         for counts, at in ((chosen, begin), (other, start_at[alternative])):
             windows = start_site_windows(codes, at)
