@@ -234,6 +234,17 @@ def hexamer_log_odds(hexamers: Sequence[np.ndarray], genes: Sequence[tuple[np.nd
     return np.append(np.log(coding / coding.sum()) - np.log(background / background.sum()), 0.0)
 
 
+def codon_frame_sums(words: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
+    """(length + 3,) sums along each frame of ``weight`` x the 6-mer log-odds starting at each base:
+    the in-frame score of codons begin, begin + 3, ..., e - 3 (6-mers ending by e) is
+    ``out[e - 3] - out[begin]``."""
+    values = weight * table[words]
+    out = np.zeros(len(words) + 3)
+    for frame in range(3):
+        out[frame + 3::3] = np.cumsum(values[frame::3])
+    return out
+
+
 def start_site_windows(codes: np.ndarray, at: np.ndarray) -> np.ndarray:
     """(len(at), sum(START_SITE)) base codes around each start position (4 beyond the sequence's ends)."""
     upstream, downstream = START_SITE
@@ -269,17 +280,6 @@ def start_site_scores(codes: np.ndarray, table: np.ndarray, starts: Sequence[str
     scores = np.zeros(len(codes))
     scores[start_at] = weight * table[np.arange(table.shape[0]), start_site_windows(codes, start_at)].sum(1)
     return scores
-
-
-def codon_frame_sums(words: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
-    """(length + 3,) sums along each frame of ``weight`` x the 6-mer log-odds starting at each base:
-    the in-frame score of codons begin, begin + 3, ..., e - 3 (6-mers ending by e) is
-    ``out[e - 3] - out[begin]``."""
-    values = weight * table[words]
-    out = np.zeros(len(words) + 3)
-    for frame in range(3):
-        out[frame + 3::3] = np.cumsum(values[frame::3])
-    return out
 
 
 def select_genes(
