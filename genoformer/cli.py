@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--gene-cost", type=float, default=None,
-                   help="prokaryotes: cost per called gene in summed coding log-odds (default 300; lower it "
-                        "when a less trained model misses genes)")
+                   help="prokaryotes: cost per called gene in summed coding log-odds (default 300, for models "
+                        "fine-tuned with the class-weighted loss; 400 suits cross-entropy ones; lower it when a "
+                        "less trained model misses genes)")
     p.add_argument("--codon-weight", type=float, default=None,
                    help="prokaryotes: weight of the codon statistics the decoder learns from its own first-pass "
                         "calls on this genome (default 10; 0 turns the second pass off)")
