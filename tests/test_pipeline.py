@@ -62,7 +62,6 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     assert "pretrain: up to date" in log and "finetune: up to date" in log and "annotate: running" in log
 
 
-
 def test_training_stages_are_reproducible_from_the_seed(tiny_config, tmp_path):
     """Same config, same weights, whatever the global random state was before (the seed is set
     before the models are built: their initial weights come from the global generator)."""
@@ -75,6 +74,7 @@ def test_training_stages_are_reproducible_from_the_seed(tiny_config, tmp_path):
         weights.append(load_file(tmp_path / run / "finetune" / "model" / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
 
 def test_default_config_is_valid_and_points_at_bundled_data():
     config = load_config(None)

@@ -48,8 +48,8 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    and a less trained model gains most (validation stretch, three models of the default and the
    long recipes: exact-gene F1 0.753/0.611/0.776 -> 0.772/0.733/0.809; weight 60 chosen there
    among 5-120, with 20-30 bases upstream and 3 or 6 downstream; five other models gained
-   0.018-0.110). It is learnt only when the
-   previous pass called ``MIN_START_TRAINING_GENES`` genes or more.
+   0.018-0.110). It is learnt only when the previous pass called ``MIN_START_TRAINING_GENES``
+   genes or more.
 
 Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
 strands) decodes in ~1 s of CPU time on one core.
@@ -374,17 +374,17 @@ def prokaryote_transcripts(
             genes.append((begin[keep], end[keep]))
         return genes
 
-    def called(genes):
-        return any(len(begin) for begin, _ in genes)
+    def n_called(genes):
+        return sum(len(begin) for begin, _ in genes)
 
     genes = decode()
     frame_sums = (None, None)
-    if codon_weight > 0 and called(genes):
+    if codon_weight > 0 and n_called(genes) > 0:
         hexamers = [word_codes(view, 6) for view in views]
         table = hexamer_log_odds(hexamers, genes)
         frame_sums = [codon_frame_sums(words, table, codon_weight) for words in hexamers]
         genes = decode(frame_sums)
-    if start_weight > 0 and sum(len(begin) for begin, _ in genes) >= MIN_START_TRAINING_GENES:
+    if start_weight > 0 and n_called(genes) >= MIN_START_TRAINING_GENES:
         table = start_site_log_odds(views, genes, list(starts), stop_codons)
         genes = decode(frame_sums, [start_site_scores(view, table, list(starts), start_weight) for view in views])
     transcripts = []
