@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,9 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {"accelerator": "auto", "devices": 1, "precision": "32", "gradient_clip_val": 1.0,
                 "log_every_n_steps": 10, "num_nodes": 1, "strategy": "auto"},
     "pretrain": {"enabled": True, "window_length": 4096, "batch_size": 8, "max_steps": 200, "lr": 1e-3,
-                 "warmup_steps": 50, "num_workers": 0},
+                 "warmup_steps": 50, "num_workers": 0, "max_minutes": None},
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
-                 "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None},
+                 "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None,
+                 "max_minutes": None},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
                  "gene_cost": None, "codon_weight": None, "start_weight": None},
 }
@@ -105,6 +107,10 @@ def load_config(path: str | Path | None) -> dict:
         data[key] = _resolve(data[key], base)
     for stage in ("finetune", "annotate"):
         config[stage]["model"] = _resolve(config[stage]["model"], base)
+    for stage in ("pretrain", "finetune"):
+        minutes = config[stage]["max_minutes"]
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
+            raise ConfigError(f"{path}: {stage}.max_minutes must be a number of minutes > 0 (or null), got {minutes!r}")
     from .decode import PROKARYOTE_OPTIONS, gene_decoder_options
 
     try:  # optional, so the defaults cannot type-check them; checked now, not after training
@@ -192,8 +198,10 @@ class Pipeline:
             max_eval_windows=None if classes_data else 64, num_workers=stage_cfg["num_workers"], seed=c["seed"],
         )
         checkpoints = folder / "checkpoints"
+        # A wall-time cap (a GPU slot, a queue's limit) stops training early; the model is still exported.
+        max_time = timedelta(minutes=stage_cfg["max_minutes"]) if stage_cfg["max_minutes"] else None
         trainer = pl.Trainer(
-            **c["trainer"], max_steps=stage_cfg["max_steps"], default_root_dir=folder,
+            **c["trainer"], max_steps=stage_cfg["max_steps"], max_time=max_time, default_root_dir=folder,
             logger=CSVLogger(folder, name="logs", version=0),
             callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, every_n_train_steps=steps_per_epoch)],
             plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
@@ -211,6 +219,9 @@ class Pipeline:
                           precision=precision).check()))
         last = checkpoints / "last.ckpt"
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        if trainer.global_step < stage_cfg["max_steps"]:  # stopped by max_minutes, before the planned validation
+            _log(f"stopped by max_minutes after {trainer.global_step} of {stage_cfg['max_steps']} steps")
+            trainer.validate(task, datamodule=datamodule, verbose=False)
         task.export(folder / "model")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         return {"outputs": [str((folder / "model").relative_to(self.out))], "metrics": metrics,

@@ -76,10 +76,37 @@ def test_training_stages_are_reproducible_from_the_seed(tiny_config, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
+def test_max_minutes_stops_training_and_still_validates_and_exports(tiny_config, tmp_path, capsys):
+    config = yaml.safe_load(tiny_config.read_text())
+    config["pretrain"]["enabled"] = False
+    config["finetune"].update(max_steps=100_000, max_minutes=0.001)  # 60 ms: stops after its first step
+    tiny_config.write_text(yaml.safe_dump(config))
+    run_pipeline(tiny_config, tmp_path / "run", stages=["finetune"])
+    record = json.loads((tmp_path / "run" / "finetune" / "stage.json").read_text())
+    assert 1 <= record["steps"] < 100_000
+    assert "val/loss" in record["metrics"] and "val/gene_sensitivity" in record["metrics"]
+    assert (tmp_path / "run" / "finetune" / "model" / "model.safetensors").is_file()
+    assert f"stopped by max_minutes after {record['steps']} of 100000 steps" in capsys.readouterr().err
+
+
 def test_default_config_is_valid_and_points_at_bundled_data():
     config = load_config(None)
     assert Path(config["data"]["fasta"][0]).is_file()
     assert Path(config["data"]["test_regions"]).is_file()
+
+
+@pytest.mark.parametrize("name", ["default", "ecoli_long", "ecoli_gpu", "model_organisms"])
+def test_every_shipped_pipeline_config_loads(name):
+    config = load_config(DEFAULT_CONFIG.parent / f"{name}.yaml")
+    assert all(Path(p).is_file() for p in config["data"]["fasta"] + (config["data"]["annotation"] or []))
+
+
+def test_shipped_lightning_cli_config_parses():
+    result = subprocess.run([sys.executable, "-m", "genoformer.cli", "fit", "--config",
+                             str(DEFAULT_CONFIG.parent / "pretrain_ecoli.yaml"), "--print_config"],
+                            capture_output=True, text=True, cwd=DEFAULT_CONFIG.parents[1])
+    assert result.returncode == 0, result.stderr
+    assert "genoformer.tasks.MaskedLMTask" in result.stdout
 
 
 @pytest.mark.parametrize("change, message", [
@@ -90,6 +117,8 @@ def test_default_config_is_valid_and_points_at_bundled_data():
     ({"annotate": {"gene_cost": "high"}}, "annotate.gene_cost must be a number, got 'high'"),
     ({"annotate": {"codon_weight": -1}}, "annotate.codon_weight must be >= 0, got -1"),
     ({"annotate": {"start_weight": -2.5}}, "annotate.start_weight must be >= 0, got -2.5"),
+    ({"finetune": {"max_minutes": 0}}, "finetune.max_minutes must be a number of minutes > 0 \\(or null\\), got 0"),
+    ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},
       "annotate": {"codon_weight": 5}}, "annotate.codon_weight applies to the prokaryote gene decoder only"),
 ])

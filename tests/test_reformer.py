@@ -186,6 +186,11 @@ def test_head_groups_follow_the_call_size():
     assert cfg.head_groups(1 << 16) == [slice(0, 2), slice(2, 4)]
     assert cfg.head_groups(1 << 22) == [slice(h, h + 1) for h in range(4)]  # long windows: a head at a time
     assert config(n_heads=4, head_group_size=2).head_groups(1 << 22) == [slice(0, 2), slice(2, 4)]
+    # A GPU takes few, large steps: a 32 x 8,192 training batch keeps all heads together.
+    assert cfg.head_groups(32 * 8192, "cuda") == [slice(0, 4)]
+    assert cfg.head_groups(32 * 8192) == [slice(h, h + 1) for h in range(4)]
+    assert (cfg.attention_rows("cpu"), cfg.attention_rows("cuda")) == (8192, 131072)
+    assert config(attention_chunk_tokens=64).attention_rows("cuda") == 64
 
 
 def test_memory_knobs_do_not_change_results():

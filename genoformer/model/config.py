@@ -16,9 +16,15 @@ ATTENTION_KINDS = ("lsh", "local", "full")
 # Largest bucket count one random rotation hashes into (64 projections, argmax over [xR; -xR]).
 # Larger counts (multi-megabase windows want ~2L/chunk buckets) are products of such factors.
 MAX_BUCKET_FACTOR = 128
-# Automatic head grouping: heads x positions attended together (a (heads, L, 64) float32 group
-# tensor is then at most 32 MiB; a training batch of 8 x 2048 keeps all 4 heads in one group).
-HEAD_GROUP_TOKENS = 1 << 17
+# Automatic memory knobs per device type: (attention rows per kernel step, heads x positions per
+# head group). On a CPU they keep the working set small (memory is what limits long windows there):
+# 8,192 rows are ~32 MiB of kernel temporaries (2,048 made training steps 25-28% slower, at 8 x 2,046
+# and at 65,536 tokens), and a (heads, L, 64) float32 group tensor is at most 32 MiB (a training batch
+# of 8 x 2048 keeps all 4 heads in one group). A GPU launches kernels per step and has memory to
+# spare, so it takes few, large steps: with 2,048 rows and 131,072-token groups a training step of
+# 32 x 8,190 tokens (d_model 256, 8 heads, depth 6) took ~45 s on an H200 (4,096 kernel steps per
+# LSH layer and pass), and 1.09 s with these values.
+AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17), "cuda": (1 << 17, 1 << 22)}
 
 
 @dataclass
@@ -59,11 +65,12 @@ class ReformerConfig:
 
     Memory (results do not depend on these, except attention-dropout masks)
         head_group_size: heads projected and attended together; ``None`` = chosen per call, as many
-            as keep heads x batch x length <= ``HEAD_GROUP_TOKENS`` (all heads for training-size
-            batches, one head at a time for long windows, where each head's full-length projections,
-            output and gradients are the largest temporaries).
+            as keep heads x batch x length within the device's budget (``AUTO_MEMORY_KNOBS``: all
+            heads for training-size batches, one head at a time for long windows on a CPU, where each
+            head's full-length projections, output and gradients are the largest temporaries).
         attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
-            attention kernel; bounds its working memory (about 4 KiB per row in float32).
+            attention kernel; bounds its working memory (about 4 KiB per row in float32). ``None`` =
+            the device's default (``AUTO_MEMORY_KNOBS``: 8,192 on a CPU, 131,072 on a GPU).
         ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
 
     Precision
@@ -95,7 +102,7 @@ class ReformerConfig:
     init_std: float = 0.02
     seed: int = 0
     head_group_size: int | None = None
-    attention_chunk_tokens: int = 2048
+    attention_chunk_tokens: int | None = None
     ff_chunk_size: int = 8192
     low_precision_streams: bool = True
 
@@ -114,13 +121,18 @@ class ReformerConfig:
         pattern = [self.attention] if isinstance(self.attention, str) else self.attention
         return tuple(pattern[i % len(pattern)] for i in range(self.depth))
 
-    def head_groups(self, tokens: int) -> list[slice]:
+    def head_groups(self, tokens: int, device_type: str = "cpu") -> list[slice]:
         """The head groups of a call over ``tokens`` (batch x padded length) positions, as head slices."""
         size = self.head_group_size
         if size is None:
+            budget = _auto_knobs(device_type)[1]
             size = max([g for g in range(1, self.n_heads + 1)
-                        if self.n_heads % g == 0 and g * tokens <= HEAD_GROUP_TOKENS], default=1)
+                        if self.n_heads % g == 0 and g * tokens <= budget], default=1)
         return [slice(h, h + size) for h in range(0, self.n_heads, size)]
+
+    def attention_rows(self, device_type: str = "cpu") -> int:
+        """Query rows per step of the chunked attention kernel on this device type."""
+        return self.attention_chunk_tokens or _auto_knobs(device_type)[0]
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -146,8 +158,8 @@ class ReformerConfig:
 
     # ------------------------------------------------------------------ validation
     _INT_FIELDS = ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes",
-                   "pad_token_id", "seed", "attention_chunk_tokens", "ff_chunk_size")
-    _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size")
+                   "pad_token_id", "seed", "ff_chunk_size")
+    _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size", "attention_chunk_tokens")
     _FLOAT_FIELDS = ("dropout", "attention_dropout", "rotary_base", "layer_norm_eps", "init_std")
     _BOOL_FIELDS = ("causal", "reversible", "tie_word_embeddings", "low_precision_streams")
 
@@ -180,10 +192,9 @@ class ReformerConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"model config {name!r} must be >= 1, got {getattr(self, name)}")
 
-        for name in ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes",
-                     "attention_chunk_tokens", "ff_chunk_size"):
+        for name in ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes", "ff_chunk_size"):
             positive(name)
-        for name in ("eval_n_hashes", "head_group_size"):
+        for name in ("eval_n_hashes", "head_group_size", "attention_chunk_tokens"):
             if getattr(self, name) is not None:
                 positive(name)
         if self.d_model % self.n_heads:
@@ -221,3 +232,7 @@ class ReformerConfig:
         if self.depth % len(pattern):
             raise ConfigError(f"model config 'attention' has {len(pattern)} entries, which does not divide "
                               f"depth={self.depth} (give one per layer or a repeating pattern)")
+
+
+def _auto_knobs(device_type: str) -> tuple[int, int]:
+    return AUTO_MEMORY_KNOBS.get(device_type, AUTO_MEMORY_KNOBS["cpu"])

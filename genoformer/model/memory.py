@@ -215,7 +215,7 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if config.head_group_size is None:  # probe with the head grouping the long call will use
         padded = -(-length // config.chunk_size) * config.chunk_size
-        heads = config.head_groups(batch_size * padded)[0]
+        heads = config.head_groups(batch_size * padded, device.type)[0]
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
         # A step's peak is the largest of several moments, each ``fixed + per_token * tokens``: in a

@@ -117,7 +117,8 @@ class ForwardContext:
     ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2),
     in the dtype the projections they rotate have (bf16 under bf16 autocast: the same values rotation
     would cast them to, at half the memory).
-    ``head_groups`` are the slices of heads attended together (see ``ReformerConfig.head_groups``).
+    ``head_groups`` are the slices of heads attended together and ``attention_rows`` the query rows per
+    attention kernel step, both for this call's size and device (see ``ReformerConfig``).
     """
 
     length: int
@@ -131,6 +132,7 @@ class ForwardContext:
     training: bool
     n_hashes: int
     head_groups: list[slice]
+    attention_rows: int
 
     @classmethod
     def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
@@ -148,7 +150,7 @@ class ForwardContext:
         cos, sin = (t.to(dtype) for t in rotary_tables(padded, config.head_dim, config.rotary_base, device))
         n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
         return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
-                   config.head_groups(batch * padded))
+                   config.head_groups(batch * padded, device.type), config.attention_rows(device.type))
 
     def site_seed(self, layer: int, site: int) -> int:
         return _mix(self.hash_seed if site == _SITE_HASH else self.seed, layer, site)
@@ -677,7 +679,7 @@ class LocalSelfAttention(_SelfAttention):
             self_penalty=False, scale=self.head_dim ** -0.5,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), heads.start),
-            rows_per_step=self.config.attention_chunk_tokens)
+            rows_per_step=ctx.attention_rows)
         return chunked_attention(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
 
 
@@ -784,7 +786,7 @@ class LSHSelfAttention(_SelfAttention):
             self_penalty=True, scale=1.0,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=_mix(ctx.site_seed(self.layer_index, _SITE_ATTENTION_PROBS), heads.start),
-            rows_per_step=self.config.attention_chunk_tokens, shared_keys=True)
+            rows_per_step=ctx.attention_rows, shared_keys=True)
         return chunked_attention(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)
 
 
