@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, InputFileError
@@ -25,6 +26,23 @@ def _device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _decode_stretch(genome, iv, probs, scheme, organism: str, options: dict, statistics=None):
+    """Features of one predicted stretch, in record coordinates. IDs are numbered per stretch, so a
+    stretch that is not its whole record names itself in them (``chr1:1001-5000.g3``): several
+    regions of one record must not share IDs."""
+    from .decode import decode_record
+
+    table = decode_record(genome.fetch(iv.name, iv.start, iv.end), probs, iv.name, scheme, organism=organism,
+                          statistics=statistics, **options)
+    table[["start", "end"]] += iv.start
+    if (iv.start, iv.end) != (0, genome.lengths[iv.name]):
+        prefix, label = f"{iv.name}.", f"{iv.name}:{iv.start + 1}-{iv.end}."
+        for column in ("id", "parent", "gene_id", "transcript_id"):
+            table[column] = [label + v[len(prefix):] if isinstance(v, str) and v.startswith(prefix) else v
+                             for v in table[column]]
+    return table
 
 
 def annotate_genome(
@@ -50,12 +68,14 @@ def annotate_genome(
     PREFIX.bed and one probability track per class and strand. ``gene_cost`` overrides the
     prokaryotic decoder's cost per gene (summed coding log-odds; lower it for a less confident
     model), ``codon_weight`` and ``start_weight`` the weights of its self-trained codon and
-    start-site statistics (0: off). Returns the written paths.
+    start-site statistics (0: off), which are learnt from all records (or regions) together: their
+    probabilities wait in a temporary folder (48 bytes a base) until every record is predicted.
+    Returns the written paths.
     """
     import numpy as np
     import pandas as pd
 
-    from .decode import decode_record, gene_decoder_options
+    from .decode import gene_decoder_options, learn_genome_statistics, self_trains
     from .export import open_track, write_bed, write_gff3
     from .genome import Genome, Interval, LabelScheme, make_annotation, read_bed_regions
     from .model.networks import ReformerTagger, load_network
@@ -103,7 +123,12 @@ def annotate_genome(
                 writers[key] = stack.enter_context(open_track(
                     paths[key], f"{out.name} {cls} ({sign})", sequence_lengths=lengths if bigwig else None,
                     description=f"genoformer P({cls}) on the {sign} strand"))
-        for iv in stretches:
+        # A prokaryote's decoder self-trains on the genes it calls: with several records (contigs,
+        # plasmids) it learns from all of them, so each record's probabilities wait on disk for that.
+        pooled = len(stretches) > 1 and self_trains(scheme, organism)
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genoformer-annotate-"))) if pooled else None
+        waiting = []
+        for i, iv in enumerate(stretches):
             if len(iv) < pretrained.tokenizer.k:
                 print(f"genoformer: {fasta}: record {iv.name!r} [{iv.start}, {iv.end}) is shorter than one "
                       f"{pretrained.tokenizer.k}-mer token; no predictions for it", file=sys.stderr)
@@ -111,10 +136,11 @@ def annotate_genome(
             probs = predict_record(network, genome, iv.name, pretrained.tokenizer, scheme.n_classes,
                                    window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
                                    both_strands=both_strands, device=dev, progress=update)
-            sequence = genome.fetch(iv.name, iv.start, iv.end)
-            table = decode_record(sequence, probs, iv.name, scheme, organism=organism, **decoder_options)
-            table[["start", "end"]] += iv.start
-            tables.append(table)
+            if pooled:
+                np.save(scratch / f"{i}.npy", probs)
+                waiting.append((iv, scratch / f"{i}.npy"))
+            else:
+                tables.append(_decode_stretch(genome, iv, probs, scheme, organism, decoder_options))
             for c, cls in enumerate(scheme.classes):
                 if cls not in tracked:
                     continue
@@ -127,6 +153,13 @@ def annotate_genome(
                         track = full
                     writers[f"{cls}.{strand}"].add(iv.name, track)
         close()
+        if waiting:
+            def records():
+                return ((genome.fetch(iv.name, iv.start, iv.end), np.load(path, mmap_mode="r")) for iv, path in waiting)
+
+            statistics = learn_genome_statistics(records, scheme, organism, **decoder_options)
+            tables += [_decode_stretch(genome, iv, np.load(path), scheme, organism, decoder_options, statistics)
+                       for iv, path in waiting]
         predictions = pd.concat(tables, ignore_index=True) if tables else make_annotation(
             {"seqid": [], "type": [], "start": [], "end": []})
         write_gff3(predictions, paths["gff3"], lengths)

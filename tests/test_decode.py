@@ -9,7 +9,8 @@ import pytest
 
 from genoformer.decode import call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record
 from genoformer.decode.prokaryote import (
-    MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, select_genes, start_site_log_odds,
+    MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
+    start_site_log_odds,
 )
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError
@@ -250,13 +251,11 @@ def test_start_site_log_odds_count_chosen_starts_against_the_other_starts_of_the
     assert table[upstream - 1, A] == pytest.approx(log(1 / 5) - log(2 / 6))
 
 
-def test_self_trained_start_sites_move_starts_the_model_placed_late():
-    """A genome whose genes start at GTG, 20 codons before an in-frame ATG. Where the model's coding
-    probability rises only at the ATG, the fixed prior (ATG over GTG) starts the gene there; the start
-    sites learnt from the other genes move it back to the GTG."""
+def late_start_genome(n_genes: int = 50, late=(3, 11, 19, 27, 35, 43)):
+    """A genome whose genes start at GTG, 20 codons before an in-frame ATG, each after a 120-base spacer
+    with no start codon, and probabilities where the model is unsure of the first 20 codons of the
+    ``late`` genes. Returns (sequence, probs, gene spans)."""
     rng = np.random.default_rng(21)
-    n_genes, late = 50, {3, 11, 19, 27, 35, 43}
-    assert n_genes >= MIN_START_TRAINING_GENES
     usage = ["GCT", "GAA", "CTG", "AAA", "GGC", "ACC", "CGT", "ATC", "CAG", "TCC"]  # no start or stop codon
     parts, spans, at = [], [], 0
     for _ in range(n_genes):
@@ -273,7 +272,16 @@ def test_self_trained_start_sites_move_starts_the_model_placed_late():
     for i in late:
         begin = spans[i][0]
         probs[0, :, begin:begin + 60] = 0.55 / 5
-        probs[0, CDS, begin:begin + 60] = 0.45  # the model is unsure of the gene's first 20 codons
+        probs[0, CDS, begin:begin + 60] = 0.45
+    return seq, probs, spans
+
+
+def test_self_trained_start_sites_move_starts_the_model_placed_late():
+    """Where the model's coding probability rises only at the ATG, the fixed prior (ATG over GTG)
+    starts the gene there; the start sites learnt from the other genes move it back to the GTG."""
+    late = {3, 11, 19, 27, 35, 43}
+    seq, probs, spans = late_start_genome(50, late)
+    assert len(spans) >= MIN_START_TRAINING_GENES
     fixed = cds_rows(call_genes_prokaryote(seq, probs, "chr", start_weight=0.0), "+")
     assert fixed == sorted((b + 60, e) if i in late else (b, e) for i, (b, e) in enumerate(spans))
     learnt = cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")
@@ -282,6 +290,31 @@ def test_self_trained_start_sites_move_starts_the_model_placed_late():
     few = spans[MIN_START_TRAINING_GENES - 2][1]
     few_calls = cds_rows(call_genes_prokaryote(seq[:few + 60], probs[:, :, :few + 60], "chr"), "+")
     assert few_calls == [span for span in fixed if span[1] <= few]
+
+
+def test_statistics_pooled_over_contigs_learn_what_no_contig_can():
+    """The same genome cut into five contigs of ten genes, each too few to learn start sites from:
+    decoded one by one they keep the fixed prior's late starts; with statistics pooled over all
+    contigs (as a draft assembly is annotated) every start is right."""
+    late = {3, 11, 19, 27, 35, 43}
+    seq, probs, spans = late_start_genome(50, late)
+    contigs = [(spans[i][0] - 120, spans[i + 9][1]) for i in range(0, 50, 10)]
+    assert 10 < MIN_START_TRAINING_GENES
+
+    def calls(statistics=None):
+        found = []
+        for a, b in contigs:
+            table = call_genes_prokaryote(seq[a:b], probs[:, :, a:b], "contig", statistics=statistics)
+            found += [(s + a, e + a) for s, e in cds_rows(table, "+")]
+        return found
+
+    assert calls() == [(b + 60, e) if i in late else (b, e) for i, (b, e) in enumerate(spans)]
+    pooled = learn_gene_statistics(lambda: ((seq[a:b], probs[:, :, a:b]) for a, b in contigs))
+    assert pooled.codon_table is not None and pooled.start_table is not None
+    assert calls(pooled) == spans
+    # Pooled over one record, the statistics are the ones that record learns alone.
+    alone = learn_gene_statistics(lambda: [(seq, probs)])
+    assert call_genes_prokaryote(seq, probs, "chr", statistics=alone).equals(call_genes_prokaryote(seq, probs, "chr"))
 
 
 def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():

@@ -151,6 +151,50 @@ def test_tagging_fits_exports_and_annotates(ecoli_slice, tmp_path):
     assert track[1].iloc[0] == 0 and track[2].iloc[-1] == SLICE
 
 
+def test_annotating_regions_pools_statistics_and_keeps_ids_unique(ecoli_slice, tmp_path, monkeypatch):
+    """Two regions of one record, with a stand-in model whose probabilities are the reference labels:
+    the decoder learns from both regions together (their probabilities wait in a temporary folder,
+    removed afterwards), and each region's genes get IDs of their own."""
+    import tempfile
+
+    import numpy as np
+
+    import genoformer.decode
+    import genoformer.predict
+    from genoformer.commands import annotate_genome
+    from genoformer.genome import Interval, LabelScheme, label_track, read_annotation
+
+    fasta, gff = ecoli_slice
+    reference, scheme = read_annotation(gff), LabelScheme.gene_structure()
+
+    def reference_probs(network, genome, name, tokenizer, n_classes, *, start, end, **_):
+        labels = label_track(reference, name, start, end, scheme)  # (2, length)
+        probs = np.full((2, n_classes, end - start), 0.02, dtype=np.float32)
+        np.put_along_axis(probs, labels[:, None, :].astype(np.int64), 0.9, axis=1)
+        return probs
+
+    monkeypatch.setattr(genoformer.predict, "predict_record", reference_probs)
+    learnt_from = []
+    learn = genoformer.decode.learn_genome_statistics
+
+    def spy(records, *args, **kwargs):
+        learnt_from.append([len(sequence) for sequence, _ in records()])
+        return learn(records, *args, **kwargs)
+
+    monkeypatch.setattr(genoformer.decode, "learn_genome_statistics", spy)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    model = TaggingTask(**TINY).export(tmp_path / "tagger")
+    regions = [Interval("NC_000913.3", 0, 30_000), Interval("NC_000913.3", 30_000, 60_000)]
+    paths = annotate_genome(model, fasta, tmp_path / "pred" / "two", regions=regions, window_length=512)
+    calls = read_annotation(paths["gff3"])
+    genes = calls[calls["type"] == "gene"]
+    assert len(genes) > 40 and genes["id"].is_unique and calls["id"].dropna().is_unique
+    assert set(genes["id"].str.rsplit(".", n=1).str[0]) == {"NC_000913.3:1-30000", "NC_000913.3:30001-60000"}
+    assert learnt_from == [[30_000, 30_000]]
+    assert not list((tmp_path / "scratch").iterdir())
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     missing = tmp_path / "nope.fa"
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(tmp_path),

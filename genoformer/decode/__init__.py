@@ -11,21 +11,24 @@ both in forward-strand coordinates, classes as the model's ``LabelScheme``.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from genoformer.decode.eukaryote import call_genes_eukaryote, eukaryote_transcripts
-from genoformer.decode.prokaryote import call_genes_prokaryote, check_inputs, prokaryote_transcripts
+from genoformer.decode.prokaryote import (
+    GeneStatistics, call_genes_prokaryote, check_inputs, learn_gene_statistics, prokaryote_transcripts,
+)
 from genoformer.decode.segments import (
     STRANDS, StrandSums, Transcript, call_segments, segment_table, transcript_table,
 )
 from genoformer.errors import ConfigError
 
 __all__ = [
-    "decode_record", "gene_decoder_options", "call_genes_prokaryote", "call_genes_eukaryote", "call_segments",
+    "decode_record", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote", "call_genes_eukaryote",
+    "call_segments",
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")
@@ -68,6 +71,21 @@ def _ncrna_transcripts(probs: np.ndarray, index: int, min_length: int, window: i
     return transcripts
 
 
+def self_trains(scheme: Any, organism: str) -> bool:
+    """Whether the decoder learns statistics from the genes it calls (prokaryote gene structures)."""
+    return scheme.kind == "gene_structure" and organism == "prokaryote"
+
+
+def learn_genome_statistics(records: Callable[[], Iterable[tuple[str, np.ndarray]]], scheme: Any,
+                            organism: str = "prokaryote", **options) -> GeneStatistics | None:
+    """The gene decoder's self-trained statistics pooled over all of a genome's records (``records()``
+    yields (sequence, probs) pairs and is called once per training pass), for :func:`decode_record`'s
+    ``statistics``; ``None`` where the decoder learns none (see :func:`self_trains`)."""
+    if not self_trains(scheme, organism):
+        return None
+    return learn_gene_statistics(records, classes=tuple(scheme.classes), **options)
+
+
 def decode_record(
     sequence: str,
     probs: np.ndarray,
@@ -79,6 +97,7 @@ def decode_record(
     window: int = 1,
     stranded: bool = True,
     ncrna_min_length: int = 40,
+    statistics: GeneStatistics | None = None,
     **options,
 ) -> pd.DataFrame:
     """Features of one record decoded from its (2, n_classes, length) probabilities.
@@ -89,7 +108,8 @@ def decode_record(
     ``ncrna_min_length`` and ``window``. For ``kind == "regions"`` each strand row is segmented
     (``min_length``: one minimum or class name -> minimum; ``window``: smoothing); with
     ``stranded=False`` (labels from unstranded features, identical on both rows) the two rows are
-    averaged and segments get strand ".".
+    averaged and segments get strand ".". ``statistics`` (:func:`learn_genome_statistics`) replaces the
+    prokaryote decoder's statistics learnt from this record alone.
     """
     probs = check_inputs(sequence, probs)
     classes = tuple(scheme.classes)
@@ -98,8 +118,10 @@ def decode_record(
     if scheme.kind == "gene_structure":
         if organism not in ORGANISMS:
             raise ConfigError(f"organism must be one of {ORGANISMS}, got {organism!r}")
-        decode = prokaryote_transcripts if organism == "prokaryote" else eukaryote_transcripts
-        transcripts = decode(sequence, probs, classes=classes, **options)
+        if organism == "prokaryote":
+            transcripts = prokaryote_transcripts(sequence, probs, classes=classes, statistics=statistics, **options)
+        else:
+            transcripts = eukaryote_transcripts(sequence, probs, classes=classes, **options)
         if "ncRNA" in classes:
             transcripts += _ncrna_transcripts(probs, classes.index("ncRNA"), ncrna_min_length, window)
         return transcript_table(seqid, transcripts, StrandSums(probs, classes))

@@ -59,7 +59,8 @@ eukaryotic calls, so exporters and the evaluator treat both alike.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -212,24 +213,34 @@ def orf_candidates(
     return begin[keep], end[keep], score[keep]
 
 
+def hexamer_counts(words: np.ndarray, begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coding, background) counts of the 4**6 + 1 6-mer codes of one strand (``words``, read 5' -> 3'):
+    in frame inside the genes ``begin``..``end``, and everywhere."""
+    background = np.bincount(words, minlength=4**6 + 1).astype(np.float64)
+    coding = np.zeros(4**6 + 1)
+    if len(begin):
+        # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
+        n_words = (end - begin - 3) // 3
+        first = np.repeat(begin, n_words)
+        step = np.arange(n_words.sum()) - np.repeat(np.cumsum(n_words) - n_words, n_words)
+        coding += np.bincount(words[first + 3 * step], minlength=4**6 + 1)
+    return coding, background
+
+
 def hexamer_log_odds(hexamers: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
                      pseudocount: float = 1.0) -> np.ndarray:
     """Log-odds of each 6-mer (4**6 + 1 codes; the last, any word with N, is 0) read in frame inside
     the given genes against all 6-mers of both strands: this genome's codon-pair usage.
 
     ``hexamers`` are the strands' 6-mer codes (:func:`word_codes`, read 5' -> 3'), ``genes`` the
-    (begin, end) arrays called on each.
+    (begin, end) arrays called on each (any number of strands: of one record or of a whole genome).
     """
-    coding = np.zeros(4**6 + 1)
-    background = np.zeros(4**6 + 1)
-    for words, (begin, end) in zip(hexamers, genes):
-        background += np.bincount(words, minlength=4**6 + 1)
-        if len(begin):
-            # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
-            n_words = (end - begin - 3) // 3
-            first = np.repeat(begin, n_words)
-            step = np.arange(n_words.sum()) - np.repeat(np.cumsum(n_words) - n_words, n_words)
-            coding += np.bincount(words[first + 3 * step], minlength=4**6 + 1)
+    coding, background = (sum(parts) for parts in zip(*(hexamer_counts(words, b, e)
+                                                         for words, (b, e) in zip(hexamers, genes))))
+    return _hexamer_table(coding, background, pseudocount)
+
+
+def _hexamer_table(coding: np.ndarray, background: np.ndarray, pseudocount: float = 1.0) -> np.ndarray:
     coding, background = coding[:-1] + pseudocount, background[:-1] + pseudocount
     return np.append(np.log(coding / coding.sum()) - np.log(background / background.sum()), 0.0)
 
@@ -252,25 +263,38 @@ def start_site_windows(codes: np.ndarray, at: np.ndarray) -> np.ndarray:
     return padded[at[:, None] + np.arange(upstream + downstream)[None, :]]
 
 
+def start_site_counts(codes: np.ndarray, begin: np.ndarray, end: np.ndarray, starts: Sequence[str],
+                      stops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen, other): (sum(START_SITE), 5) base counts at each position around the starts of the genes
+    ``begin``..``end`` of one strand (``codes``, read 5' -> 3') and around the other start codons of their ORFs."""
+    width = sum(START_SITE)
+    chosen, other = np.zeros((width, 5)), np.zeros((width, 5))
+    start_at, orf_end = orf_starts(word_codes(codes, 3), starts, stops)
+    alternative = np.isin(orf_end, end) & ~np.isin(start_at, begin)
+    for counts, at in ((chosen, begin), (other, start_at[alternative])):
+        windows = start_site_windows(codes, at)
+        for position in range(width):
+            counts[position] += np.bincount(windows[:, position], minlength=5)
+    return chosen, other
+
+
 def start_site_log_odds(views: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
                         starts: Sequence[str], stops: Sequence[str], pseudocount: float = 1.0) -> np.ndarray:
     """(sum(START_SITE), 5) log-odds of each base at each position around the given genes' starts
     against around the other start codons of the same ORFs (column 4, non-ACGT, is 0).
 
-    ``views`` are the strands' base codes read 5' -> 3', ``genes`` the (begin, end) arrays called on each.
+    ``views`` are the strands' base codes read 5' -> 3', ``genes`` the (begin, end) arrays called on
+    each (any number of strands).
     """
-    width = sum(START_SITE)
-    chosen, other = np.zeros((width, 5)), np.zeros((width, 5))
-    for codes, (begin, end) in zip(views, genes):
-        start_at, orf_end = orf_starts(word_codes(codes, 3), starts, stops)
-        alternative = np.isin(orf_end, end) & ~np.isin(start_at, begin)
-        for counts, at in ((chosen, begin), (other, start_at[alternative])):
-            windows = start_site_windows(codes, at)
-            for position in range(width):
-                counts[position] += np.bincount(windows[:, position], minlength=5)
+    chosen, other = (sum(parts) for parts in zip(*(start_site_counts(codes, b, e, starts, stops)
+                                                   for codes, (b, e) in zip(views, genes))))
+    return _start_site_table(chosen, other, pseudocount)
+
+
+def _start_site_table(chosen: np.ndarray, other: np.ndarray, pseudocount: float = 1.0) -> np.ndarray:
     chosen, other = chosen[:, :4] + pseudocount, other[:, :4] + pseudocount
     log_odds = np.log(chosen / chosen.sum(1, keepdims=True)) - np.log(other / other.sum(1, keepdims=True))
-    return np.concatenate([log_odds, np.zeros((width, 1))], axis=1)
+    return np.concatenate([log_odds, np.zeros((len(log_odds), 1))], axis=1)
 
 
 def start_site_scores(codes: np.ndarray, table: np.ndarray, starts: Sequence[str], weight: float) -> np.ndarray:
@@ -333,64 +357,128 @@ def select_genes(
     return np.sort(order[chosen])
 
 
+@dataclass(frozen=True)
+class GeneStatistics:
+    """Self-trained statistics (sections 5 and 6): the in-frame 6-mer log-odds (:func:`hexamer_log_odds`)
+    and the start-site log-odds (:func:`start_site_log_odds`); ``None`` where that pass is off or had
+    too few genes to learn from. Learnt from one record, or pooled over every record of a genome
+    (:func:`learn_gene_statistics`), as Prodigal trains on the whole genome: a draft assembly's
+    contigs are each too short to learn from."""
+
+    codon_table: np.ndarray | None = None
+    start_table: np.ndarray | None = None
+
+
+class _Strands:
+    """One sequence's two strands as the decoder reads them, 5' -> 3': base codes, the prefix sums of
+    the coding log-odds, and (on first use) 6-mer codes."""
+
+    def __init__(self, sequence: str, probs: np.ndarray, classes: Sequence[str] | None):
+        probs = check_inputs(sequence, probs)
+        classes = resolve_classes(probs, classes)
+        if "CDS" not in classes:
+            raise ValueError(f"no CDS class among {classes}")
+        cds = classes.index("CDS")
+        codes = encode_bases(sequence)
+        self.length = len(sequence)
+        self.views, self.sums = [], []
+        for row in range(2):
+            strand_codes, strand_probs = strand_view(codes, probs, row)
+            p = np.clip(strand_probs[cds].astype(np.float64), EPS, 1.0 - EPS)
+            self.views.append(strand_codes)
+            self.sums.append(prefix_sums(np.log(p) - np.log1p(-p)))
+        self._hexamers: list[np.ndarray] | None = None
+
+    @property
+    def hexamers(self) -> list[np.ndarray]:
+        if self._hexamers is None:
+            self._hexamers = [word_codes(view, 6) for view in self.views]
+        return self._hexamers
+
+
+@dataclass(frozen=True)
+class _Decoder:
+    """The decoder's settings (see :func:`call_genes_prokaryote`) and one decoding pass."""
+
+    starts: dict[str, float]
+    stops: tuple[str, ...]
+    min_cds_length: int
+    max_overlap: int
+    gene_cost: float
+    rbs_bonus: float
+    codon_weight: float
+    start_weight: float
+
+    @classmethod
+    def build(cls, *, min_cds_length=90, start_codons=START_CODONS, stop_codons=STOP_CODONS, max_overlap=60,
+              gene_cost=300.0, rbs_bonus=100.0, codon_weight=CODON_WEIGHT, start_weight=START_WEIGHT) -> "_Decoder":
+        return cls(_start_table(start_codons), tuple(stop_codons), min_cds_length,
+                   max(0, min(max_overlap, min_cds_length - 1)), gene_cost, rbs_bonus, codon_weight, start_weight)
+
+    def genes(self, strands: _Strands, codon_table: np.ndarray | None = None,
+              start_table: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(begin, end) of the genes called on each strand, in strand coordinates."""
+        genes = []
+        for row in range(2):
+            frame_sums = None if codon_table is None else codon_frame_sums(
+                strands.hexamers[row], codon_table, self.codon_weight)
+            start_scores = None if start_table is None else start_site_scores(
+                strands.views[row], start_table, list(self.starts), self.start_weight)
+            begin, end, score = orf_candidates(strands.views[row], strands.sums[row], self.starts, self.stops,
+                                               self.min_cds_length, self.gene_cost, self.rbs_bonus, frame_sums,
+                                               start_scores)
+            keep = select_genes(begin, end, score - self.gene_cost, strands.sums[row], self.max_overlap)
+            genes.append((begin[keep], end[keep]))
+        return genes
+
+    def learn(self, records: Callable[[], Iterable[_Strands]]) -> GeneStatistics:
+        """Self-train on every record ``records()`` yields (called once per pass: it may reread them)."""
+        codon_table = start_table = None
+        if self.codon_weight > 0:  # pass 1's genes -> codon statistics
+            coding, background, n_genes = np.zeros(4**6 + 1), np.zeros(4**6 + 1), 0
+            for strands in records():
+                for words, (begin, end) in zip(strands.hexamers, self.genes(strands)):
+                    c, b = hexamer_counts(words, begin, end)
+                    coding, background, n_genes = coding + c, background + b, n_genes + len(begin)
+            codon_table = _hexamer_table(coding, background) if n_genes > 0 else None
+        if self.start_weight > 0:  # pass 2's genes (pass 1's without codon statistics) -> start sites
+            width = sum(START_SITE)
+            chosen, other, n_genes = np.zeros((width, 5)), np.zeros((width, 5)), 0
+            for strands in records():
+                for codes, (begin, end) in zip(strands.views, self.genes(strands, codon_table)):
+                    c, o = start_site_counts(codes, begin, end, list(self.starts), self.stops)
+                    chosen, other, n_genes = chosen + c, other + o, n_genes + len(begin)
+            start_table = _start_site_table(chosen, other) if n_genes >= MIN_START_TRAINING_GENES else None
+        return GeneStatistics(codon_table, start_table)
+
+
+def learn_gene_statistics(records: Callable[[], Iterable[tuple[str, np.ndarray]]], *,
+                          classes: Sequence[str] | None = None, **options) -> GeneStatistics:
+    """Codon and start-site statistics pooled over every (sequence, probs) record ``records()`` yields;
+    ``options`` as :func:`call_genes_prokaryote`'s. ``records`` is called once per training pass, so the
+    records can be reread from disk rather than held together in memory."""
+    decoder = _Decoder.build(**options)
+    return decoder.learn(lambda: (_Strands(sequence, probs, classes) for sequence, probs in records()))
+
+
 def prokaryote_transcripts(
     sequence: str,
     probs: np.ndarray,
     *,
     classes: Sequence[str] | None = None,
-    min_cds_length: int = 90,
-    start_codons: Mapping[str, float] | Sequence[str] = START_CODONS,
-    stop_codons: Sequence[str] = STOP_CODONS,
-    max_overlap: int = 60,
-    gene_cost: float = 300.0,
-    rbs_bonus: float = 100.0,
-    codon_weight: float = CODON_WEIGHT,
-    start_weight: float = START_WEIGHT,
+    statistics: GeneStatistics | None = None,
+    **options,
 ) -> list[Transcript]:
     """The genes of :func:`call_genes_prokaryote` (same options) as transcripts, forward-strand coordinates."""
-    probs = check_inputs(sequence, probs)
-    classes = resolve_classes(probs, classes)
-    if "CDS" not in classes:
-        raise ValueError(f"no CDS class among {classes}")
-    cds = classes.index("CDS")
-    starts = _start_table(start_codons)
-    max_overlap = max(0, min(max_overlap, min_cds_length - 1))
-    codes = encode_bases(sequence)
-    n = len(sequence)
-
-    views, sums = [], []
-    for row in range(2):
-        strand_codes, strand_probs = strand_view(codes, probs, row)
-        p = np.clip(strand_probs[cds].astype(np.float64), EPS, 1.0 - EPS)
-        views.append(strand_codes)
-        sums.append(prefix_sums(np.log(p) - np.log1p(-p)))
-
-    def decode(frame_sums=(None, None), start_scores=(None, None)):
-        genes = []
-        for row in range(2):
-            begin, end, score = orf_candidates(views[row], sums[row], starts, stop_codons, min_cds_length,
-                                               gene_cost, rbs_bonus, frame_sums[row], start_scores[row])
-            keep = select_genes(begin, end, score - gene_cost, sums[row], max_overlap)
-            genes.append((begin[keep], end[keep]))
-        return genes
-
-    def n_called(genes):
-        return sum(len(begin) for begin, _ in genes)
-
-    genes = decode()
-    frame_sums = (None, None)
-    if codon_weight > 0 and n_called(genes) > 0:
-        hexamers = [word_codes(view, 6) for view in views]
-        table = hexamer_log_odds(hexamers, genes)
-        frame_sums = [codon_frame_sums(words, table, codon_weight) for words in hexamers]
-        genes = decode(frame_sums)
-    if start_weight > 0 and n_called(genes) >= MIN_START_TRAINING_GENES:
-        table = start_site_log_odds(views, genes, list(starts), stop_codons)
-        genes = decode(frame_sums, [start_site_scores(view, table, list(starts), start_weight) for view in views])
+    decoder = _Decoder.build(**options)
+    strands = _Strands(sequence, probs, classes)
+    if statistics is None:
+        statistics = decoder.learn(lambda: [strands])
+    genes = decoder.genes(strands, statistics.codon_table, statistics.start_table)
     transcripts = []
     for row, strand in enumerate(("+", "-")):
         for b, e in zip(*(part.tolist() for part in genes[row])):
-            span = (b, e) if row == 0 else (n - e, n - b)
+            span = (b, e) if row == 0 else (strands.length - e, strands.length - b)
             transcripts.append(Transcript(strand=strand, cds=[span]))
     return transcripts
 
@@ -409,6 +497,7 @@ def call_genes_prokaryote(
     rbs_bonus: float = 100.0,
     codon_weight: float = CODON_WEIGHT,
     start_weight: float = START_WEIGHT,
+    statistics: GeneStatistics | None = None,
 ) -> pd.DataFrame:
     """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
 
@@ -421,12 +510,14 @@ def call_genes_prokaryote(
     log-odds (:func:`hexamer_log_odds`), which, times the weight, score every candidate of the second.
     ``start_weight`` > 0 decodes once more with start sites scored by statistics learnt from the
     previous pass's starts (:func:`start_site_log_odds`) instead of ``start_codons``' bonuses and
-    ``rbs_bonus``; ``start_codons`` still says which codons may start a gene.
+    ``rbs_bonus``; ``start_codons`` still says which codons may start a gene. Given ``statistics``
+    (:func:`learn_gene_statistics` over a whole genome), those passes' tables are not learnt from this
+    sequence alone: one pass decodes with them.
     """
     transcripts = prokaryote_transcripts(
-        sequence, probs, classes=classes, min_cds_length=min_cds_length, start_codons=start_codons,
-        stop_codons=stop_codons, max_overlap=max_overlap, gene_cost=gene_cost, rbs_bonus=rbs_bonus,
-        codon_weight=codon_weight, start_weight=start_weight,
+        sequence, probs, classes=classes, statistics=statistics, min_cds_length=min_cds_length,
+        start_codons=start_codons, stop_codons=stop_codons, max_overlap=max_overlap, gene_cost=gene_cost,
+        rbs_bonus=rbs_bonus, codon_weight=codon_weight, start_weight=start_weight,
     )
     probs = np.asarray(probs)
     return transcript_table(seqid, transcripts, StrandSums(probs, resolve_classes(probs, classes)))
