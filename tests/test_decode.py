@@ -317,6 +317,38 @@ def test_statistics_pooled_over_contigs_learn_what_no_contig_can():
     assert call_genes_prokaryote(seq, probs, "chr", statistics=alone).equals(call_genes_prokaryote(seq, probs, "chr"))
 
 
+def test_genes_running_off_a_contigs_ends_are_called_partial():
+    """A contig that begins inside a + gene (its start codon cut off) and ends inside a − gene (its start
+    cut off too, at the contig's right end), and a contig lying wholly inside a gene: the cut genes
+    are called up to the contig's ends, flagged as Prodigal flags them, with CDS phase 0."""
+    rng = np.random.default_rng(5)
+    cut_plus = codons(rng, 120) + "TAA"                    # no start codon: it lies before the contig
+    whole = "ATG" + codons(rng, 100) + "TGA"
+    cut_minus = revcomp("ATG" + codons(rng, 90) + "TAG")[:-60]  # the − gene's start side runs off the right end
+    gap = "".join(rng.choice(list("AC"), 200))             # no stop codon of either strand's frames
+    seq = "C" + cut_plus + gap + whole + gap + cut_minus
+    spans = {"+": [(1, 1 + len(cut_plus)), (len(seq) - len(cut_minus) - 200 - len(whole), len(seq) - len(cut_minus) - 200)],
+             "-": [(len(seq) - len(cut_minus), len(seq))]}
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    for b, e in spans["+"]:
+        paint(labels, 0, CDS, b, e)
+    paint(labels, 1, CDS, *spans["-"][0])
+    table = call_genes_prokaryote(seq, sharp(labels, rng), "contig")
+    check_hierarchy(table)
+    assert cds_rows(table, "+") == spans["+"] and cds_rows(table, "-") == spans["-"]
+    genes = table[table["type"] == "gene"].sort_values("start")
+    assert [a.get("partial") for a in genes["attributes"]] == ["10", None, "01"]
+    cds = table[table["type"] == "CDS"].sort_values("start")
+    assert [a.get("partial") for a in cds["attributes"]] == ["10", None, "01"] and (cds["phase"] == 0).all()
+    # Inside one gene, both ends run off.
+    inside = "C" + codons(rng, 200)
+    labels = np.full((2, len(inside)), 0, dtype=np.int64)
+    paint(labels, 0, CDS, 1, len(inside))
+    table = call_genes_prokaryote(inside, sharp(labels, rng), "contig")
+    assert cds_rows(table) == [(1, len(inside))]
+    assert table.loc[table["type"] == "gene", "attributes"].iloc[0] == {"partial": "11"}
+
+
 def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():
     rng = np.random.default_rng(4)
     # A + gene and a - gene sharing 9 bases: the + gene's last three codons (ending in its stop)

@@ -175,6 +175,8 @@ class Transcript:
     ``kind`` is the transcript's SO type (mRNA, ncRNA). ``cds`` are the coding pieces,
     ``five_prime_utr`` / ``three_prime_utr`` the untranslated ones, ``exons`` the non-coding
     exons of a transcript without CDS. ``introns`` are scored for the gene's mean probability.
+    ``partial`` is "" for a whole gene, else Prodigal's flag: two digits for the sequence's left and
+    right edge, 1 where the gene runs off it ("10": no start or stop codon on the left).
     """
 
     strand: str
@@ -183,6 +185,7 @@ class Transcript:
     five_prime_utr: list[tuple[int, int]] = field(default_factory=list)
     three_prime_utr: list[tuple[int, int]] = field(default_factory=list)
     exons: list[tuple[int, int]] = field(default_factory=list)
+    partial: str = ""
 
     def pieces(self) -> list[tuple[str, int, int]]:
         """(class name, start, end) of every exonic piece, by position."""
@@ -240,11 +243,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return make_annotation({column: [row[column] for row in rows] for column in COLUMNS})
 
 
-def _row(seqid, kind, start, end, score, strand, *, phase=None, id=None, parent=None, gene_id=None, transcript_id=None):
+def _row(seqid, kind, start, end, score, strand, *, phase=None, id=None, parent=None, gene_id=None, transcript_id=None,
+         attributes=None):
     return {
         "seqid": seqid, "source": SOURCE, "type": kind, "start": int(start), "end": int(end),
         "score": round(float(score), 4), "strand": strand, "phase": phase, "id": id, "parent": parent,
-        "gene_id": gene_id, "transcript_id": transcript_id, "name": None, "attributes": {},
+        "gene_id": gene_id, "transcript_id": transcript_id, "name": None, "attributes": dict(attributes or {}),
     }
 
 
@@ -278,9 +282,10 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
         introns = sum(sums.total(strand, "intron", a[1], b[0]) for a, b in zip(exons, exons[1:]))
         span = (transcript.start, transcript.end)
         gene_score = (exonic + introns) / (span[1] - span[0])
-        rows.append(_row(seqid, "gene", *span, gene_score, strand, id=gene_id, gene_id=gene_id))
+        flag = {"partial": transcript.partial} if transcript.partial else {}
+        rows.append(_row(seqid, "gene", *span, gene_score, strand, id=gene_id, gene_id=gene_id, attributes=flag))
         rows.append(_row(seqid, transcript.kind, *span, gene_score, strand, id=transcript_id, parent=gene_id,
-                         gene_id=gene_id, transcript_id=transcript_id))
+                         gene_id=gene_id, transcript_id=transcript_id, attributes=flag))
         # Children are numbered 5' -> 3' along the transcript.
         along = (lambda items: items) if strand == "+" else (lambda items: items[::-1])
         children: list[dict] = []
@@ -299,7 +304,7 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
             for k, ((s, e), phase) in enumerate(along(numbered), start=1):
                 children.append(_row(seqid, kind, s, e, sums.mean(strand, kind, s, e), strand, phase=phase,
                                      id=f"{transcript_id}.{suffix}{k}", parent=transcript_id, gene_id=gene_id,
-                                     transcript_id=transcript_id))
+                                     transcript_id=transcript_id, attributes=flag if kind == "CDS" else None))
         rank = {"exon": 0, "five_prime_UTR": 1, "CDS": 2, "three_prime_UTR": 3}
         rows.extend(sorted(children, key=lambda row: (row["start"], rank[row["type"]])))
     return _frame(rows)
