@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--gene-cost", type=float, default=None,
-                   help="prokaryotes: cost per called gene in summed coding log-odds (default 300, for models "
-                        "fine-tuned with the class-weighted loss; 400 suits cross-entropy ones; lower it when a "
+                   help="prokaryotes: cost per called gene in summed coding log-odds (default: the model's, "
+                        "from its fine-tuning loss: 400 for cross-entropy, 300 for class-weighted; lower it when a "
                         "less trained model misses genes)")
     p.add_argument("--codon-weight", type=float, default=None,
                    help="prokaryotes: weight of the codon statistics the decoder learns from its own first-pass "

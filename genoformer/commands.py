@@ -86,7 +86,7 @@ def annotate_genome(
         raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
-    decoder_options = gene_decoder_options(organism, gene_cost=gene_cost, codon_weight=codon_weight,
+    decoder_options = gene_decoder_options(organism, pretrained.head.get("loss"), gene_cost=gene_cost, codon_weight=codon_weight,
                                            start_weight=start_weight)
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k

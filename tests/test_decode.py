@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genoformer.decode import call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record
+from genoformer.decode import (
+    call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record, gene_decoder_options,
+)
 from genoformer.decode.prokaryote import (
     MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
     start_site_log_odds,
@@ -315,6 +317,13 @@ def test_statistics_pooled_over_contigs_learn_what_no_contig_can():
     # Pooled over one record, the statistics are the ones that record learns alone.
     alone = learn_gene_statistics(lambda: [(seq, probs)])
     assert call_genes_prokaryote(seq, probs, "chr", statistics=alone).equals(call_genes_prokaryote(seq, probs, "chr"))
+
+
+def test_gene_cost_defaults_to_the_models_loss():
+    assert gene_decoder_options("prokaryote", "ce") == {"gene_cost": 400.0}
+    assert gene_decoder_options("prokaryote", "weighted") == {} and gene_decoder_options("prokaryote") == {}
+    assert gene_decoder_options("prokaryote", "ce", gene_cost=250.0) == {"gene_cost": 250.0}
+    assert gene_decoder_options("eukaryote", "ce") == {}
 
 
 def test_genes_running_off_a_contigs_ends_are_called_partial():

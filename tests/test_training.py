@@ -195,6 +195,12 @@ def test_annotating_regions_pools_statistics_and_keeps_ids_unique(ecoli_slice, t
     assert not list((tmp_path / "scratch").iterdir())
 
 
+def test_exported_tagger_records_its_loss_for_the_decoder(tmp_path):
+    task = TaggingTask(**TINY, loss="ce")
+    _, pretrained = load_network(task.export(tmp_path / "tagger"))
+    assert pretrained.head["loss"] == "ce" and task.decoder_options == {"gene_cost": 400.0}
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     missing = tmp_path / "nope.fa"
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(tmp_path),

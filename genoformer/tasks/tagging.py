@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.windows import IGNORE_LABEL
-from ..decode import decode_record
+from ..decode import decode_record, gene_decoder_options
 from ..evaluate import evaluate
 from ..genome import LabelScheme
 from ..model.networks import ReformerTagger
@@ -55,7 +55,7 @@ class TaggingTask(ReformerTask):
         warmup_steps: int = 100,
         seed: int = 0,
     ):
-        self.organism = organism
+        self.organism, self.loss_kind = organism, loss
         self.scheme = (LabelScheme.gene_structure() if classes == "gene_structure"
                        else LabelScheme.from_names([classes] if isinstance(classes, str) else classes))
         super().__init__(
@@ -73,9 +73,16 @@ class TaggingTask(ReformerTask):
         self.stitchers: dict[tuple[int, str, int], ProbabilityStitcher] = {}
 
     def build_network(self) -> ReformerTagger:
-        settings = {"classes": list(self.scheme.classes), "scheme": self.scheme.to_dict(), "organism": self.organism}
+        # The loss travels with the model: the gene decoder's default cost depends on it.
+        settings = {"classes": list(self.scheme.classes), "scheme": self.scheme.to_dict(), "organism": self.organism,
+                    "loss": self.loss_kind}
         return ReformerTagger(self.config, self.scheme.n_classes, k=self.tokenizer.k, stride=self.tokenizer.stride,
                               head_settings=settings)
+
+    @property
+    def decoder_options(self) -> dict:
+        """The gene decoder's options for this model, as ``genoformer annotate`` uses them by default."""
+        return gene_decoder_options(self.organism, self.loss_kind) if self.scheme.kind == "gene_structure" else {}
 
     @property
     def window_length(self) -> int:
@@ -169,7 +176,8 @@ class TaggingTask(ReformerTask):
         for (source, name, start), stitcher in self.stitchers.items():
             probs = stitcher.result()
             sequence = datamodule.genomes[source].fetch(name, start, start + probs.shape[-1])
-            table = decode_record(sequence, probs, name, self.scheme, organism=self.hparams.organism)
+            table = decode_record(sequence, probs, name, self.scheme, organism=self.hparams.organism,
+                                  **self.decoder_options)
             table[["start", "end"]] += start
             predictions.append((source, table))
         out: dict[str, float] = {}
