@@ -161,7 +161,10 @@ def _with_edge_orfs(words: np.ndarray, begin: np.ndarray, end: np.ndarray, start
     frame's first stop (or, with none, the frame's last whole codon) also gets an ORF from the frame's
     first whole codon when that codon is not a start (else the ORF is complete and already listed)."""
     n = len(words)
-    last_codon_end = lambda at: at + 3 * ((n - at) // 3)  # noqa: E731
+
+    def last_codon_end(at):  # end of the last whole codon of the frame that ``at`` begins
+        return at + 3 * ((n - at) // 3)
+
     end = np.where(end >= 0, end, last_codon_end(begin))
     stop_at = np.flatnonzero(word_mask(words, stops, 3))
     start_word = word_mask(words[:3], starts, 3)
