@@ -115,7 +115,8 @@ def main() -> None:
         if "failed" in row:
             print(f"| {args.batch} x {row['length']:,} | {row['failed']} | | |")
         else:
-            print(f"| {args.batch} x {row['length']:,} | {row['seconds']:.2f} | {row['tokens_per_s']:,.0f} | {row['peak_gib']:.1f} |")
+            print(f"| {args.batch} x {row['length']:,} | {row['seconds']:.2f} | {row['tokens_per_s']:,.0f} "
+                  f"| {row['peak_gib']:.1f} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -86,8 +86,8 @@ def annotate_genome(
         raise InputFileError(model, f"is a {pretrained.task!r} model; annotate needs a tagging model")
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
-    decoder_options = gene_decoder_options(organism, pretrained.head.get("loss"), gene_cost=gene_cost, codon_weight=codon_weight,
-                                           start_weight=start_weight)
+    decoder_options = gene_decoder_options(organism, pretrained.head.get("loss"), gene_cost=gene_cost,
+                                           codon_weight=codon_weight, start_weight=start_weight)
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):
@@ -126,7 +126,9 @@ def annotate_genome(
         # A prokaryote's decoder self-trains on the genes it calls: with several records (contigs,
         # plasmids) it learns from all of them, so each record's probabilities wait on disk for that.
         pooled = len(stretches) > 1 and self_trains(scheme, organism)
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genoformer-annotate-"))) if pooled else None
+        scratch = None
+        if pooled:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genoformer-annotate-")))
         waiting = []
         for i, iv in enumerate(stretches):
             if len(iv) < pretrained.tokenizer.k:

@@ -336,7 +336,8 @@ def test_genes_running_off_a_contigs_ends_are_called_partial():
     cut_minus = revcomp("ATG" + codons(rng, 90) + "TAG")[:-60]  # the − gene's start side runs off the right end
     gap = "".join(rng.choice(list("AC"), 200))             # no stop codon of either strand's frames
     seq = "C" + cut_plus + gap + whole + gap + cut_minus
-    spans = {"+": [(1, 1 + len(cut_plus)), (len(seq) - len(cut_minus) - 200 - len(whole), len(seq) - len(cut_minus) - 200)],
+    whole_end = len(seq) - len(cut_minus) - 200
+    spans = {"+": [(1, 1 + len(cut_plus)), (whole_end - len(whole), whole_end)],
              "-": [(len(seq) - len(cut_minus), len(seq))]}
     labels = np.zeros((2, len(seq)), dtype=np.int64)
     for b, e in spans["+"]:

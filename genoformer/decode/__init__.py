@@ -27,8 +27,8 @@ from genoformer.decode.segments import (
 from genoformer.errors import ConfigError
 
 __all__ = [
-    "decode_record", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote", "call_genes_eukaryote",
-    "call_segments",
+    "decode_record", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote",
+    "call_genes_eukaryote", "call_segments",
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")

@@ -201,7 +201,8 @@ def orf_candidates(
     ORFs running off either end of the sequence are candidates too (see :func:`_with_edge_orfs`); one
     with no start codon gets no start score.
 
-    ``end`` includes the stop codon. ``log_odds_sums`` is the (length + 1,) prefix sum of the coding log-odds.
+    ``end`` includes the stop codon (an ORF running off the 3' end has none). ``log_odds_sums`` is the
+    (length + 1,) prefix sum of the coding log-odds.
     """
     words = word_codes(codes, 3)
     start_bonus = np.zeros(65, dtype=np.float64)
@@ -519,7 +520,8 @@ def prokaryote_transcripts(
         words = word_codes(strands.views[row], 3)
         # Genes running off the sequence's ends lack a start or a stop codon. As Prodigal's "partial"
         # flag: left and right edge of the sequence (forward strand), 1 where the gene runs off it.
-        open_5, open_3 = ~word_mask(words[begin], list(decoder.starts), 3), ~word_mask(words[end - 3], decoder.stops, 3)
+        open_5 = ~word_mask(words[begin], list(decoder.starts), 3)
+        open_3 = ~word_mask(words[end - 3], decoder.stops, 3)
         left, right = (open_5, open_3) if row == 0 else (open_3, open_5)
         for b, e, lo, hi in zip(begin.tolist(), end.tolist(), left.tolist(), right.tolist()):
             span = (b, e) if row == 0 else (strands.length - e, strands.length - b)
