@@ -22,7 +22,7 @@ EXAMPLES = {
     "evaluate": "genoformer evaluate --reference ref.gff3 --prediction pred.gff3 --regions held_out.bed --json metrics.json",
     "export": "genoformer export --checkpoint runs/pretrain/last.ckpt --out models/pretrained",
     "plan": "genoformer plan --config pipelines/pretrain_ecoli.yaml --length 1048576",
-    "pipeline": "genoformer pipeline --config pipelines/ecoli.yaml --out runs/ecoli",
+    "pipeline": "genoformer pipeline --config pipelines/default.yaml --out runs/ecoli",
 }
 
 
@@ -121,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="pipeline YAML (default: pipelines/default.yaml, the bundled E. coli run)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     p.add_argument("--stages", nargs="*", default=None, help="run only these stages")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key (dotted, value as YAML), e.g. --set finetune.max_minutes=4; repeatable")
     return parser
 
 

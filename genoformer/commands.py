@@ -238,6 +238,6 @@ def plan(args: argparse.Namespace) -> int:
 def pipeline(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    report = run_pipeline(args.config, args.out, stages=args.stages)
+    report = run_pipeline(args.config, args.out, stages=args.stages, overrides=args.overrides)
     print(report)
     return 0

@@ -83,8 +83,27 @@ def _same_kind(default: Any, value: Any) -> bool:
     return True
 
 
-def load_config(path: str | Path | None) -> dict:
-    """Read a pipeline YAML (as data, never code), check every key and type, fill defaults."""
+def _override(given: dict, item: str) -> None:
+    """Set one dotted ``KEY=VALUE`` (the value read as YAML) in the mapping read from the file."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. finetune.max_steps=200")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+    *sections, name = key.strip().split(".")
+    node = given
+    for depth, section in enumerate(sections):
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(sections[:depth + 1])!r} is not a section")
+    node[name] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> dict:
+    """Read a pipeline YAML (as data, never code), apply ``overrides`` (``KEY=VALUE``, dotted keys),
+    check every key and type, fill defaults."""
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise InputFileError(path, "pipeline config not found")
@@ -94,7 +113,9 @@ def load_config(path: str | Path | None) -> dict:
         raise InputFileError(path, f"not valid YAML ({exc})") from None
     if not isinstance(given, dict):
         raise InputFileError(path, "a pipeline config must be a mapping of sections")
-    config = _merge(DEFAULTS, given, "", str(path))
+    for item in overrides or []:
+        _override(given, item)
+    config = _merge(DEFAULTS, given, "", f"{path} with --set {' '.join(overrides)}" if overrides else str(path))
     base = path.parent if path != DEFAULT_CONFIG else PACKAGE_ROOT
     data = config["data"]
     if not data["fasta"]:
@@ -289,9 +310,9 @@ class Pipeline:
 
 
 def run_pipeline(config_path: str | Path | None = None, out: str | Path | None = None,
-                 stages: list[str] | None = None) -> Path:
-    """Run (or resume) the pipeline; returns the report's path."""
-    config = load_config(config_path)
+                 stages: list[str] | None = None, overrides: list[str] | None = None) -> Path:
+    """Run (or resume) the pipeline; returns the report's path. ``overrides``: see :func:`load_config`."""
+    config = load_config(config_path, overrides)
     out = Path(out) if out else Path("runs") / config["name"]
     unknown = set(stages or []) - set(STAGES)
     if unknown:

@@ -89,6 +89,30 @@ def test_max_minutes_stops_training_and_still_validates_and_exports(tiny_config,
     assert f"stopped by max_minutes after {record['steps']} of 100000 steps" in capsys.readouterr().err
 
 
+def test_set_overrides_config_keys_with_yaml_values():
+    config = load_config(None, ["finetune.max_steps=200", "annotate.gene_cost=350.5", "model.attention=[lsh, local]",
+                                "pretrain.max_minutes=null", "seed=3"])
+    assert config["finetune"]["max_steps"] == 200 and config["annotate"]["gene_cost"] == 350.5
+    assert config["model"]["attention"] == ["lsh", "local"] and config["seed"] == 3
+    assert config["pretrain"]["max_minutes"] is None and config["finetune"]["lr"] == load_config(None)["finetune"]["lr"]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("finetune.max_stesp=3", "with --set finetune.max_stesp=3: unknown key 'finetune.max_stesp'"),
+    ("finetune.max_steps=many", "'finetune.max_steps' must be int, got 'many'"),
+    ("max_steps", "--set 'max_steps': expected KEY=VALUE"),
+    ("data.fasta.x=1", "--set 'data.fasta.x=1': 'data.fasta' is not a section"),
+    ("seed=[1", "--set 'seed=\\[1': the value is not valid YAML"),
+])
+def test_set_errors_name_the_override(tmp_path, item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [item])
+    result = subprocess.run([sys.executable, "-m", "genoformer.cli", "pipeline", "--set", item,
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_default_config_is_valid_and_points_at_bundled_data():
     config = load_config(None)
     assert Path(config["data"]["fasta"][0]).is_file()
