@@ -34,14 +34,11 @@ def _decode_stretch(genome, iv, probs, scheme, organism: str, options: dict, sta
     regions of one record must not share IDs."""
     from .decode import decode_record
 
+    whole = (iv.start, iv.end) == (0, genome.lengths[iv.name])
     table = decode_record(genome.fetch(iv.name, iv.start, iv.end), probs, iv.name, scheme, organism=organism,
-                          statistics=statistics, **options)
+                          statistics=statistics, id_prefix=None if whole else f"{iv.name}:{iv.start + 1}-{iv.end}",
+                          **options)
     table[["start", "end"]] += iv.start
-    if (iv.start, iv.end) != (0, genome.lengths[iv.name]):
-        prefix, label = f"{iv.name}.", f"{iv.name}:{iv.start + 1}-{iv.end}."
-        for column in ("id", "parent", "gene_id", "transcript_id"):
-            table[column] = [label + v[len(prefix):] if isinstance(v, str) and v.startswith(prefix) else v
-                             for v in table[column]]
     return table
 
 

@@ -107,6 +107,7 @@ def decode_record(
     stranded: bool = True,
     ncrna_min_length: int = 40,
     statistics: GeneStatistics | None = None,
+    id_prefix: str | None = None,
     **options,
 ) -> pd.DataFrame:
     """Features of one record decoded from its (2, n_classes, length) probabilities.
@@ -118,7 +119,8 @@ def decode_record(
     (``min_length``: one minimum or class name -> minimum; ``window``: smoothing); with
     ``stranded=False`` (labels from unstranded features, identical on both rows) the two rows are
     averaged and segments get strand ".". ``statistics`` (:func:`learn_genome_statistics`) replaces the
-    prokaryote decoder's statistics learnt from this record alone.
+    prokaryote decoder's statistics learnt from this record alone. Feature IDs begin with ``id_prefix``
+    (default ``seqid``): give each stretch of a record its own when decoding several.
     """
     probs = check_inputs(sequence, probs)
     classes = tuple(scheme.classes)
@@ -133,7 +135,7 @@ def decode_record(
             transcripts = eukaryote_transcripts(sequence, probs, classes=classes, **options)
         if "ncRNA" in classes:
             transcripts += _ncrna_transcripts(probs, classes.index("ncRNA"), ncrna_min_length, window)
-        return transcript_table(seqid, transcripts, StrandSums(probs, classes))
+        return transcript_table(seqid, transcripts, StrandSums(probs, classes), id_prefix)
     if scheme.kind == "regions":
         minimums = _class_minimums(min_length, classes)
         if not stranded:
@@ -145,5 +147,5 @@ def decode_record(
                 for row, strand in enumerate(STRANDS)
                 for c, s, e, p in call_segments(probs[row], minimums, window)
             ]
-        return segment_table(seqid, found)
+        return segment_table(seqid, found, id_prefix)
     raise ConfigError(f"unknown label scheme kind {scheme.kind!r} (expected 'gene_structure' or 'regions')")

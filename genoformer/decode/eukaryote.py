@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.prokaryote import EPS, STOP_CODONS, check_inputs, resolve_classes, strand_view
+from genoformer.decode.prokaryote import STOP_CODONS, check_inputs, resolve_classes, strand_view
 from genoformer.decode.segments import (
     StrandSums, Transcript, encode_bases, prefix_sums, transcript_table, word_codes, word_mask,
 )
@@ -58,6 +58,7 @@ _N_STATES = 10
 _DONOR, _ACCEPTOR, _START, _STOP = range(4)
 _A, _C, _G, _T = range(4)
 NEG = float("-inf")
+EPS = 1e-6  # floor for the logs of probabilities
 
 
 def _events(codes, p_cds, p_intron, *, starts, stops, donors, acceptors, prune):

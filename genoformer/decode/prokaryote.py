@@ -110,7 +110,6 @@ STARTS_PER_STOP = 8
 # 100-400 steps): either-strand MCC +0.007 to +0.031 for eight, unchanged for one, at 0.2 against 1e-6;
 # floors up to 0.03 changed nothing, 0.1 / 0.15 / 0.25 gained less; 20 kb contigs +0.013 to +0.026.
 PROBABILITY_FLOOR = 0.2
-EPS = 1e-6  # numerical floor for logs of probabilities (the eukaryote decoder's)
 
 
 def resolve_classes(probs: np.ndarray, classes: Sequence[str] | None) -> tuple[str, ...]:

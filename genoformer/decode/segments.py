@@ -264,8 +264,10 @@ def cds_phases(cds: Sequence[tuple[int, int]], strand: str) -> list[int]:
     return phases
 
 
-def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: StrandSums) -> pd.DataFrame:
-    """gene -> transcript -> exon / CDS / UTR rows, one gene per transcript, genes numbered by position.
+def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: StrandSums,
+                     id_prefix: str | None = None) -> pd.DataFrame:
+    """gene -> transcript -> exon / CDS / UTR rows, one gene per transcript, genes numbered by position
+    (IDs ``{id_prefix}.g{n}``; the prefix defaults to ``seqid``).
 
     Scores are mean probabilities of the called class: per piece its own class, per exon the
     pieces it merges, per gene and transcript every base of the span (introns as "intron").
@@ -274,7 +276,7 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
     ordered = sorted(transcripts, key=lambda t: (t.start, t.end, t.strand))
     for number, transcript in enumerate(ordered, start=1):
         strand = transcript.strand
-        gene_id = f"{seqid}.g{number}"
+        gene_id = f"{id_prefix or seqid}.g{number}"
         transcript_id = f"{gene_id}.t1"
         pieces = transcript.pieces()
         exonic = sum(sums.total(strand, name, s, e) for name, s, e in pieces)
@@ -310,10 +312,12 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
     return _frame(rows)
 
 
-def segment_table(seqid: str, segments: Iterable[tuple[str, str, int, int, float]]) -> pd.DataFrame:
-    """One row per ``(type, strand, start, end, score)`` segment, sorted by position, ids ``{seqid}.r{n}``."""
+def segment_table(seqid: str, segments: Iterable[tuple[str, str, int, int, float]],
+                  id_prefix: str | None = None) -> pd.DataFrame:
+    """One row per ``(type, strand, start, end, score)`` segment, sorted by position, ids ``{id_prefix}.r{n}``
+    (the prefix defaults to ``seqid``)."""
     ordered = sorted(segments, key=lambda seg: (seg[2], seg[3], seg[1], seg[0]))
     return _frame([
-        _row(seqid, kind, s, e, score, strand, id=f"{seqid}.r{n}")
+        _row(seqid, kind, s, e, score, strand, id=f"{id_prefix or seqid}.r{n}")
         for n, (kind, strand, s, e, score) in enumerate(ordered, start=1)
     ])
