@@ -10,6 +10,7 @@ import pytest
 from genoformer.decode import (
     call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record, gene_decoder_options,
 )
+from genoformer.decode import prokaryote
 from genoformer.decode.prokaryote import (
     MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
     start_site_log_odds,
@@ -229,6 +230,33 @@ def test_self_trained_codon_statistics_rescue_a_gene_the_model_is_unsure_of():
     assert weak not in without and set(without) == set(spans) - {weak}
     with_codons = cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")
     assert set(with_codons) == set(spans)
+
+
+def test_a_gene_the_model_paints_on_the_wrong_strand_is_called_on_its_orfs_strand(monkeypatch):
+    # Trained taggers know where coding is better than on which strand (real case: E. coli yidX/ppiC).
+    rng = np.random.default_rng(14)
+    genes = ["ATG" + codons(rng, n) + "TAA" for n in (300, 250, 400, 320)]
+    parts, spans, at = [], [], 0
+    for gene in genes:
+        parts += [random_dna(rng, 300), gene]
+        spans.append((at + 300, at + 300 + len(gene)))
+        at += 300 + len(gene)
+    seq = "".join(parts) + random_dna(rng, 300)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    for span in spans:
+        paint(labels, 0, CDS, *span)
+    probs = sharp(labels, rng)
+    confused = spans[2]
+    probs[:, :, confused[0]:confused[1]] = 0.2 / 5
+    probs[1, CDS, confused[0]:confused[1]] = 0.8  # coding, says the model, but on the - strand
+    probs[0, :, confused[0]:confused[1]] = 0.65 / 5
+    probs[0, CDS, confused[0]:confused[1]] = 0.35
+    monkeypatch.setattr(prokaryote, "STRAND_SHARE", 0.0)
+    assert set(cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")) == set(spans) - {confused}
+    monkeypatch.undo()
+    # Shared evidence lets the + ORF carry the gene. (A 312 bp antisense ORF inside it, painted 0.8,
+    # is called either way: the strands are scheduled independently.)
+    assert set(cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")) == set(spans)
 
 
 def test_start_site_log_odds_count_chosen_starts_against_the_other_starts_of_their_orfs():
@@ -614,9 +642,16 @@ def test_decoders_handle_a_megabase():
     probs = probabilities(labels, rng, noise=0.3)
     # Random DNA rarely holds the painted structures; this is about running through, not accuracy
     # (without a gene cost: this landscape is far less confident than a trained tagger's).
+    painted = labels[0] > 0
     for decode, options in ((call_genes_prokaryote, {"gene_cost": 0.0}), (call_genes_eukaryote, {})):
         table = decode(seq, probs, "chr", **options)
-        assert table["end"].max() <= length and table["strand"].eq("+").mean() > 0.9
+        cds = table[table["type"] == "CDS"]
+        assert table["end"].max() <= length
+        # Calls follow the paint; the prokaryote decoder shares coding evidence between strands and
+        # random DNA gives its ORFs no strand to prefer, so only the eukaryote's must be on +.
+        inside = sum(painted[start:end].sum() for start, end in zip(cds["start"], cds["end"]))
+        assert inside > 0.9 * (cds["end"] - cds["start"]).sum()
+    assert table["strand"].eq("+").mean() > 0.9
 
 
 # --------------------------------------------------------------------------- real data
