@@ -76,6 +76,26 @@ def test_training_stages_are_reproducible_from_the_seed(tiny_config, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
+def test_a_changed_training_stage_does_not_resume_from_the_old_configs_checkpoint(tiny_config, tmp_path, capsys):
+    """A stage rerun under a new config trains afresh: the previous config's last.ckpt would carry over its
+    steps, schedule and time used (seen on a GPU: max_steps 200 -> 350 resumed at step 200)."""
+    from safetensors.torch import load_file
+
+    config = yaml.safe_load(tiny_config.read_text())
+    config["pretrain"]["enabled"] = False
+    tiny_config.write_text(yaml.safe_dump(config))
+    run_pipeline(tiny_config, tmp_path / "rerun", stages=["finetune"])
+    assert (tmp_path / "rerun" / "finetune" / "checkpoints" / "last.ckpt").is_file()
+    config["finetune"]["max_steps"] = 4
+    tiny_config.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    run_pipeline(tiny_config, tmp_path / "rerun", stages=["finetune"])
+    assert "holds another config's checkpoints; training afresh" in capsys.readouterr().err
+    run_pipeline(tiny_config, tmp_path / "fresh", stages=["finetune"])
+    rerun, fresh = (load_file(tmp_path / run / "finetune" / "model" / "model.safetensors") for run in ("rerun", "fresh"))
+    assert all(torch.equal(rerun[name], fresh[name]) for name in fresh)
+
+
 def test_max_minutes_stops_training_and_still_validates_and_exports(tiny_config, tmp_path, capsys):
     config = yaml.safe_load(tiny_config.read_text())
     config["pretrain"]["enabled"] = False

@@ -189,7 +189,7 @@ def test_head_groups_follow_the_call_size():
     # A GPU takes few, large steps: a 32 x 8,192 training batch keeps all heads together.
     assert cfg.head_groups(32 * 8192, "cuda") == [slice(0, 4)]
     assert cfg.head_groups(32 * 8192) == [slice(h, h + 1) for h in range(4)]
-    assert (cfg.attention_rows("cpu"), cfg.attention_rows("cuda")) == (8192, 131072)
+    assert (cfg.attention_rows("cpu"), cfg.attention_rows("cuda")) == (8192, 1 << 20)
     assert config(attention_chunk_tokens=64).attention_rows("cuda") == 64
 
 

@@ -23,8 +23,10 @@ MAX_BUCKET_FACTOR = 128
 # of 8 x 2048 keeps all 4 heads in one group). A GPU launches kernels per step and has memory to
 # spare, so it takes few, large steps: with 2,048 rows and 131,072-token groups a training step of
 # 32 x 8,190 tokens (d_model 256, 8 heads, depth 6) took ~45 s on an H200 (4,096 kernel steps per
-# LSH layer and pass), and 1.09 s with these values.
-AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17), "cuda": (1 << 17, 1 << 22)}
+# LSH layer and pass); with 4M-token groups, 1.09 / 0.96 / 0.95 s at 131,072 / 1M / 2M rows (peak
+# 3.9 / 7.5 / 11.8 GiB). 2M rows made a 1 Mb single-window step no faster (3.83 s against 3.72 s at
+# 131,072) at twice the memory (19.1 GiB against 9.5), so 1M.
+AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17), "cuda": (1 << 20, 1 << 22)}
 
 
 @dataclass
@@ -70,7 +72,7 @@ class ReformerConfig:
             head's full-length projections, output and gradients are the largest temporaries).
         attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
             attention kernel; bounds its working memory (about 4 KiB per row in float32). ``None`` =
-            the device's default (``AUTO_MEMORY_KNOBS``: 8,192 on a CPU, 131,072 on a GPU).
+            the device's default (``AUTO_MEMORY_KNOBS``: 8,192 on a CPU, 1,048,576 on a GPU).
         ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
 
     Precision
