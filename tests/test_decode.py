@@ -254,9 +254,10 @@ def test_a_gene_the_model_paints_on_the_wrong_strand_is_called_on_its_orfs_stran
     monkeypatch.setattr(prokaryote, "STRAND_SHARE", 0.0)
     assert set(cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")) == set(spans) - {confused}
     monkeypatch.undo()
-    # Shared evidence lets the + ORF carry the gene. (A 312 bp antisense ORF inside it, painted 0.8,
-    # is called either way: the strands are scheduled independently.)
-    assert set(cds_rows(call_genes_prokaryote(seq, probs, "chr"), "+")) == set(spans)
+    # Shared evidence lets the + ORF carry the gene, and scheduling both strands together drops the
+    # 312 bp antisense ORF inside it that the model painted 0.8.
+    table = call_genes_prokaryote(seq, probs, "chr")
+    assert set(cds_rows(table, "+")) == set(spans) and cds_rows(table, "-") == []
 
 
 def test_start_site_log_odds_count_chosen_starts_against_the_other_starts_of_their_orfs():
@@ -432,22 +433,30 @@ def test_prokaryote_start_prefers_one_behind_a_shine_dalgarno_motif():
 
 
 def test_overlap_resolution_allows_small_overlaps_and_charges_double_counted_bases():
-    log_odds = np.zeros(2001)
+    sums = np.zeros((2, 2001))
     begin = np.array([0, 500, 590, 100])
     end = np.array([600, 900, 900, 400])
+    score = np.array([100.0, 50.0, 40.0, 10.0])
+    plus = np.zeros(4, dtype=np.int64)
     # [500, 900) overlaps [0, 600) by 100 > 60; [590, 900) by 10; [100, 400) lies inside.
-    chosen = select_genes(begin, end, np.array([100.0, 50.0, 40.0, 10.0]), log_odds, 60)
+    chosen = select_genes(begin, end, score, plus, sums, 60, 120)
     assert begin[chosen].tolist() == [0, 590]
-    chosen = select_genes(begin[:2], end[:2], np.array([100.0, 150.0]), log_odds, 60)
+    chosen = select_genes(begin[:2], end[:2], np.array([100.0, 150.0]), plus[:2], sums, 60, 120)
     assert begin[chosen].tolist() == [500]
+    # Across strands 100 shared bases are allowed (up to 120), 200 are not, and one gene never lies
+    # inside another: a coding stretch is one gene, not a gene and its antisense shadow.
+    chosen = select_genes(begin, end, score, np.array([0, 1, 1, 1]), sums, 60, 120)
+    assert begin[chosen].tolist() == [0, 500]
+    chosen = select_genes(np.array([0, 400]), np.array([600, 900]), np.array([100.0, 150.0]), np.array([0, 1]),
+                          sums, 60, 120)
+    assert chosen.tolist() == [1]
     # A short candidate straddling two genes within the allowance gains only what it adds:
     # its overlaps' log-odds are already counted by the genes.
     coding = np.zeros(2000)
     coding[0:600] = coding[640:1200] = 1.0
-    sums = np.concatenate(([0.0], np.cumsum(coding)))
+    sums[0] = np.concatenate(([0.0], np.cumsum(coding)))
     begin, end = np.array([0, 640, 550]), np.array([600, 1200, 690])
-    score = sums[end] - sums[begin]
-    chosen = select_genes(begin, end, score, sums, 60)
+    chosen = select_genes(begin, end, sums[0][end] - sums[0][begin], np.zeros(3, dtype=np.int64), sums, 60, 120)
     assert begin[chosen].tolist() == [0, 640]
 
 

@@ -4,8 +4,8 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
 
 1. Per strand (the − strand is decoded on the reverse complement, with its probability row
    reversed), every base gets the coding log-odds ``log p(CDS) - log(1 - p(CDS))``, where p is the
-   strand's P(CDS) averaged with P(coding on either strand) (``STRAND_SHARE``: models know where
-   coding is better than on which strand; the ORFs and codon statistics pick the strand), clipped to
+   strand's P(CDS) mixed with P(coding on either strand) (``STRAND_SHARE``: models know where
+   coding is better than on which strand; the ORFs, codon statistics and step 4 pick the strand), clipped to
    [``PROBABILITY_FLOOR``, 1 - ``PROBABILITY_FLOOR``] (0.2: one base's evidence is capped at +-1.39, so the
    self-trained statistics can overrule a model sure of a wrong call), and their prefix sums, so the
    score of any span is two lookups.
@@ -27,9 +27,9 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    end: a gene may overlap its predecessor by up to ``max_overlap`` bases (operons), and the
    log-odds of an overlap, counted by both genes, is subtracted once so that alternative-frame ORFs
    straddling two real genes do not pay. The only Python loop is over candidates (and their few
-   overlapping predecessors). The two strands are decoded independently: with the gene cost,
-   scheduling both strands together (opposite-strand overlaps limited) lost as many real
-   antisense overlaps as it removed shadow ORFs.
+   overlapping predecessors). Both strands are scheduled together, genes on opposite strands
+   sharing at most ``max_opposite_overlap`` bases, so that a coding stretch is one gene, not a gene
+   and its antisense shadow (with shared strand evidence, step 1, the shadow's ORFs score too).
 
 5. Self-training (``codon_weight`` > 0, as GeneMark and Prodigal train on the genome they annotate):
    the first pass's genes give this sequence's in-frame 6-mer (codon-pair) log-odds against all of
@@ -112,15 +112,21 @@ STARTS_PER_STOP = 8
 # 100-400 steps): either-strand MCC +0.007 to +0.031 for eight, unchanged for one, at 0.2 against 1e-6;
 # floors up to 0.03 changed nothing, 0.1 / 0.15 / 0.25 gained less; 20 kb contigs +0.013 to +0.026.
 PROBABILITY_FLOOR = 0.2
-# Each strand's P(CDS) is averaged with P(coding on either strand) = 1 - (1 - p+)(1 - p-) before the
-# log-odds. Models know that a stretch is coding better than which strand it is coded on: on the
-# validation stretch the genes they missed included yidI, ppiC and rfaH, each painted coding on the
-# wrong strand (P(CDS) 0.68-0.78 antisense, 0.01-0.07 sense), where the antisense frames are full of
-# stops. Shared evidence lets the ORFs and the self-trained codon statistics choose the strand.
-# Validation, nine models (100-400 CPU steps, one 200-step GPU model; cross-entropy and weighted):
-# either-strand MCC 0.815-0.884 -> 0.881-0.913 at 0.5 (0.648 -> 0.881 for a weak weighted model),
-# strand-aware MCC and exact-gene F1 up for all; 0.4-0.6 alike, 1.0 (strand-blind) loses the strand.
-STRAND_SHARE = 0.5
+# Each strand's P(CDS) is mixed with P(coding on either strand) = 1 - (1 - p+)(1 - p-) before the
+# log-odds, weight STRAND_SHARE on the latter. Models know that a stretch is coding better than which
+# strand it is coded on: on the validation stretch the genes they missed included yidI, ppiC and rfaH,
+# each painted coding on the wrong strand (P(CDS) 0.68-0.78 antisense, 0.01-0.07 sense), where the
+# antisense frames are full of stops. Shared evidence lets the ORFs, the codon statistics and the
+# joint scheduling of both strands (MAX_OPPOSITE_OVERLAP) choose the strand. Validation, ten models
+# (100-400 CPU steps, one 200-step GPU model; cross-entropy and weighted): see STRAND_SHARE's figures.
+# With the strands scheduled apart, 0.5 was best (either-strand MCC 0.734-0.892 -> 0.887-0.913) and
+# 0.75 lost the strand (strand-aware MCC 0.97 -> 0.80-0.90: antisense shadows called beside genes).
+# Scheduled together, 0.75 with opposite-strand overlaps up to 120 bases: 0.904-0.918 for the seven
+# models compared (0.6: 0.901-0.913; 60 / 200 / 300 bases: 0.892-0.905 / 0.904-0.917 / 0.904-0.917).
+STRAND_SHARE = 0.75
+# Bases genes on opposite strands may share (convergent or divergent neighbours; Prodigal allows 200 at
+# 3' ends). More would let a gene and its antisense shadow both be called.
+MAX_OPPOSITE_OVERLAP = 120
 
 
 def resolve_classes(probs: np.ndarray, classes: Sequence[str] | None) -> tuple[str, ...]:
@@ -365,27 +371,36 @@ def start_site_scores(codes: np.ndarray, table: np.ndarray, starts: Sequence[str
 
 
 def select_genes(
-    begin: np.ndarray, end: np.ndarray, score: np.ndarray, log_odds_sums: np.ndarray, max_overlap: int
+    begin: np.ndarray, end: np.ndarray, score: np.ndarray, strand: np.ndarray, sums: np.ndarray,
+    max_overlap: int, max_opposite_overlap: int,
 ) -> np.ndarray:
-    """Indices of the best-scoring set of candidates whose pairwise overlaps are at most ``max_overlap``.
+    """Indices of the best-scoring set of candidates (both strands, forward coordinates; ``strand`` 0 or
+    1 each) in which a gene overlaps its predecessor by at most ``max_overlap`` bases on its own strand
+    and ``max_opposite_overlap`` on the other.
 
-    Weighted interval scheduling over candidates sorted by end (one strand, any consistent
-    coordinates). A predecessor either ends before the gene starts (best of all such, by prefix
-    maximum) or overlaps it by at most ``max_overlap``; then the overlap's log-odds is paid once.
-    Needs every candidate longer than ``max_overlap`` (so an allowed predecessor starts earlier).
+    Weighted interval scheduling over candidates sorted by end. A predecessor either ends before the
+    gene starts (best of all such, by prefix maximum) or starts before it and overlaps it within the
+    allowance. On one strand the overlap's log-odds (``sums``: (2, length + 1) forward-coordinate prefix
+    sums per strand) is counted by both genes, so it is paid once; across strands each gene's evidence
+    is its own.
     """
     n = len(begin)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((begin, end))
-    b, e, w = begin[order], end[order], score[order]
+    b, e, w, st = begin[order], end[order], score[order], strand[order]
     clear = np.searchsorted(e, b, side="right")  # candidates ending at or before each start
-    reach = np.minimum(np.searchsorted(e, b + max_overlap, side="right"), np.arange(n))
+    widest = max(max_overlap, max_opposite_overlap)
+    reach = np.minimum(np.searchsorted(e, b + widest, side="right"), np.arange(n))
     counts = np.maximum(reach - clear, 0)
-    # All (predecessor i, gene j) pairs with an allowed overlap, and the overlap's log-odds.
+    # All (predecessor i, gene j) pairs within the widest allowance, then each pair's own rule.
     pair_j = np.repeat(np.arange(n), counts)
     pair_i = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(clear, counts)
-    cost = np.maximum(log_odds_sums[e[pair_i]] - log_odds_sums[b[pair_j]], 0.0)
+    same = st[pair_i] == st[pair_j]
+    allowed = (b[pair_i] < b[pair_j]) & (e[pair_i] - b[pair_j] <= np.where(same, max_overlap, max_opposite_overlap))
+    pair_i, pair_j, same = pair_i[allowed], pair_j[allowed], same[allowed]
+    counts = np.bincount(pair_j, minlength=n)
+    cost = np.where(same, np.maximum(sums[st[pair_j], e[pair_i]] - sums[st[pair_j], b[pair_j]], 0.0), 0.0)
     pair_offsets = np.concatenate(([0], np.cumsum(counts))).tolist()
     pair_i_list, cost_list = pair_i.tolist(), cost.tolist()
     clear_list, w_list = clear.tolist(), w.tolist()
@@ -447,6 +462,8 @@ class _Strands:
             strand_codes, (p,) = strand_view(codes, coding, row)
             self.views.append(strand_codes)
             self.sums.append(prefix_sums(np.log(p) - np.log1p(-p)))
+        # (2, length + 1): both strands' prefix sums along the forward strand (the scheduler's coordinates).
+        self.forward_sums = np.stack([self.sums[0], self.sums[1][-1] - self.sums[1][::-1]])
         self._hexamers: list[np.ndarray] | None = None
 
     @property
@@ -464,6 +481,7 @@ class _Decoder:
     stops: tuple[str, ...]
     min_cds_length: int
     max_overlap: int
+    max_opposite_overlap: int
     gene_cost: float
     rbs_bonus: float
     codon_weight: float
@@ -471,24 +489,38 @@ class _Decoder:
 
     @classmethod
     def build(cls, *, min_cds_length=90, start_codons=START_CODONS, stop_codons=STOP_CODONS, max_overlap=60,
-              gene_cost=300.0, rbs_bonus=100.0, codon_weight=CODON_WEIGHT, start_weight=START_WEIGHT) -> "_Decoder":
+              max_opposite_overlap=MAX_OPPOSITE_OVERLAP, gene_cost=300.0, rbs_bonus=100.0, codon_weight=CODON_WEIGHT,
+              start_weight=START_WEIGHT) -> "_Decoder":
         return cls(_start_table(start_codons), tuple(stop_codons), min_cds_length,
-                   max(0, min(max_overlap, min_cds_length - 1)), gene_cost, rbs_bonus, codon_weight, start_weight)
+                   max(0, min(max_overlap, min_cds_length - 1)), max(0, max_opposite_overlap), gene_cost, rbs_bonus,
+                   codon_weight, start_weight)
 
     def genes(self, strands: _Strands, codon_table: np.ndarray | None = None,
               start_table: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(begin, end) of the genes called on each strand, in strand coordinates."""
-        genes = []
+        candidates = []
         for row in range(2):
             frame_sums = None if codon_table is None else codon_frame_sums(
                 strands.hexamers[row], codon_table, self.codon_weight)
             start_scores = None if start_table is None else start_site_scores(
                 strands.views[row], start_table, list(self.starts), self.start_weight)
-            begin, end, score = orf_candidates(strands.views[row], strands.sums[row], self.starts, self.stops,
-                                               self.min_cds_length, self.gene_cost, self.rbs_bonus, frame_sums,
-                                               start_scores)
-            keep = select_genes(begin, end, score - self.gene_cost, strands.sums[row], self.max_overlap)
-            genes.append((begin[keep], end[keep]))
+            candidates.append(orf_candidates(strands.views[row], strands.sums[row], self.starts, self.stops,
+                                             self.min_cds_length, self.gene_cost, self.rbs_bonus, frame_sums,
+                                             start_scores))
+        # Both strands are scheduled together, in forward coordinates, so that a stretch is not called a
+        # gene on both (with shared strand evidence its antisense ORFs score too).
+        (plus_begin, plus_end, plus_score), (minus_begin, minus_end, minus_score) = candidates
+        length = strands.length
+        keep = select_genes(
+            np.concatenate([plus_begin, length - minus_end]), np.concatenate([plus_end, length - minus_begin]),
+            np.concatenate([plus_score, minus_score]) - self.gene_cost,
+            np.repeat([0, 1], [len(plus_begin), len(minus_begin)]), strands.forward_sums,
+            self.max_overlap, self.max_opposite_overlap)
+        genes = []
+        for row, (begin, end, _) in enumerate(candidates):
+            offset = 0 if row == 0 else len(plus_begin)
+            mine = keep[(keep >= offset) & (keep < offset + len(begin))] - offset
+            genes.append((begin[mine], end[mine]))
         return genes
 
     def learn(self, records: Callable[[], Iterable[_Strands]]) -> GeneStatistics:
@@ -561,6 +593,7 @@ def call_genes_prokaryote(
     start_codons: Mapping[str, float] | Sequence[str] = START_CODONS,
     stop_codons: Sequence[str] = STOP_CODONS,
     max_overlap: int = 60,
+    max_opposite_overlap: int = MAX_OPPOSITE_OVERLAP,
     gene_cost: float = 300.0,
     rbs_bonus: float = 100.0,
     codon_weight: float = CODON_WEIGHT,
@@ -573,7 +606,8 @@ def call_genes_prokaryote(
     is a sequence of codons (no preference) or a mapping codon -> bonus added to a candidate's
     score (summed coding log-odds). ``rbs_bonus`` is added where a Shine-Dalgarno motif lies
     upstream of the start; ``gene_cost`` is subtracted per gene (the least score a gene needs).
-    ``max_overlap`` (bases two genes on one strand may share) is clamped below ``min_cds_length``.
+    ``max_overlap`` (bases two genes on one strand may share) is clamped below ``min_cds_length``;
+    ``max_opposite_overlap`` is what genes on opposite strands may share.
     ``codon_weight`` > 0 decodes twice: the first pass's genes train this sequence's in-frame 6-mer
     log-odds (:func:`hexamer_log_odds`), which, times the weight, score every candidate of the second.
     ``start_weight`` > 0 decodes once more with start sites scored by statistics learnt from the
@@ -584,7 +618,8 @@ def call_genes_prokaryote(
     """
     transcripts = prokaryote_transcripts(
         sequence, probs, classes=classes, statistics=statistics, min_cds_length=min_cds_length,
-        start_codons=start_codons, stop_codons=stop_codons, max_overlap=max_overlap, gene_cost=gene_cost,
+        start_codons=start_codons, stop_codons=stop_codons, max_overlap=max_overlap,
+        max_opposite_overlap=max_opposite_overlap, gene_cost=gene_cost,
         rbs_bonus=rbs_bonus, codon_weight=codon_weight, start_weight=start_weight,
     )
     probs = np.asarray(probs)
