@@ -220,14 +220,13 @@ class Pipeline:
             max_eval_windows=None if classes_data else 64, num_workers=stage_cfg["num_workers"], seed=c["seed"],
         )
         checkpoints = folder / "checkpoints"
-        written_for = checkpoints / "config.digest"
+        written_for = folder / "checkpoints.digest"
         digest = _digest(c, folder.name)
         if checkpoints.exists() and not (written_for.is_file() and written_for.read_text() == digest):
             # An interrupted run resumes from its checkpoint under the config that wrote it only: another
             # config's would carry over its step count, learning-rate schedule and time used.
             _log(f"{folder.name}: {checkpoints} holds another config's checkpoints; training afresh")
             shutil.rmtree(checkpoints)
-        checkpoints.mkdir(parents=True, exist_ok=True)
         written_for.write_text(digest)
         # A wall-time cap (a GPU slot, a queue's limit) stops training early; the model is still exported.
         max_time = timedelta(minutes=stage_cfg["max_minutes"]) if stage_cfg["max_minutes"] else None
