@@ -92,7 +92,8 @@ def test_a_changed_training_stage_does_not_resume_from_the_old_configs_checkpoin
     run_pipeline(tiny_config, tmp_path / "rerun", stages=["finetune"])
     assert "holds another config's checkpoints; training afresh" in capsys.readouterr().err
     run_pipeline(tiny_config, tmp_path / "fresh", stages=["finetune"])
-    rerun, fresh = (load_file(tmp_path / run / "finetune" / "model" / "model.safetensors") for run in ("rerun", "fresh"))
+    rerun, fresh = (load_file(tmp_path / run / "finetune" / "model" / "model.safetensors")
+                    for run in ("rerun", "fresh"))
     assert all(torch.equal(rerun[name], fresh[name]) for name in fresh)
 
 

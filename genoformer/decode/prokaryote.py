@@ -117,12 +117,13 @@ PROBABILITY_FLOOR = 0.2
 # strand it is coded on: on the validation stretch the genes they missed included yidI, ppiC and rfaH,
 # each painted coding on the wrong strand (P(CDS) 0.68-0.78 antisense, 0.01-0.07 sense), where the
 # antisense frames are full of stops. Shared evidence lets the ORFs, the codon statistics and the
-# joint scheduling of both strands (MAX_OPPOSITE_OVERLAP) choose the strand. Validation, ten models
-# (100-400 CPU steps, one 200-step GPU model; cross-entropy and weighted): see STRAND_SHARE's figures.
-# With the strands scheduled apart, 0.5 was best (either-strand MCC 0.734-0.892 -> 0.887-0.913) and
-# 0.75 lost the strand (strand-aware MCC 0.97 -> 0.80-0.90: antisense shadows called beside genes).
-# Scheduled together, 0.75 with opposite-strand overlaps up to 120 bases: 0.904-0.918 for the seven
-# models compared (0.6: 0.901-0.913; 60 / 200 / 300 bases: 0.892-0.905 / 0.904-0.917 / 0.904-0.917).
+# joint scheduling of both strands (MAX_OPPOSITE_OVERLAP) choose the strand. Validation stretch, ten
+# models (100-400 CPU steps, one 200-step GPU model; cross-entropy and weighted): with the strands
+# scheduled apart, 0.5 was best (either-strand MCC 0.734-0.892 -> 0.887-0.913) and 0.75 lost the
+# strand (strand-aware MCC 0.97 -> 0.80-0.90: antisense shadows called beside genes). Scheduled
+# together, 0.75 with opposite-strand overlaps up to 120 bases: 0.898-0.918 for all ten, exact-gene F1
+# 0.814-0.840 (seven compared: 0.6 -> 0.901-0.913; 60 / 200 / 300 bases -> 0.892-0.905 / 0.904-0.917 /
+# 0.904-0.917).
 STRAND_SHARE = 0.75
 # Bases genes on opposite strands may share (convergent or divergent neighbours; Prodigal allows 200 at
 # 3' ends). More would let a gene and its antisense shadow both be called.
