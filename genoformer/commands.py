@@ -66,7 +66,9 @@ def annotate_genome(
     prokaryotic decoder's cost per gene (summed coding log-odds; lower it for a less confident
     model), ``codon_weight`` and ``start_weight`` the weights of its self-trained codon and
     start-site statistics (0: off), which are learnt from all records (or regions) together: their
-    probabilities wait in a temporary folder (48 bytes a base) until every record is predicted.
+    probabilities wait in a hidden folder beside the outputs (``.PREFIX.probs-*.tmp``, 48 bytes a base;
+    removed at the end, left behind only by a killed run, as the outputs' temporary files are) until
+    every record is predicted.
     Returns the written paths.
     """
     import numpy as np
@@ -125,7 +127,10 @@ def annotate_genome(
         pooled = len(stretches) > 1 and self_trains(scheme, organism)
         scratch = None
         if pooled:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="genoformer-annotate-")))
+            # Beside the outputs, on the disk chosen for them (a small /tmp would not hold 48 bytes a base of
+            # a large draft genome), hidden and named like the outputs' own temporary files.
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=f".{out.name}.probs-", suffix=".tmp", dir=out.parent)))
         waiting = []
         for i, iv in enumerate(stretches):
             if len(iv) < pretrained.tokenizer.k:
