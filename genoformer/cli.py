@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start-weight", type=float, default=None,
                    help="prokaryotes: weight of the start-site statistics the decoder learns from its own calls "
                         "on this genome (default 60; 0 keeps the fixed start-codon and Shine-Dalgarno scores)")
+    p.add_argument("--closed-ends", action="store_true",
+                   help="prokaryotes: no genes running off a record's (or region's) ends, for complete sequences "
+                        "(Prodigal's -c; by default such genes are called and flagged partial)")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")

@@ -58,6 +58,7 @@ def annotate_genome(
     gene_cost: float | None = None,
     codon_weight: float | None = None,
     start_weight: float | None = None,
+    closed_ends: bool | None = None,
 ) -> dict[str, Path]:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
@@ -68,8 +69,8 @@ def annotate_genome(
     start-site statistics (0: off), which are learnt from all records (or regions) together: their
     probabilities wait in a hidden folder beside the outputs (``.PREFIX.probs-*.tmp``, 48 bytes a base;
     removed at the end, left behind only by a killed run, as the outputs' temporary files are) until
-    every record is predicted.
-    Returns the written paths.
+    every record is predicted. ``closed_ends`` forbids genes running off a record's or region's ends
+    (by default they are called, flagged partial). Returns the written paths.
     """
     import numpy as np
     import pandas as pd
@@ -86,7 +87,8 @@ def annotate_genome(
     scheme = LabelScheme.from_dict(pretrained.head["scheme"])
     organism = organism or pretrained.head.get("organism", "prokaryote")
     decoder_options = gene_decoder_options(organism, pretrained.head.get("loss"), gene_cost=gene_cost,
-                                           codon_weight=codon_weight, start_weight=start_weight)
+                                           codon_weight=codon_weight, start_weight=start_weight,
+                                           closed_ends=closed_ends)
     window = window_length or int(pretrained.head.get("window_length") or 0)
     min_window = pretrained.tokenizer.k
     if window < max(min_window, 1):
@@ -177,7 +179,7 @@ def annotate(args: argparse.Namespace) -> int:
         args.model, args.fasta, args.out, records=args.records, regions=args.regions, organism=args.organism,
         window_length=args.window_length, batch_size=args.batch_size, both_strands=not args.single_strand,
         bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
-        codon_weight=args.codon_weight, start_weight=args.start_weight,
+        codon_weight=args.codon_weight, start_weight=args.start_weight, closed_ends=args.closed_ends or None,
     )
     for path in paths.values():
         print(path)

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None,
                  "max_minutes": None},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
-                 "gene_cost": None, "codon_weight": None, "start_weight": None},
+                 "gene_cost": None, "codon_weight": None, "start_weight": None, "closed_ends": None},
 }
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
@@ -291,7 +291,7 @@ class Pipeline:
                                     organism=c["data"]["organism"], window_length=a["window_length"],
                                     batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"],
                                     gene_cost=a["gene_cost"], codon_weight=a["codon_weight"],
-                                    start_weight=a["start_weight"])
+                                    start_weight=a["start_weight"], closed_ends=a["closed_ends"])
             outputs += [str(p.relative_to(self.out)) for p in paths.values()]
         return {"outputs": outputs}
 

@@ -354,6 +354,11 @@ def test_gene_cost_defaults_to_the_models_loss():
     assert gene_decoder_options("prokaryote", "weighted") == {} and gene_decoder_options("prokaryote") == {}
     assert gene_decoder_options("prokaryote", "ce", gene_cost=250.0) == {"gene_cost": 250.0}
     assert gene_decoder_options("eukaryote", "ce") == {}
+    assert gene_decoder_options("prokaryote", closed_ends=True) == {"closed_ends": True}
+    with pytest.raises(ConfigError, match="closed_ends must be true or false, got 1"):
+        gene_decoder_options("prokaryote", closed_ends=1)
+    with pytest.raises(ConfigError, match="closed_ends applies to the prokaryote gene decoder only"):
+        gene_decoder_options("eukaryote", closed_ends=True)
 
 
 def test_genes_running_off_a_contigs_ends_are_called_partial():
@@ -373,6 +378,7 @@ def test_genes_running_off_a_contigs_ends_are_called_partial():
     for b, e in spans["+"]:
         paint(labels, 0, CDS, b, e)
     paint(labels, 1, CDS, *spans["-"][0])
+    labels_of_contig = labels
     table = call_genes_prokaryote(seq, sharp(labels, rng), "contig")
     check_hierarchy(table)
     assert cds_rows(table, "+") == spans["+"] and cds_rows(table, "-") == spans["-"]
@@ -384,9 +390,18 @@ def test_genes_running_off_a_contigs_ends_are_called_partial():
     inside = "C" + codons(rng, 200)
     labels = np.full((2, len(inside)), 0, dtype=np.int64)
     paint(labels, 0, CDS, 1, len(inside))
-    table = call_genes_prokaryote(inside, sharp(labels, rng), "contig")
+    inside_probs = sharp(labels, rng)
+    table = call_genes_prokaryote(inside, inside_probs, "contig")
     assert cds_rows(table) == [(1, len(inside))]
     assert table.loc[table["type"] == "gene", "attributes"].iloc[0] == {"partial": "11"}
+    # Closed ends (a complete sequence, Prodigal's -c): genes with a start and a stop codon only. A cut
+    # gene's stretch then holds, at most, a gene from an internal start codon to its real stop.
+    table = call_genes_prokaryote(seq, sharp(labels_of_contig, rng), "contig", closed_ends=True)
+    assert spans["+"][1] in cds_rows(table, "+")
+    assert not any("partial" in attributes for attributes in table["attributes"])
+    assert all(start > 1 and end == spans["+"][0][1] for start, end in cds_rows(table, "+")[:-1])
+    assert [start for start, _ in cds_rows(table, "-")] == [spans["-"][0][0]]  # − strand: its stop is on the left
+    assert len(call_genes_prokaryote(inside, inside_probs, "contig", closed_ends=True)) == 0
 
 
 def test_prokaryote_calls_convergent_genes_overlapping_on_opposite_strands():

@@ -162,6 +162,7 @@ def test_shipped_lightning_cli_config_parses():
     ({"annotate": {"gene_cost": "high"}}, "annotate.gene_cost must be a number, got 'high'"),
     ({"annotate": {"codon_weight": -1}}, "annotate.codon_weight must be >= 0, got -1"),
     ({"annotate": {"start_weight": -2.5}}, "annotate.start_weight must be >= 0, got -2.5"),
+    ({"annotate": {"closed_ends": "yes"}}, "annotate.closed_ends must be true or false, got 'yes'"),
     ({"finetune": {"max_minutes": 0}}, "finetune.max_minutes must be a number of minutes > 0 \\(or null\\), got 0"),
     ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},

@@ -151,16 +151,19 @@ def test_tagging_fits_exports_and_annotates(ecoli_slice, tmp_path):
     assert track[1].iloc[0] == 0 and track[2].iloc[-1] == SLICE
 
 
-def test_annotating_regions_pools_statistics_and_keeps_ids_unique(ecoli_slice, tmp_path, monkeypatch):
+def test_annotating_regions_pools_statistics_keeps_ids_unique_and_closes_ends_on_request(
+        ecoli_slice, tmp_path, monkeypatch):
     """Two regions of one record, with a stand-in model whose probabilities are the reference labels:
     the decoder learns from both regions together (their probabilities wait in a temporary folder,
-    removed afterwards), and each region's genes get IDs of their own."""
+    removed afterwards), and each region's genes get IDs of their own. Genes cut by a region's end are
+    called partial, or not at all with ``--closed-ends``."""
     import re
 
     import numpy as np
 
     import genoformer.decode
     import genoformer.predict
+    from genoformer.cli import main
     from genoformer.commands import annotate_genome
     from genoformer.genome import Interval, LabelScheme, label_track, read_annotation
 
@@ -196,6 +199,16 @@ def test_annotating_regions_pools_statistics_and_keeps_ids_unique(ecoli_slice, t
     assert folders[0].parent == tmp_path / "pred" and re.fullmatch(r"\.two\.probs-.*\.tmp", folders[0].name)
     assert not folders[0].exists()
     assert sorted(p.name for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")) == []
+    partial = genes["attributes"].map(lambda attributes: "partial" in attributes)
+    assert partial.any()
+    bed = tmp_path / "regions.bed"
+    bed.write_text("".join(f"{iv.name}\t{iv.start}\t{iv.end}\n" for iv in regions))
+    assert main(["annotate", "--model", str(model), "--fasta", str(fasta), "--regions", str(bed),
+                 "--window-length", "512", "--out", str(tmp_path / "closed" / "two"), "--closed-ends"]) == 0
+    closed = read_annotation(tmp_path / "closed" / "two.gff3")
+    closed_genes = closed[closed["type"] == "gene"]
+    assert not closed_genes["attributes"].map(lambda attributes: "partial" in attributes).any()
+    assert len(closed_genes) >= (~partial).sum() - 2
 
 
 def test_exported_tagger_records_its_loss_for_the_decoder(tmp_path):

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")
-PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight", "start_weight")  # the prokaryote decoder's user-facing knobs
+# The prokaryote decoder's user-facing knobs: numbers, and one switch.
+PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight", "start_weight", "closed_ends")
 # The gene cost suits how sure a model is of coding bases, which its fine-tuning loss sets: cross-
 # entropy models call a few spurious genes at the decoder's 300, which suits class-weighted ones
 # (validation stretch, 3 seeds each: cross-entropy 0.823 -> 0.852 mean either-strand MCC at 400; a
@@ -40,7 +41,8 @@ PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight", "start_weight")  # the prokar
 GENE_COST_BY_LOSS = {"ce": 400.0}
 
 
-def gene_decoder_options(organism: str, loss: str | None = None, **options: float | None) -> dict[str, float]:
+def gene_decoder_options(organism: str, loss: str | None = None,
+                         **options: float | bool | None) -> dict[str, float | bool]:
     """The given (not ``None``) gene-decoder options, checked; callers check before a long run starts.
     With the fine-tuning ``loss`` of the model being decoded, a missing gene cost is that loss's
     (``GENE_COST_BY_LOSS``)."""
@@ -48,7 +50,10 @@ def gene_decoder_options(organism: str, loss: str | None = None, **options: floa
     for name, value in given.items():
         if name not in PROKARYOTE_OPTIONS:
             raise ConfigError(f"unknown gene decoder option {name!r}; known: {list(PROKARYOTE_OPTIONS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if name == "closed_ends":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         if organism != "prokaryote":
             raise ConfigError(f"{name} applies to the prokaryote gene decoder only")

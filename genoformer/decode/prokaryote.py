@@ -215,6 +215,7 @@ def orf_candidates(
     rbs_bonus: float,
     frame_sums: np.ndarray | None = None,
     start_scores: np.ndarray | None = None,
+    closed_ends: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate genes on one strand: (begin, end, score) arrays in strand coordinates.
 
@@ -225,7 +226,7 @@ def orf_candidates(
     Per stop codon: the best-scoring start and up to ``STARTS_PER_STOP - 1`` shorter alternatives
     that each beat every start downstream of them; candidates scoring at most ``min_score`` are dropped.
     ORFs running off either end of the sequence are candidates too (see :func:`_with_edge_orfs`); one
-    with no start codon gets no start score.
+    with no start codon gets no start score. ``closed_ends``: only ORFs with a start and a stop codon.
 
     ``end`` includes the stop codon (an ORF running off the 3' end has none). ``log_odds_sums`` is the
     (length + 1,) prefix sum of the coding log-odds.
@@ -237,7 +238,10 @@ def orf_candidates(
             raise ValueError(f"{codon!r} is not a codon")
         start_bonus[word_index(codon)] = bonus
     begin, end = orf_starts(words, list(starts), stops)  # an ORF is named by its end: one per stop codon
-    begin, end = _with_edge_orfs(words, begin, end, list(starts), stops)
+    if closed_ends:
+        begin, end = begin[end >= 0], end[end >= 0]
+    else:
+        begin, end = _with_edge_orfs(words, begin, end, list(starts), stops)
     long_enough = end - begin >= min_length
     begin, end = begin[long_enough], end[long_enough]
     if len(begin) == 0:
@@ -487,14 +491,15 @@ class _Decoder:
     rbs_bonus: float
     codon_weight: float
     start_weight: float
+    closed_ends: bool
 
     @classmethod
     def build(cls, *, min_cds_length=90, start_codons=START_CODONS, stop_codons=STOP_CODONS, max_overlap=60,
               max_opposite_overlap=MAX_OPPOSITE_OVERLAP, gene_cost=300.0, rbs_bonus=100.0, codon_weight=CODON_WEIGHT,
-              start_weight=START_WEIGHT) -> "_Decoder":
+              start_weight=START_WEIGHT, closed_ends=False) -> "_Decoder":
         return cls(_start_table(start_codons), tuple(stop_codons), min_cds_length,
                    max(0, min(max_overlap, min_cds_length - 1)), max(0, max_opposite_overlap), gene_cost, rbs_bonus,
-                   codon_weight, start_weight)
+                   codon_weight, start_weight, closed_ends)
 
     def genes(self, strands: _Strands, codon_table: np.ndarray | None = None,
               start_table: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -507,7 +512,7 @@ class _Decoder:
                 strands.views[row], start_table, list(self.starts), self.start_weight)
             candidates.append(orf_candidates(strands.views[row], strands.sums[row], self.starts, self.stops,
                                              self.min_cds_length, self.gene_cost, self.rbs_bonus, frame_sums,
-                                             start_scores))
+                                             start_scores, self.closed_ends))
         # Both strands are scheduled together, in forward coordinates, so that a stretch is not called a
         # gene on both (with shared strand evidence its antisense ORFs score too).
         (plus_begin, plus_end, plus_score), (minus_begin, minus_end, minus_score) = candidates
@@ -599,6 +604,7 @@ def call_genes_prokaryote(
     rbs_bonus: float = 100.0,
     codon_weight: float = CODON_WEIGHT,
     start_weight: float = START_WEIGHT,
+    closed_ends: bool = False,
     statistics: GeneStatistics | None = None,
 ) -> pd.DataFrame:
     """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
@@ -608,7 +614,9 @@ def call_genes_prokaryote(
     score (summed coding log-odds). ``rbs_bonus`` is added where a Shine-Dalgarno motif lies
     upstream of the start; ``gene_cost`` is subtracted per gene (the least score a gene needs).
     ``max_overlap`` (bases two genes on one strand may share) is clamped below ``min_cds_length``;
-    ``max_opposite_overlap`` is what genes on opposite strands may share.
+    ``max_opposite_overlap`` is what genes on opposite strands may share. Genes may run off the
+    sequence's ends (a contig's, a region's) and are then flagged partial, unless ``closed_ends``
+    (Prodigal's ``-c``, for complete sequences).
     ``codon_weight`` > 0 decodes twice: the first pass's genes train this sequence's in-frame 6-mer
     log-odds (:func:`hexamer_log_odds`), which, times the weight, score every candidate of the second.
     ``start_weight`` > 0 decodes once more with start sites scored by statistics learnt from the
@@ -621,7 +629,7 @@ def call_genes_prokaryote(
         sequence, probs, classes=classes, statistics=statistics, min_cds_length=min_cds_length,
         start_codons=start_codons, stop_codons=stop_codons, max_overlap=max_overlap,
         max_opposite_overlap=max_opposite_overlap, gene_cost=gene_cost,
-        rbs_bonus=rbs_bonus, codon_weight=codon_weight, start_weight=start_weight,
+        rbs_bonus=rbs_bonus, codon_weight=codon_weight, start_weight=start_weight, closed_ends=closed_ends,
     )
     probs = np.asarray(probs)
     return transcript_table(seqid, transcripts, StrandSums(probs, resolve_classes(probs, classes)))
