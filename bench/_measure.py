@@ -38,7 +38,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 GB = 1e9
-LOSS_STRIDE = 6  # ~15% of positions, as masked-LM pretraining
+# ~15% of positions, as masked-LM pretraining; the memory planner probes with the same stride
+# (genoformer.model.memory._LOSS_STRIDE), not imported: a peer's measured process must not load genoformer.
+LOSS_STRIDE = 6
 
 
 def measure(builder: str, length: int, *, kwargs: dict | None = None, mode: str = "train",
