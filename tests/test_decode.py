@@ -208,21 +208,25 @@ def test_hexamer_log_odds_learns_the_called_genes_codon_usage():
     assert table[-1] == 0.0  # words with N score nothing
 
 
+def plus_strand_genome(rng, genes: list[str], spacer: int = 300):
+    """The genes on + between random spacers; (sequence, gene spans, sharp probabilities of them)."""
+    parts, spans, at = [], [], 0
+    for gene in genes:
+        parts += [random_dna(rng, spacer), gene]
+        spans.append((at + spacer, at + spacer + len(gene)))
+        at += spacer + len(gene)
+    seq = "".join(parts) + random_dna(rng, spacer)
+    labels = np.zeros((2, len(seq)), dtype=np.int64)
+    for span in spans:
+        paint(labels, 0, CDS, *span)
+    return seq, spans, sharp(labels, rng)
+
+
 def test_self_trained_codon_statistics_rescue_a_gene_the_model_is_unsure_of():
     rng = np.random.default_rng(13)
     usage = ["GCT", "GAA", "CTG", "AAA", "GGC", "ACC", "CGT", "ATC"]
     genes = ["ATG" + "".join(rng.choice(usage, n)) + "TAA" for n in (300, 250, 280, 320, 260)]
-    parts, spans, at = [], [], 0
-    for gene in genes:
-        spacer = random_dna(rng, 300)
-        parts += [spacer, gene]
-        spans.append((at + 300, at + 300 + len(gene)))
-        at += 300 + len(gene)
-    seq = "".join(parts) + random_dna(rng, 300)
-    labels = np.zeros((2, len(seq)), dtype=np.int64)
-    for span in spans:
-        paint(labels, 0, CDS, *span)
-    probs = sharp(labels, rng)
+    seq, spans, probs = plus_strand_genome(rng, genes)
     weak = spans[2]
     probs[0, :, weak[0]:weak[1]] = 0.55 / 5
     probs[0, CDS, weak[0]:weak[1]] = 0.45  # the model leans (slightly) against a real gene
@@ -236,16 +240,7 @@ def test_a_gene_the_model_paints_on_the_wrong_strand_is_called_on_its_orfs_stran
     # Trained taggers know where coding is better than on which strand (real case: E. coli yidX/ppiC).
     rng = np.random.default_rng(14)
     genes = ["ATG" + codons(rng, n) + "TAA" for n in (300, 250, 400, 320)]
-    parts, spans, at = [], [], 0
-    for gene in genes:
-        parts += [random_dna(rng, 300), gene]
-        spans.append((at + 300, at + 300 + len(gene)))
-        at += 300 + len(gene)
-    seq = "".join(parts) + random_dna(rng, 300)
-    labels = np.zeros((2, len(seq)), dtype=np.int64)
-    for span in spans:
-        paint(labels, 0, CDS, *span)
-    probs = sharp(labels, rng)
+    seq, spans, probs = plus_strand_genome(rng, genes)
     confused = spans[2]
     probs[:, :, confused[0]:confused[1]] = 0.2 / 5
     probs[1, CDS, confused[0]:confused[1]] = 0.8  # coding, says the model, but on the - strand

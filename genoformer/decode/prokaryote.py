@@ -60,7 +60,8 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    calls them, partial: from the frame's first whole codon, or to its last, without a start or stop
    codon, flagged ``partial`` (left/right edge digits) in the GFF3. A draft assembly's 5 kb contigs
    cut 19% of the validation stretch's genes; calling them lifted either-strand MCC from 0.586 to
-   0.825 there (statistics pooled over the contigs, one model; three models 0.81-0.83).
+   0.825 there (statistics pooled over the contigs, one model; three models 0.81-0.83; measured before
+   the evidence cap and the strand sharing of step 1).
 
 Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
 strands) decodes in ~1 s of CPU time on one core.
