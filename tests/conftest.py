@@ -1,19 +1,37 @@
 """Shared fixtures: real data files, a synthetic FASTA writer, and a private cache folder per session.
 
-Real data lives in ``shared/data`` beside the repository (here ``/work/shared/data``; on CI beside the
-clone) plus the bundled copies in ``data/``.
+Real data come only from the repository, so a fresh clone tests itself: the bundled genomes in ``data/``
+and the few small extra files in ``tests/data/`` (phage lambda; E. coli GenBank slices; see its README).
 """
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from Bio import bgzf
 
+from genoformer.genome.annotation import read_annotation
+
 REPO = Path(__file__).parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 BUNDLED_DATA = REPO / "data"
+TEST_DATA = REPO / "tests" / "data"
+
+ECOLI_FASTA = BUNDLED_DATA / "GCF_000005845.2_ASM584v2_genomic.fna.gz"
+ECOLI_GFF = BUNDLED_DATA / "GCF_000005845.2_ASM584v2_genomic.gff.gz"
+ATHALIANA_FASTA = BUNDLED_DATA / "model_organisms" / "A.thaliana.fa.gz"
+ATHALIANA_GFF = BUNDLED_DATA / "model_organisms" / "A.thaliana.gff.gz"
+CELEGANS_FASTA = BUNDLED_DATA / "model_organisms" / "C.elegans.fa.gz"
+CELEGANS_GFF = BUNDLED_DATA / "model_organisms" / "C.elegans.gff.gz"
+# Slices of E. coli's GenBank record cut by Biopython, which keeps the features lying wholly inside a
+# slice and counts their coordinates from its start: (file, its first base, its end) in genome
+# coordinates. The first 259,020 bases (thrL .. the crl pseudogene, ending between crl and phoE) and
+# the prfB gene alone (its CDS skips one base: a frameshift). The whole record is 3 MB gzipped.
+ECOLI_GENBANK_SLICES = (
+    (TEST_DATA / "ecoli_k12_0-259020.gbff.gz", 0, 259_020),
+    (TEST_DATA / "ecoli_k12_prfB_3035180-3036320.gbff.gz", 3_035_180, 3_036_320),
+)
 
 ECOLI_FIRST_70 = "AGCTTTTCATTCTGACTGCAACGGGCAATATGTCTCTGTGTGGATTAAAAAAAGAGTGTCTGATAGCAGC"
 
@@ -33,8 +51,19 @@ CONTIG      join(X00001.1:1..40)
 
 def _existing(path: Path) -> Path:
     if not path.is_file():
-        pytest.fail(f"test data file missing: {path} (shared/data must sit beside the repository)")
+        pytest.fail(f"test data file missing: {path} (data/ and tests/data/ are part of the repository)")
     return path
+
+
+def read_genbank_slice(path: Path, first_base: int) -> pd.DataFrame:
+    """A GenBank slice's annotation rows (line numbers of its file) placed at their genome coordinates."""
+    table = read_annotation(_existing(path))
+    return table.assign(start=table["start"] + first_base, end=table["end"] + first_base)
+
+
+def read_ecoli_genbank() -> pd.DataFrame:
+    """The rows of every E. coli GenBank slice, at genome coordinates (line numbers repeat across files)."""
+    return pd.concat([read_genbank_slice(path, first) for path, first, _ in ECOLI_GENBANK_SLICES])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,52 +76,40 @@ def genoformer_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data folder missing: {SHARED_DATA}")
-    return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
 def ecoli_fasta() -> Path:
     """Bundled E. coli K-12 genome (plain gzip, one record NC_000913.3, 4,641,652 bp)."""
-    return _existing(BUNDLED_DATA / "GCF_000005845.2_ASM584v2_genomic.fna.gz")
+    return _existing(ECOLI_FASTA)
 
 
 @pytest.fixture(scope="session")
 def ecoli_gff() -> Path:
-    return _existing(BUNDLED_DATA / "GCF_000005845.2_ASM584v2_genomic.gff.gz")
+    return _existing(ECOLI_GFF)
 
 
 @pytest.fixture(scope="session")
-def ecoli_gbff(shared_data) -> Path:
-    return _existing(shared_data / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gbff.gz")
-
-
-@pytest.fixture(scope="session")
-def athaliana_fasta(shared_data) -> Path:
+def athaliana_fasta() -> Path:
     """A. thaliana 1% slices, 7 records; each sequence is one base shorter than its header says."""
-    return _existing(shared_data / "model_organisms" / "A.thaliana.fa.gz")
+    return _existing(ATHALIANA_FASTA)
 
 
 @pytest.fixture(scope="session")
-def athaliana_gff(shared_data) -> Path:
-    return _existing(shared_data / "model_organisms" / "A.thaliana.gff.gz")
+def athaliana_gff() -> Path:
+    return _existing(ATHALIANA_GFF)
 
 
 @pytest.fixture(scope="session")
-def celegans_fasta(shared_data) -> Path:
-    return _existing(shared_data / "model_organisms" / "C.elegans.fa.gz")
+def celegans_fasta() -> Path:
+    return _existing(CELEGANS_FASTA)
 
 
 @pytest.fixture(scope="session")
-def celegans_gff(shared_data) -> Path:
-    return _existing(shared_data / "model_organisms" / "C.elegans.gff.gz")
+def celegans_gff() -> Path:
+    return _existing(CELEGANS_GFF)
 
 
 @pytest.fixture(scope="session")
-def lambda_fasta(shared_data) -> Path:
-    return _existing(shared_data / "lambda_phage" / "lambda_virus.fa.gz")
+def lambda_fasta() -> Path:
+    return _existing(TEST_DATA / "lambda_virus.fa.gz")
 
 
 def fasta_bytes(records, *, width: int = 60, newline: str = "\n") -> bytes:
@@ -152,7 +169,7 @@ SLICE = 60_000
 def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
     """The first 60 kb of E. coli and the GFF3 lines that lie inside it."""
     folder = tmp_path_factory.mktemp("ecoli60k")
-    with gzip.open(SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.fna.gz", "rt") as handle:
+    with gzip.open(ECOLI_FASTA, "rt") as handle:
         header = handle.readline()
         seq, n = [], 0
         for line in handle:
@@ -163,7 +180,7 @@ def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
     fasta = folder / "ecoli60k.fa"
     fasta.write_text(header + "".join(seq)[:SLICE] + "\n")
     lines = ["##gff-version 3"]
-    with gzip.open(SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz", "rt") as handle:
+    with gzip.open(ECOLI_GFF, "rt") as handle:
         for line in handle:
             cols = line.split("\t")
             if len(cols) == 9 and cols[2] != "region" and int(cols[4]) <= SLICE:

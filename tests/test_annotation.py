@@ -16,13 +16,9 @@ from genoformer.genome.annotation import (
     ANNOTATION_COLUMNS, check_against_genome, detect_format, genbank_to_fasta, make_annotation, read_annotation,
 )
 
-from .conftest import NO_SEQUENCE_GENBANK, SHARED_DATA
-
-
-ECOLI_GFF = SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz"
-ECOLI_GBFF = SHARED_DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gbff.gz"
-THALIANA_GFF = SHARED_DATA / "model_organisms" / "A.thaliana.gff.gz"
-ELEGANS_GFF = SHARED_DATA / "model_organisms" / "C.elegans.gff.gz"
+from .conftest import (
+    ATHALIANA_GFF, CELEGANS_GFF, ECOLI_GENBANK_SLICES, ECOLI_GFF, NO_SEQUENCE_GENBANK, read_genbank_slice,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +27,9 @@ def ecoli_gff() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def ecoli_gbff() -> pd.DataFrame:  # parsing the 3 MB GenBank file takes about a second: read it once
-    return read_annotation(ECOLI_GBFF)
+def ecoli_gbff() -> list[tuple[pd.DataFrame, int, int]]:
+    """Each GenBank slice's rows at genome coordinates, with the slice's first base and end."""
+    return [(read_genbank_slice(path, first), first, end) for path, first, end in ECOLI_GENBANK_SLICES]
 
 
 def rows(table: pd.DataFrame, **where) -> pd.DataFrame:
@@ -71,7 +68,7 @@ def test_gff3_percent_decoding_and_discontinuous_cds(ecoli_gff):
 
 
 def test_thaliana_multi_parent_rows():
-    table = read_annotation(THALIANA_GFF)
+    table = read_annotation(ATHALIANA_GFF)
     # line 6: Chr1 TAIR10 CDS 3760 3913 . + 0 Parent=AT1G01010.1,AT1G01010.1-Protein;
     cds = table.loc[6]
     assert (cds.seqid, cds.type, cds.start, cds.end, cds.phase) == ("Chr1", "CDS", 3759, 3913, 0)
@@ -82,7 +79,7 @@ def test_thaliana_multi_parent_rows():
 
 
 def test_elegans_cds_shared_by_isoforms_and_escaped_notes():
-    table = read_annotation(ELEGANS_GFF)
+    table = read_annotation(CELEGANS_GFF)
     # line 224: I WormBase CDS 11641 11689 . + 0 ID=CDS:Y74C9A.2a;Parent=Transcript:Y74C9A.2a.1,...2a.2,...2a.3
     cds = table.loc[224]
     assert cds.transcript_id == "Transcript:Y74C9A.2a.1,Transcript:Y74C9A.2a.2,Transcript:Y74C9A.2a.3"
@@ -92,20 +89,25 @@ def test_elegans_cds_shared_by_isoforms_and_escaped_notes():
 
 
 def test_genbank_matches_gff3(ecoli_gff, ecoli_gbff):
-    """The same genome's GenBank file gives the same feature rows as NCBI's GFF3."""
-    assert tuple(ecoli_gbff.columns) == ANNOTATION_COLUMNS
-    assert ecoli_gbff["type"].value_counts().to_dict() == ecoli_gff["type"].value_counts().to_dict()
-    for kind in ("CDS", "exon", "tRNA", "rRNA", "ncRNA", "gene", "pseudogene"):
-        columns = ["start", "end", "strand", "phase"]
-        gff = rows(ecoli_gff, type=kind)[columns].astype(str).value_counts()
-        gbk = rows(ecoli_gbff, type=kind)[columns].astype(str).value_counts()
-        assert gff.sort_index().equals(gbk.sort_index()), kind
-    # line 158 of the flat file: CDS 190..255 (thrL), a child of gene b0001 (line 151)
-    thrl = ecoli_gbff.loc[158]
+    """Slices of the same genome's GenBank file give the same feature rows as NCBI's GFF3 there."""
+    for genbank, first, end in ecoli_gbff:
+        assert tuple(genbank.columns) == ANNOTATION_COLUMNS
+        # Biopython dropped the features crossing a slice's ends (the whole-genome source/region among them).
+        gff3 = ecoli_gff[(ecoli_gff["start"] >= first) & (ecoli_gff["end"] <= end)]
+        assert genbank["type"].value_counts().to_dict() == gff3["type"].value_counts().to_dict()
+        for kind in ("CDS", "exon", "tRNA", "rRNA", "ncRNA", "gene", "pseudogene"):
+            columns = ["start", "end", "strand", "phase"]
+            gff = rows(gff3, type=kind)[columns].astype(str).value_counts()
+            gbk = rows(genbank, type=kind)[columns].astype(str).value_counts()
+            assert gff.sort_index().equals(gbk.sort_index()), kind
+    head, prfb = ecoli_gbff[0][0], ecoli_gbff[1][0]
+    assert set(head["type"]) >= {"CDS", "exon", "tRNA", "rRNA", "ncRNA", "gene", "pseudogene"}
+    # line 17 of the first slice: CDS 190..255 (thrL), a child of gene b0001 (line 10)
+    thrl = head.loc[17]
     assert (thrl.type, thrl.start, thrl.end, thrl.strand, thrl.phase) == ("CDS", 189, 255, "+", 0)
-    assert thrl.parent == ecoli_gbff.loc[151].id == "gene-b0001" and thrl.gene_id == "gene-b0001"
-    # line 75614: complement(join(3035184..3036206,3036208..3036282)): one CDS row per part
-    prfb = ecoli_gbff.loc[[75614]]
+    assert thrl.parent == head.loc[10].id == "gene-b0001" and thrl.gene_id == "gene-b0001"
+    # line 17 of the prfB slice: complement(join(4..1026,1028..1102)): one CDS row per part
+    prfb = prfb.loc[[17]]
     assert sorted(zip(prfb.start, prfb.end)) == [(3035183, 3036206), (3036207, 3036282)]
     assert set(prfb.strand) == {"-"} and list(prfb.phase) == [0, 0]
 
@@ -176,7 +178,7 @@ def test_bed_names_become_types_and_bed12_becomes_a_transcript(tmp_path):
     assert list(table["type"].value_counts().sort_index().items()) == [("CDS", 9), ("exon", 10), ("mRNA", 1)]
     assert set(table.index) == {1}
     assert set(rows(table, type="exon")["parent"]) == {"AT1G01020.1"}
-    gff = read_annotation(THALIANA_GFF)
+    gff = read_annotation(ATHALIANA_GFF)
     reference = gff[(gff["type"] == "CDS") & (gff["parent"].str.startswith("AT1G01020.1,"))]
     got = rows(table, type="CDS")
     assert sorted(zip(got.start, got.end, got.phase)) == sorted(zip(reference.start, reference.end, reference.phase))

@@ -20,9 +20,8 @@ from genoformer.errors import ConfigError
 from genoformer.genome.annotation import ANNOTATION_COLUMNS, read_annotation
 from genoformer.genome.labels import LabelScheme, label_track
 
-DATA = Path("/work/shared/data")
-ECOLI = str(DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic")
-ATHALIANA = str(DATA / "model_organisms" / "A.thaliana")
+from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, ECOLI_FASTA, ECOLI_GFF
+
 STOPS = ("TAA", "TAG", "TGA")
 CDS, INTRON, UTR5, UTR3, NCRNA = 2, 3, 1, 4, 5
 _COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
@@ -697,8 +696,8 @@ def perfect_probabilities(labels: np.ndarray, n_classes: int = 6) -> np.ndarray:
 
 
 def test_ecoli_first_50kb_stops_recovered_from_painted_probabilities():
-    name, seq = read_fasta_prefix(Path(ECOLI + ".fna.gz"), None, 50_000)
-    annotation = read_annotation(ECOLI + ".gff.gz")
+    name, seq = read_fasta_prefix(ECOLI_FASTA, None, 50_000)
+    annotation = read_annotation(ECOLI_GFF)
     scheme = LabelScheme.gene_structure()
     probs = perfect_probabilities(label_track(annotation, name, 0, len(seq), scheme).astype(np.int64))
     table = decode_record(seq, probs, name, scheme, "prokaryote")
@@ -715,8 +714,8 @@ def test_ecoli_first_50kb_stops_recovered_from_painted_probabilities():
 
 
 def test_athaliana_chr1_gene_structures_recovered_from_painted_probabilities():
-    name, seq = read_fasta_prefix(Path(ATHALIANA + ".fa.gz"), "Chr1", None)
-    annotation = read_annotation(ATHALIANA + ".gff.gz")
+    name, seq = read_fasta_prefix(ATHALIANA_FASTA, "Chr1", None)
+    annotation = read_annotation(ATHALIANA_GFF)
     scheme = LabelScheme.gene_structure()
     probs = perfect_probabilities(label_track(annotation, name, 0, len(seq), scheme).astype(np.int64))
     table = decode_record(seq, probs, name, scheme, "eukaryote")

@@ -15,9 +15,10 @@ from genoformer.export import write_bed12
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.intervals import Interval
 
+from .conftest import ATHALIANA_GFF, CELEGANS_GFF, ECOLI_GENBANK_SLICES, ECOLI_GFF, read_ecoli_genbank
+
 COLUMNS = ["seqid", "source", "type", "start", "end", "score", "strand", "phase", "id", "parent",
            "gene_id", "transcript_id", "name", "attributes"]
-ECOLI_GFF = "/work/shared/data/ecoli_k12/GCF_000005845.2_ASM584v2_genomic.gff.gz"
 ECOLI_LENGTHS = {"NC_000913.3": 4_641_652}
 
 
@@ -177,10 +178,10 @@ def test_cds_of_cut_off_transcripts_count_once_per_gene():
     genes = parts.groupby("gene")["transcript"].unique().map(sorted).to_dict()
     assert genes == {"a1.1": ["a1.1"], "a2.1": ["a2.1"], "locus=bli": ["T:f1.1"],
                      "G:lec": ["T:dc.a", "T:dc.b"], "locus=lec": ["T:x.1"]}
-    for organism, expected in (("A.thaliana", 347), ("C.elegans", 159)):
-        ref = read_annotation(f"/work/shared/data/model_organisms/{organism}.gff.gz")
+    for path, expected in ((ATHALIANA_GFF, 347), (CELEGANS_GFF, 159)):
+        ref = read_annotation(path)
         lengths = ref.groupby("seqid")["end"].max().astype(int).to_dict()
-        assert evaluate(ref, ref, lengths=lengths, prokaryote=False)["gene"]["reference"] == expected, organism
+        assert evaluate(ref, ref, lengths=lengths, prokaryote=False)["gene"]["reference"] == expected, path.name
 
 
 def test_pseudogenes_and_genes_without_cds_are_not_reference_genes():
@@ -247,8 +248,10 @@ def test_ecoli_against_itself_is_perfect_and_fast(ecoli):
 
 
 def test_ecoli_gff_against_its_genbank_is_perfect(ecoli):
-    genbank = read_annotation(ECOLI_GFF.replace("genomic.gff.gz", "genomic.gbff.gz"))
-    results = evaluate(ecoli, genbank, lengths=ECOLI_LENGTHS)
+    genbank = read_ecoli_genbank()  # slices of the GenBank record, at genome coordinates
+    regions = [Interval("NC_000913.3", start, end) for _, start, end in ECOLI_GENBANK_SLICES]
+    results = evaluate(ecoli, genbank, lengths=ECOLI_LENGTHS, regions=regions)
+    assert results["gene"]["reference"] > 200  # thrL .. crl, and prfB with its two CDS parts
     assert results["nucleotide"]["coding"]["f1"] == 1.0
     assert results["gene"]["f1"] == results["exon"]["f1"] == 1.0
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,9 +17,7 @@ from genoformer.errors import ConfigError, RegionError
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.labels import LabelIndex, LabelScheme, label_track
 
-
-def shared_data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import ATHALIANA_GFF, CELEGANS_GFF, ECOLI_GENBANK_SLICES, ECOLI_GFF, read_ecoli_genbank
 
 
 ECOLI = "NC_000913.3"
@@ -31,22 +28,23 @@ assert SCHEME.classes == ("intergenic", "five_prime_UTR", "CDS", "intron", "thre
 
 @pytest.fixture(scope="module")
 def ecoli_gff_index() -> LabelIndex:
-    return LabelIndex(read_annotation(shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz"), SCHEME)
+    return LabelIndex(read_annotation(ECOLI_GFF), SCHEME)
 
 
 @pytest.fixture(scope="module")
-def ecoli_gbff_index() -> LabelIndex:  # the GenBank file parses in about a second: once per module
-    return LabelIndex(read_annotation(shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gbff.gz"), SCHEME)
+def ecoli_gbff_index() -> LabelIndex:
+    """Labels from the GenBank slices (see conftest), at genome coordinates."""
+    return LabelIndex(read_ecoli_genbank(), SCHEME)
 
 
 @pytest.fixture(scope="module")
 def thaliana() -> pd.DataFrame:
-    return read_annotation(shared_data() / "model_organisms" / "A.thaliana.gff.gz")
+    return read_annotation(ATHALIANA_GFF)
 
 
 @pytest.fixture(scope="module")
 def elegans() -> LabelIndex:
-    return LabelIndex(read_annotation(shared_data() / "model_organisms" / "C.elegans.gff.gz"), SCHEME)
+    return LabelIndex(read_annotation(CELEGANS_GFF), SCHEME)
 
 
 def one_based(track: np.ndarray, window_start: int, first: int, last: int, row: int) -> np.ndarray:
@@ -73,15 +71,15 @@ def test_ecoli_genbank_gives_the_same_labels(ecoli_gff_index, ecoli_gbff_index):
     first = ecoli_gff_index.track(ECOLI, 0, 20_000)
     assert np.array_equal(first, ecoli_gbff_index.track(ECOLI, 0, 20_000))
     assert set(np.unique(first)) == {INTERGENIC, CDS, NCRNA}  # sokC ncRNA at 16952..17010
-    whole_gff = ecoli_gff_index.track(ECOLI, 0, 4_641_652)
-    assert np.array_equal(whole_gff, ecoli_gbff_index.track(ECOLI, 0, 4_641_652))
+    for _, start, end in ECOLI_GENBANK_SLICES:  # each slice ends between genes: no feature was cut
+        assert np.array_equal(ecoli_gff_index.track(ECOLI, start, end), ecoli_gbff_index.track(ECOLI, start, end))
     # prfB: complement(join(3035184..3036206,3036208..3036282)) skips base 3036207 (frameshift):
     # the gap between the CDS parts of a gene listed without exons is an intron, from both files
     prfb = ecoli_gbff_index.track(ECOLI, 3035000, 3036400)
     assert one_based(prfb, 3035000, 3036207, 3036207, 1).tolist() == [INTRON]
     assert (one_based(prfb, 3035000, 3035184, 3036206, 1) == CDS).all()
     assert (one_based(prfb, 3035000, 3036208, 3036282, 1) == CDS).all()
-    # the crl pseudogene (join of two CDS parts with pseudo=true, lines 520-521) stays intergenic
+    # the crl pseudogene (join of two CDS parts with pseudo=true, GFF3 lines 520-521) stays intergenic
     crl = ecoli_gbff_index.track(ECOLI, 257828, 259006)
     assert (crl[0] == INTERGENIC).all()
     # tRNA ileV 225381..225457 + (tRNA -> exon lines 438-439) is non-coding RNA
@@ -253,7 +251,7 @@ def test_bed_name_classes_with_later_classes_winning(tmp_path):
 
 
 def test_gff_feature_types_as_classes():
-    table = read_annotation(shared_data() / "model_organisms" / "C.elegans.gff.gz")
+    table = read_annotation(CELEGANS_GFF)
     scheme = LabelScheme.from_names(["transposable_element"])
     track = label_track(table, "I", 4000, 5000, scheme)
     assert (one_based(track, 4000, 4423, 4750, 0) == 1).all() and track[0, 4422 - 4000 - 1] == 0
@@ -287,7 +285,7 @@ def test_scheme_round_trip_and_validation():
 
 
 def test_without_ncrna_class_rnas_are_intergenic(ecoli_gff_index):
-    table = read_annotation(shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz")
+    table = read_annotation(ECOLI_GFF)
     scheme = LabelScheme.gene_structure(ncrna=False)
     track = label_track(table, ECOLI, 225300, 225500, scheme)
     assert (track == INTERGENIC).all()  # tRNA ileV
@@ -297,7 +295,7 @@ def test_without_ncrna_class_rnas_are_intergenic(ecoli_gff_index):
 
 
 def test_windows_index_reuse_and_bad_windows(ecoli_gff_index):
-    table = read_annotation(shared_data() / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.gff.gz")
+    table = read_annotation(ECOLI_GFF)
     whole = ecoli_gff_index.track(ECOLI, 0, 30_000)
     for start, end in [(0, 1), (188, 190), (250, 5000), (29_000, 30_000), (1234, 1234)]:
         window = label_track(ecoli_gff_index, ECOLI, start, end)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from genoformer.errors import ConfigError
 from genoformer.tokenize import KmerTokenizer, NucleotideTokenizer, Tokenizer, load_tokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import ECOLI_FASTA, TEST_DATA
+
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 KMER_SETTINGS = [(1, 1), (2, 1), (3, 1), (3, 3), (4, 2), (5, 3), (6, 1), (6, 3), (6, 6), (9, 4)]
 # k > 8 accumulates codes in uint32; k = 12 is left out of reverse-complement tests (134 MB table).
@@ -46,12 +47,12 @@ def read_fasta_prefix(path: Path, n_bases: int) -> str:
 
 @pytest.fixture(scope="module")
 def lambda_phage() -> str:
-    return read_fasta_prefix(DATA / "lambda_phage" / "lambda_virus.fa.gz", 10**6)
+    return read_fasta_prefix(TEST_DATA / "lambda_virus.fa.gz", 10**6)
 
 
 @pytest.fixture(scope="module")
 def ecoli_prefix() -> str:
-    return read_fasta_prefix(DATA / "ecoli_k12" / "GCF_000005845.2_ASM584v2_genomic.fna.gz", 20_000)
+    return read_fasta_prefix(ECOLI_FASTA, 20_000)
 
 
 def reference_kmer_ids(seq: str, k: int, stride: int) -> list[int]:
