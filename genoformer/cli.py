@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder written by training (config.json, model.safetensors, "
                                              "tokenizer.json); optional with --evidence none")
     p.add_argument("--evidence", choices=["network", "none"], default="network",
-                   help="none: no network, every base equally likely coding or not; the gene decoder alone (the "
-                        "ablation a model's scores compare with). Scheme, organism and gene cost come from --model "
+                   help="none: no network; every base gets probabilities that favour none of the decoder's choices "
+                        "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
                         "if given, else the default classes and decoder options of --organism")
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or BGZF)")
     p.add_argument("--out", required=True, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")

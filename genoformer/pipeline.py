@@ -5,6 +5,11 @@ stage. A stage records what it was run with (``stage.json``: a hash of the confi
 depends on, its outputs and its wall time); a rerun skips a stage whose record matches, and a
 training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
+
+The held-out regions are annotated twice: by the model, and by the same gene decoder with the same
+options given no network (``evidence="none"``). Both are scored, and the report says whether the
+network beat the decoder alone: a gene decoder with open-reading-frame rules and self-trained
+statistics calls most prokaryotic genes by itself.
 """
 from __future__ import annotations
 

@@ -157,8 +157,8 @@ def test_annotation_stopped_by_sigterm_cleans_up_as_on_ctrl_c(tmp_path):
     """Batch schedulers stop a job with SIGTERM: no hidden temporary files, probabilities folder or lock stay."""
     command, out = _annotation_run(tmp_path)
     run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(run, lambda: _writing(out), poll=0.01)
-    assert any(p.name.startswith(".pred.probs-") for p in out.iterdir())
+    # The two records' probabilities wait in a hidden folder for the decoder's pooled statistics.
+    _wait_for(run, lambda: _writing(out) and any(p.name.startswith(".pred.probs-") for p in out.iterdir()), poll=0.01)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 130
     assert "genoformer: interrupted" in run.stderr.read()
