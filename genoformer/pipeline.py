@@ -294,6 +294,13 @@ class Pipeline:
         the decoder alone's, the ablation the model is scored against)."""
         return self.folder("annotate") / (f"genome{i}" if evidence == "network" else f"genome{i}.decoder_alone")
 
+    def evidences(self) -> tuple[str, ...]:
+        """The annotations the annotate stage makes of each genome: the model's, and where the labels are
+        gene structures (which the gene decoder reads) the decoder alone's."""
+        from .annotate import EVIDENCE
+
+        return EVIDENCE if self.config["data"]["classes"] == "gene_structure" else EVIDENCE[:1]
+
     def held_out(self) -> list | None:
         from .genome import read_bed_regions
 
@@ -301,7 +308,7 @@ class Pipeline:
         return read_bed_regions(test_regions) if test_regions else None
 
     def annotate(self, folder: Path) -> dict:
-        from .annotate import EVIDENCE, annotate_genome, load_model
+        from .annotate import annotate_genome, load_model
         from .genome import Genome
 
         c, a = self.config, self.config["annotate"]
@@ -313,7 +320,7 @@ class Pipeline:
             names = set(Genome(fasta).lengths)
             regions = None if held_out is None else [iv for iv in held_out if iv.name in names]
             # The model's annotation, and the decoder's with the same options but no network.
-            for evidence in EVIDENCE:
+            for evidence in self.evidences():
                 result = annotate_genome(
                     model, fasta, self.prediction(i, evidence), evidence=evidence, regions=regions,
                     organism=c["data"]["organism"], window_length=a["window_length"], batch_size=a["batch_size"],
@@ -324,23 +331,23 @@ class Pipeline:
 
     def evaluate(self, folder: Path) -> dict:
         """Scores of the model's annotation per FASTA file (``metrics.json``: file name -> results), and of
-        the decoder alone's under the key ``decoder_alone`` (file name -> results)."""
-        from .annotate import EVIDENCE
+        the decoder alone's (where made) under the key ``decoder_alone`` (file name -> results)."""
         from .evaluate import evaluate, write_json
         from .genome import Genome, read_annotation
 
         c = self.config
-        scores: dict[str, dict[str, dict]] = {evidence: {} for evidence in EVIDENCE}
+        scores: dict[str, dict[str, dict]] = {evidence: {} for evidence in self.evidences()}
         regions = self.held_out()
         for i, (fasta, ref) in enumerate(zip(c["data"]["fasta"], c["data"]["annotation"] or [])):
             genome, reference = Genome(fasta), read_annotation(ref)
             mine = [iv for iv in regions or [] if iv.name in genome.lengths] or None
-            for evidence in EVIDENCE:
+            for evidence in scores:
                 prediction = read_annotation(_file(self.prediction(i, evidence), "gff3"))
                 scores[evidence][Path(fasta).name] = evaluate(
                     reference, prediction, lengths=genome.lengths, regions=mine,
                     prokaryote=c["data"]["organism"] == "prokaryote")
-        write_json({**scores["network"], DECODER_ALONE: scores["none"]}, folder / "metrics.json")
+        alone = {DECODER_ALONE: scores["none"]} if "none" in scores else {}
+        write_json({**scores["network"], **alone}, folder / "metrics.json")
         return {"outputs": [str((folder / "metrics.json").relative_to(self.out))]}
 
     def report(self, folder: Path) -> dict:
