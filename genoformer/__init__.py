@@ -3,7 +3,14 @@
 Data flows one way, and so do the imports::
 
     genome/ (FASTA, windows, annotations → labels) → tokenize/ → datasets/ → model/
-    → tasks/ (Lightning) → predict.py → decode/ → export/, evaluate/ → cli.py, pipeline.py
+    → tasks/ (Lightning) → predict.py → decode/ → export/, evaluate/ → annotate.py, report.py
+    → pipeline.py → commands.py, cli.py
+
+In Python, annotate a genome with a trained model::
+
+    model = genoformer.load_model("runs/ecoli/finetune/model")
+    result = genoformer.annotate_genome(model, "genome.fa", "out/genome")
+    result.features  # the called genes (pandas); result.paths: GFF3, BED and tracks written
 
 Coordinates are 0-based half-open everywhere inside; files' 1-based coordinates are converted
 where they are read or written.
@@ -26,6 +33,8 @@ _EXPORTS = {
     "load_tokenizer": "genoformer.tokenize",
     "ReformerConfig": "genoformer.model",
     "Reformer": "genoformer.model",
+    "load_model": "genoformer.annotate",
+    "annotate_genome": "genoformer.annotate",
 }
 
 

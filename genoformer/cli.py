@@ -9,6 +9,7 @@ traceback); results go to files, logs and progress to stderr.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 
@@ -75,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("annotate", "predict gene regions over whole FASTA files; write GFF3, BED and probability tracks")
-    p.add_argument("--model", required=True, help="model folder written by training (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--model", default=None, help="model folder written by training (config.json, model.safetensors, "
+                                             "tokenizer.json); optional with --evidence none")
+    p.add_argument("--evidence", choices=["network", "none"], default="network",
+                   help="none: no network; every base gets probabilities that favour none of the decoder's choices "
+                        "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
+                        "if given, else the default classes and decoder options of --organism")
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or BGZF)")
     p.add_argument("--out", required=True, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")
     p.add_argument("--records", nargs="*", default=None, help="only these records")
@@ -148,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         from . import commands
 
-        return getattr(commands, args.command)(args) or 0
+        # Batch schedulers stop jobs with SIGTERM: clean up (temporary files, locks) as for Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return getattr(commands, args.command)(args) or 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except GenoformerError as exc:
         if debug:
             traceback.print_exc()

@@ -76,3 +76,7 @@ class TrainingError(GenoformerError, RuntimeError):
 
 class MemoryPlanError(GenoformerError, MemoryError):
     """A run would need more memory than the device has."""
+
+
+class OutputLockedError(GenoformerError, RuntimeError):
+    """Another run is writing the same outputs (its lock file is held)."""

@@ -5,6 +5,11 @@ stage. A stage records what it was run with (``stage.json``: a hash of the confi
 depends on, its outputs and its wall time); a rerun skips a stage whose record matches, and a
 training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
+
+The held-out regions are annotated twice: by the model, and by the same gene decoder with the same
+options given no network (``evidence="none"``). Both are scored, and the report says whether the
+network beat the decoder alone: a gene decoder with open-reading-frame rules and self-trained
+statistics calls most prokaryotic genes by itself.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from .files import atomic_write
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
 STAGES = ("pretrain", "finetune", "annotate", "evaluate", "report")
+DECODER_ALONE = "decoder_alone"  # metrics.json's key for the decoder alone's scores
 PLAN_FROM_TOKENS = 1 << 16  # batches this large are checked by the memory planner before training
 
 # Every key a pipeline config may hold, with its default (None: required or optional path).
@@ -156,6 +162,11 @@ def _digest(config: dict, stage: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _file(prefix: Path, ending: str) -> Path:
+    """One of the files an annotation writes under ``prefix`` (PREFIX.gff3, PREFIX.CDS.plus.bedgraph, ...)."""
+    return prefix.with_name(f"{prefix.name}.{ending}")
+
+
 def _log(message: str) -> None:
     print(f"[genoformer pipeline] {message}", file=sys.stderr, flush=True)
 
@@ -169,8 +180,12 @@ class Pipeline:
         with atomic_write(self.out / "config.yaml") as handle:
             yaml.safe_dump(config, handle, sort_keys=False)
 
+    def folder(self, stage: str) -> Path:
+        """Each stage's outputs live in a folder named after it."""
+        return self.out / stage
+
     def record_path(self, stage: str) -> Path:
-        return self.out / stage / "stage.json"
+        return self.folder(stage) / "stage.json"
 
     def record(self, stage: str) -> dict | None:
         path = self.record_path(stage)
@@ -186,7 +201,7 @@ class Pipeline:
             _log(f"{stage}: up to date, skipped ({self.record_path(stage)})")
             return done
         _log(f"{stage}: running")
-        folder = self.out / stage
+        folder = self.folder(stage)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         result = fn(folder)
@@ -274,48 +289,88 @@ class Pipeline:
             freeze_encoder=f["freeze_encoder"], pretrained=pretrained, lr=f["lr"], warmup_steps=f["warmup_steps"],
             seed=c["seed"]), f, classes_data=True)
 
+    def prediction(self, i: int, evidence: str = "network") -> Path:
+        """The prefix the annotate stage writes the i-th FASTA's annotation under (``evidence`` "none":
+        the decoder alone's, the ablation the model is scored against)."""
+        return self.folder("annotate") / (f"genome{i}" if evidence == "network" else f"genome{i}.decoder_alone")
+
+    def evidences(self) -> tuple[str, ...]:
+        """The annotations the annotate stage makes of each genome: the model's, and where the labels are
+        gene structures (which the gene decoder reads) the decoder alone's."""
+        from .annotate import EVIDENCE
+
+        return EVIDENCE if self.config["data"]["classes"] == "gene_structure" else EVIDENCE[:1]
+
+    def held_out(self) -> list | None:
+        from .genome import read_bed_regions
+
+        test_regions = self.config["data"]["test_regions"]
+        return read_bed_regions(test_regions) if test_regions else None
+
     def annotate(self, folder: Path) -> dict:
-        from .commands import annotate_genome
+        from .annotate import annotate_genome, load_model
+        from .genome import Genome
 
         c, a = self.config, self.config["annotate"]
-        model = a["model"] or str(self.out / "finetune" / "model")
-        from .genome import Genome, read_bed_regions
-
-        held_out = read_bed_regions(c["data"]["test_regions"]) if c["data"]["test_regions"] else None
+        model = load_model(a["model"] or self.folder("finetune") / "model")
+        held_out = self.held_out()
         outputs = []
         for i, fasta in enumerate(c["data"]["fasta"]):
             # The held-out BED may list records of several FASTA files: each takes its own.
             names = set(Genome(fasta).lengths)
             regions = None if held_out is None else [iv for iv in held_out if iv.name in names]
-            paths = annotate_genome(model, fasta, folder / f"genome{i}", regions=regions,
-                                    organism=c["data"]["organism"], window_length=a["window_length"],
-                                    batch_size=a["batch_size"], both_strands=a["both_strands"], bigwig=a["bigwig"],
-                                    gene_cost=a["gene_cost"], codon_weight=a["codon_weight"],
-                                    start_weight=a["start_weight"], closed_ends=a["closed_ends"])
-            outputs += [str(p.relative_to(self.out)) for p in paths.values()]
+            # The model's annotation, and the decoder's with the same options but no network.
+            for evidence in self.evidences():
+                result = annotate_genome(
+                    model, fasta, self.prediction(i, evidence), evidence=evidence, regions=regions,
+                    organism=c["data"]["organism"], window_length=a["window_length"], batch_size=a["batch_size"],
+                    both_strands=a["both_strands"], bigwig=a["bigwig"], gene_cost=a["gene_cost"],
+                    codon_weight=a["codon_weight"], start_weight=a["start_weight"], closed_ends=a["closed_ends"])
+                outputs += [str(p.relative_to(self.out)) for p in result.paths.values()]
         return {"outputs": outputs}
 
     def evaluate(self, folder: Path) -> dict:
+        """Scores of the model's annotation per FASTA file (``metrics.json``: file name -> results), and of
+        the decoder alone's (where made) under the key ``decoder_alone`` (file name -> results)."""
         from .evaluate import evaluate, write_json
-        from .genome import Genome, read_annotation, read_bed_regions
+        from .genome import Genome, read_annotation
 
         c = self.config
-        results = {}
-        regions = read_bed_regions(c["data"]["test_regions"]) if c["data"]["test_regions"] else None
+        scores: dict[str, dict[str, dict]] = {evidence: {} for evidence in self.evidences()}
+        regions = self.held_out()
         for i, (fasta, ref) in enumerate(zip(c["data"]["fasta"], c["data"]["annotation"] or [])):
-            genome = Genome(fasta)
-            prediction = read_annotation(self.out / "annotate" / f"genome{i}.gff3")
+            genome, reference = Genome(fasta), read_annotation(ref)
             mine = [iv for iv in regions or [] if iv.name in genome.lengths] or None
-            results[Path(fasta).name] = evaluate(read_annotation(ref), prediction, lengths=genome.lengths,
-                                                 regions=mine, prokaryote=c["data"]["organism"] == "prokaryote")
-        write_json(results, folder / "metrics.json")
+            for evidence in scores:
+                prediction = read_annotation(_file(self.prediction(i, evidence), "gff3"))
+                scores[evidence][Path(fasta).name] = evaluate(
+                    reference, prediction, lengths=genome.lengths, regions=mine,
+                    prokaryote=c["data"]["organism"] == "prokaryote")
+        alone = {DECODER_ALONE: scores["none"]} if "none" in scores else {}
+        write_json({**scores["network"], **alone}, folder / "metrics.json")
         return {"outputs": [str((folder / "metrics.json").relative_to(self.out))]}
 
     def report(self, folder: Path) -> dict:
-        from .report import write_report
+        from .report import RegionPlot, write_report
 
-        path = write_report(self, folder)
-        return {"outputs": [str(p.relative_to(self.out)) for p in path]}
+        c = self.config
+        records = {s: json.loads(self.record_path(s).read_text())
+                   for s in STAGES[:-1] if self.record_path(s).is_file()}
+        metrics_path = self.folder("evaluate") / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        decoder_alone = metrics.pop(DECODER_ALONE, {})
+        regions, prediction = self.held_out(), self.prediction(0)
+        plot = None
+        if regions and _file(prediction, "gff3").is_file() and c["data"]["annotation"]:
+            tracks = {f"P(CDS {sign})": _file(prediction, f"CDS.{strand}.bedgraph")
+                      for strand, sign in (("plus", "+"), ("minus", "−"))}
+            plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"),
+                              {label: path for label, path in tracks.items() if path.is_file()})
+        outputs = [item for stage in ("finetune", "annotate", "evaluate")
+                   for item in records.get(stage, {}).get("outputs", [])]
+        paths = write_report(folder, name=c["name"], records=records, metrics=metrics, decoder_alone=decoder_alone,
+                             outputs=outputs, plot=plot)
+        return {"outputs": [str(p.relative_to(self.out)) for p in paths]}
 
 
 def run_pipeline(config_path: str | Path | None = None, out: str | Path | None = None,
@@ -334,6 +389,6 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
         wanted = [s for s in wanted if s == "pretrain"]
     for stage in wanted:
         pipeline.run_stage(stage, getattr(pipeline, stage))
-    report = out / "report" / "report.md"
+    report = pipeline.folder("report") / "report.md"
     _log(f"outputs in {out.resolve()}")
     return report if report.exists() else out

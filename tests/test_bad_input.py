@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from genoformer import cli
-from genoformer.commands import annotate_genome
+from genoformer.annotate import annotate_genome
 from genoformer.errors import AnnotationError, ConfigError, FastaError, GenoformerError, ModelFileError, RegionError
 from genoformer.evaluate import evaluate
 from genoformer.genome import Genome, genbank_to_fasta, read_annotation

@@ -65,13 +65,18 @@ def _train(tmp_path: Path, name: str, fasta: Path, *, checkpoints: Path | None =
                             stderr=subprocess.PIPE, text=True)
 
 
-def _kill_when(process: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.05) -> None:
-    """SIGKILL ``process`` as soon as ``ready()`` is true; fail if it ends (or times out) first."""
+def _wait_for(process: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.05) -> None:
+    """Return as soon as ``ready()`` is true; fail if ``process`` ends (or times out) first."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+        assert process.poll() is None, f"the run ended before it could be signalled: {process.stderr.read()[-2000:]}"
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(poll)
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.05) -> None:
+    """SIGKILL ``process`` as soon as ``ready()`` is true; fail if it ends (or times out) first."""
+    _wait_for(process, ready, timeout, poll)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL
 
@@ -104,23 +109,32 @@ def test_training_killed_mid_run_resumes_to_the_same_weights(ecoli_slice, tmp_pa
     assert different == [], f"resumed from step {killed_at}: {different}"
 
 
-def test_annotation_killed_mid_run_leaves_no_partial_output_and_completes_on_rerun(tmp_path):
+def _annotation_run(tmp_path: Path) -> tuple[list[str], Path]:
+    """An annotate command over two 3,840-base records, slow enough (about 240 windows, one per batch) to
+    signal while it writes, and its output folder."""
     from genoformer.tasks import TaggingTask
 
     model = TaggingTask(**TINY).export(tmp_path / "model")
     fasta = tmp_path / "genome.fa"
-    bases = "ACGTTGCAAGGCTTAACCGGTTAA" * 160  # 3,840 bases per record
+    bases = "ACGTTGCAAGGCTTAACCGGTTAA" * 160
     fasta.write_text(f">one\n{bases}\n>two\n{bases[::-1]}\n")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(model), "--fasta", str(fasta),
-               "--out", str(out / "pred"), "--window-length", "128", "--batch-size", "1"]
+    return [sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(model), "--fasta", str(fasta),
+            "--out", str(out / "pred"), "--window-length", "128", "--batch-size", "1"], out
 
-    def writing() -> bool:  # the outputs are open (as hidden temporary files) and ~240 windows are to predict
-        return out.is_dir() and any(p.name.endswith(".tmp") for p in out.iterdir())
 
+def _writing(out: Path) -> bool:
+    """Whether the outputs are open (as hidden temporary files)."""
+    return out.is_dir() and any(p.name.endswith(".tmp") for p in out.iterdir())
+
+
+def test_annotation_killed_mid_run_leaves_no_partial_output_and_completes_on_rerun(tmp_path):
+    command, out = _annotation_run(tmp_path)
     run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _kill_when(run, writing, poll=0.01)
+    _kill_when(run, lambda: _writing(out), poll=0.01)
     left = sorted(p.name for p in out.iterdir())
+    assert ".pred.lock" in left, left
+    left.remove(".pred.lock")  # the killed run's lock: the kernel released it, the rerun takes it over
     assert left and all(name.startswith(".pred.") and name.endswith(".tmp") for name in left), left
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -137,6 +151,33 @@ def test_annotation_killed_mid_run_leaves_no_partial_output_and_completes_on_rer
             assert track.groupby(0)[2].max().to_dict() == {"one": 3840, "two": 3840}, name
     # The killed run's hidden temporary files are left as they were: the rerun neither read nor renamed them.
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == left
+
+
+def test_annotation_stopped_by_sigterm_cleans_up_as_on_ctrl_c(tmp_path):
+    """Batch schedulers stop a job with SIGTERM: no hidden temporary files, probabilities folder or lock stay."""
+    command, out = _annotation_run(tmp_path)
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The two records' probabilities wait in a hidden folder for the decoder's pooled statistics.
+    _wait_for(run, lambda: _writing(out) and any(p.name.startswith(".pred.probs-") for p in out.iterdir()), poll=0.01)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    assert "genoformer: interrupted" in run.stderr.read()
+    assert list(out.iterdir()) == []
+
+
+def test_a_second_annotation_to_the_same_outputs_is_refused_while_the_first_runs(tmp_path):
+    command, out = _annotation_run(tmp_path)
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(first, lambda: _writing(out), poll=0.01)
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert f"genoformer: error: {out / '.pred.lock'}: another run is writing the outputs {out / 'pred'}.*" in \
+            second.stderr
+        assert first.poll() is None  # the refused run touched nothing of the first's
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
 
 
 def test_atomic_writes_leave_the_old_file_or_none_and_normal_permissions(tmp_path):

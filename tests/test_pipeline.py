@@ -45,9 +45,14 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     assert "Held-out evaluation" in text and "tracks.png" in text
     assert (out / "report" / "tracks.png").stat().st_size > 10_000
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"ecoli60k.fa"}
+    # The model's scores where they always were, the decoder alone's (same regions, no network) beside them.
+    assert set(metrics) == {"ecoli60k.fa", "decoder_alone"} and set(metrics["decoder_alone"]) == {"ecoli60k.fa"}
+    model, alone = metrics["ecoli60k.fa"], metrics["decoder_alone"]["ecoli60k.fa"]
+    assert model["gene"]["reference"] == alone["gene"]["reference"] > 0 and alone["gene"]["f1"] > 0.5
+    assert "| genoformer (network + decoder) |" in text and "| decoder alone (no network) |" in text
+    assert re.search(r"\*\*The network (beat|did not beat) the decoder alone", text)
     for path in ("finetune/model/model.safetensors", "annotate/genome0.gff3", "annotate/genome0.bed",
-                 "annotate/genome0.CDS.plus.bedgraph", "config.yaml"):
+                 "annotate/genome0.CDS.plus.bedgraph", "annotate/genome0.decoder_alone.gff3", "config.yaml"):
         assert (out / path).is_file(), path
     capsys.readouterr()
     run_pipeline(tiny_config, out)

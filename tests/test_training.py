@@ -164,7 +164,7 @@ def test_annotating_regions_pools_statistics_keeps_ids_unique_and_closes_ends_on
     import genoformer.decode
     import genoformer.predict
     from genoformer.cli import main
-    from genoformer.commands import annotate_genome
+    from genoformer.annotate import annotate_genome
     from genoformer.genome import Interval, LabelScheme, label_track, read_annotation
 
     fasta, gff = ecoli_slice
@@ -187,7 +187,7 @@ def test_annotating_regions_pools_statistics_keeps_ids_unique_and_closes_ends_on
     monkeypatch.setattr(genoformer.decode, "learn_genome_statistics", spy)
     model = TaggingTask(**TINY).export(tmp_path / "tagger")
     regions = [Interval("NC_000913.3", 0, 30_000), Interval("NC_000913.3", 30_000, 60_000)]
-    paths = annotate_genome(model, fasta, tmp_path / "pred" / "two", regions=regions, window_length=512)
+    paths = annotate_genome(model, fasta, tmp_path / "pred" / "two", regions=regions, window_length=512).paths
     calls = read_annotation(paths["gff3"])
     genes = calls[calls["type"] == "gene"]
     assert len(genes) > 40 and genes["id"].is_unique and calls["id"].dropna().is_unique

@@ -1,0 +1,43 @@
+"""The pipeline report's pieces: reading bedGraph tracks back, and the network set against the decoder alone."""
+from __future__ import annotations
+
+import numpy as np
+
+from genoformer.export import write_bedgraph
+from genoformer.report import network_against_decoder, read_bedgraph_region
+
+
+def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
+    """Read with comment="t", pandas cut every line at its first "t": MtDNA and chrUn_t1 lines were lost."""
+    values = {"MtDNA": np.array([0.1, 0.1, 0.7, 0.7, 0.7], dtype=np.float32),
+              "chrUn_t1": np.array([0.2, 0.9, 0.9, 0.0], dtype=np.float32)}
+    path = write_bedgraph(tmp_path / "p.bedgraph", "track with a t", values, description="the tracks")
+    assert np.allclose(read_bedgraph_region(path, "MtDNA", 1, 5), [0.1, 0.7, 0.7, 0.7])
+    assert np.allclose(read_bedgraph_region(path, "chrUn_t1", 0, 4), values["chrUn_t1"])
+
+
+def _results(stranded: float, either: float, gene: float, stop: float) -> dict:
+    return {"nucleotide": {"coding": {"mcc": stranded}, "coding_unstranded": {"mcc": either}},
+            "gene": {"f1": gene}, "gene_stop": {"f1": stop}}
+
+
+def test_report_says_plainly_when_the_network_did_not_beat_the_decoder_alone():
+    lines = network_against_decoder(_results(0.95, 0.85, 0.70, 0.90), _results(0.966, 0.879, 0.807, 0.941))
+    assert lines[2] == "| genoformer (network + decoder) | 0.950 | 0.850 | 0.700 | 0.900 |"
+    assert lines[3] == "| decoder alone (no network) | 0.966 | 0.879 | 0.807 | 0.941 |"
+    assert "**The network did not beat the decoder alone** on any measure" in "\n".join(lines)
+
+
+def test_report_names_the_measures_the_network_won_and_lost():
+    text = "\n".join(network_against_decoder(_results(0.97, 0.90, 0.80, 0.941), _results(0.966, 0.879, 0.807, 0.941)))
+    assert ("**The network beat the decoder alone only on strand-aware MCC, either-strand MCC**; not on "
+            "exact-gene F1, stop-exact gene F1 (equal or worse).") in text
+    text = "\n".join(network_against_decoder(_results(0.99, 0.95, 0.9, 0.97), _results(0.966, 0.879, 0.807, 0.941)))
+    assert "**The network beat the decoder alone** on every measure." in text
+
+
+def test_report_does_not_credit_the_network_with_measures_it_left_undefined():
+    """A model that called nothing has no MCC or precision (n/a): that is no win over the decoder alone."""
+    lines = network_against_decoder(_results(None, None, None, None), _results(0.966, 0.879, 0.807, 0.941))
+    assert lines[2] == "| genoformer (network + decoder) | n/a | n/a | n/a | n/a |"
+    assert "**The network did not beat the decoder alone** on any measure" in "\n".join(lines)
