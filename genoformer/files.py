@@ -2,15 +2,23 @@
 
 Every output genoformer writes goes through :func:`atomic_write`: a temporary file in the
 destination's folder, renamed into place only when complete, so an interrupted run never
-leaves a truncated GFF3, index or model file behind.
+leaves a truncated GFF3, index or model file behind. Only regular files are replaced that way:
+a symbolic link's target is written (the link stays), a device or pipe is written straight
+through, ``-`` is standard output.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
+import sys
 from pathlib import Path
 from typing import IO, Iterator
+
+# The output path meaning standard output (``--json -``).
+STDOUT = "-"
 
 
 def cache_dir() -> Path:
@@ -46,20 +54,74 @@ def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Pa
 
 
 @contextlib.contextmanager
+def _naming(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Let an OSError name the user's ``path``: a failed write (ENOSPC) names no file, a failed
+    temporary file names a hidden sibling the user never asked for."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or (tmp is not None and exc.filename in (tmp, str(tmp))):
+            exc.filename = str(path)
+        raise
+
+
+def _is_stdout(path: str | os.PathLike) -> bool:
+    """``-``, or a name for this process's standard output (``/dev/stdout``, or the file it is
+    redirected to: opening that anew would truncate what was printed before)."""
+    return str(path) == STDOUT or (
+        os.path.exists("/dev/stdout") and os.path.realpath(path) == os.path.realpath("/dev/stdout"))
+
+
+def _destination(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where to write for ``path`` and whether atomically (temporary file then rename).
+
+    A symbolic link is followed, so its target is replaced and the link kept; a device, pipe or
+    socket (``/dev/full``, a FIFO, anything under ``/dev`` or ``/proc``) is written straight
+    through, since renaming over it would replace the node with a regular file; a folder is refused.
+    """
+    path = Path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file to write", str(path))
+    if str(path.absolute()).startswith(("/dev/", "/proc/")):
+        return path, False
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        return target, stat.S_ISREG(target.stat().st_mode)
+    except FileNotFoundError:
+        return target, True
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. ``-`` is
+    standard output; devices and pipes are written straight through (see :func:`_destination`).
+    A failed write (a full disk) raises OSError naming ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, mode, **open_kwargs) as handle:
+    if _is_stdout(path):
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        with _naming(Path("<stdout>")):
+            yield stream
+            stream.flush()
+        return
+    with _naming(Path(path)):
+        target, atomic = _destination(path)
+    if not atomic:
+        # Appending: truncating means nothing to a device and would clobber a file behind /proc/self/fd.
+        with _naming(Path(path)), open(target, mode.replace("w", "a"), **open_kwargs) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return
+    with _naming(Path(path)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(target)
+    try:
+        with _naming(Path(path), tmp):
+            with open(tmp, mode, **open_kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -68,13 +130,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path for writers that take a file name (pyBigWig, safetensors)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    """Yield a temporary sibling path for writers that take a file name (pyBigWig, safetensors);
+    for a device or pipe, the path itself (written straight through)."""
+    with _naming(Path(path)):
+        target, atomic = _destination(path)
+    if not atomic:
+        with _naming(Path(path)):
+            yield target
+        return
+    with _naming(Path(path)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(target)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _naming(Path(path), tmp):
+            yield tmp
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
