@@ -89,6 +89,9 @@ def predict_record(
 ) -> np.ndarray:
     """Probabilities ``(2, classes, end - start)`` for one record stretch (row 0: + strand genes)."""
     end = genome.lengths[name] if end is None else end
+    # Every window is padded to window_length tokens: a window longer than the stretch would only
+    # add padding (a 50 Mb window on a 3 kb record asked for gigabytes).
+    window_length = max(1, min(window_length, end - start))
     stitcher = ProbabilityStitcher(end - start, n_classes, offset=start)
     windows = [Interval(name, start + iv.start, start + iv.end)
                for iv in tile_record(name, end - start, window_length, max(1, window_length // 2))]

@@ -153,3 +153,90 @@ def test_numeric_and_path_options_are_range_checked_before_any_work(argv, messag
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].endswith(message), err
+
+
+# --------------------------------------------------------------------------- model folders
+
+SEQUENCE = ("ATGGCTAAAGCTTGA" * 200)[:3000]  # record c1, 3 kb
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    from genoformer.tasks import TaggingTask
+
+    from .conftest import TINY
+
+    folder = tmp_path_factory.mktemp("robust_model") / "model"
+    TaggingTask(**TINY).export(folder)
+    return folder
+
+
+@pytest.fixture
+def fasta(tmp_path) -> Path:
+    path = tmp_path / "c1.fa"
+    path.write_text(f">c1\n{SEQUENCE}\n")
+    return path
+
+
+def annotate_argv(model: Path, fasta: Path, out: Path, *more: str) -> list[str]:
+    return ["annotate", "--model", str(model), "--fasta", str(fasta), "--out", str(out), *more]
+
+
+def damaged_copy(model: Path, tmp_path: Path, change) -> Path:
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(model, copy)
+    config = json.loads((copy / "config.json").read_text())
+    change(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["head"].update(classes=[]), "head.classes must be a list of at least 2 distinct class names, got []"),
+    (lambda c: c["head"].pop("scheme"), "head.scheme (the label scheme of a tagging model) is missing"),
+    (lambda c: c["head"].update(scheme={"classes": ["intergenic", "CDS"]}),
+     "head.scheme is invalid: label scheme needs keys 'classes' and 'kind' (and optional 'mapping'); "
+     "got ['classes']"),
+    (lambda c: c["head"].update(window_length="2k"),
+     "head.window_length must be a whole number of bases from 1 to 268,435,456 (0: not recorded), got '2k'"),
+    (lambda c: c["head"].update(window_length=1e12),
+     "head.window_length must be a whole number of bases from 1 to 268,435,456 (0: not recorded), "
+     "got 1000000000000.0"),
+    (lambda c: c["head"].update(window_length=10**12),
+     "head.window_length must be a whole number of bases from 1 to 268,435,456 (0: not recorded), got 1000000000000"),
+    (lambda c: c["head"].update(organism="fungus"),
+     "head.organism must be one of 'prokaryote', 'eukaryote', got 'fungus'"),
+])
+def test_a_model_config_head_is_validated_naming_file_and_field(model, fasta, tmp_path, capsys, change, message):
+    damaged = damaged_copy(model, tmp_path, change)
+    status = cli.main(annotate_argv(damaged, fasta, tmp_path / "out" / "pred", "--window-length", "64"))
+    assert one_error_line(capsys, status) == f"genoformer: error: {damaged / 'config.json'}: {message}"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_config_far_larger_than_its_weights_is_refused_before_building_the_network(model, fasta, tmp_path, capsys):
+    """d_model 65536, d_ff 2^20, depth 64 would be terabytes of parameters; the 100 KB weight file
+    shows it is not that model, and the shapes say so without allocating anything."""
+    damaged = damaged_copy(model, tmp_path, lambda c: c["model"].update(d_model=65536, d_ff=1048576, depth=64))
+    status = cli.main(annotate_argv(damaged, fasta, tmp_path / "pred", "--window-length", "64"))
+    line = one_error_line(capsys, status)
+    assert line.startswith(f"genoformer: error: {damaged / 'model.safetensors'}: weights do not match config.json: "
+                           "missing tensors ['encoder.blocks.10.")
+    assert "encoder.embedding.weight has shape (10, 32), model expects (10, 65536)" in line
+    assert line.endswith("config.json describes 9,758,259,544,076 parameters, model.safetensors holds 16,652")
+
+
+def test_a_window_longer_than_the_record_is_clipped_to_it(model, fasta, tmp_path, capsys):
+    """--window-length 50,000,000 on a 3 kb record: one 3 kb window, not 50 Mb of padding."""
+    import tracemalloc
+
+    tracemalloc.start()
+    assert cli.main(annotate_argv(model, fasta, tmp_path / "pred", "--window-length", "50000000",
+                                  "--single-strand")) == 0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20
+    lines = (tmp_path / "pred.CDS.plus.bedgraph").read_text().splitlines()
+    assert lines[-1].split("\t")[:3][0] == "c1" and int(lines[-1].split("\t")[2]) == 3000
