@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genoformer import cli
@@ -240,3 +241,39 @@ def test_a_window_longer_than_the_record_is_clipped_to_it(model, fasta, tmp_path
     assert peak < 200 * 2**20
     lines = (tmp_path / "pred.CDS.plus.bedgraph").read_text().splitlines()
     assert lines[-1].split("\t")[:3][0] == "c1" and int(lines[-1].split("\t")[2]) == 3000
+
+
+# --------------------------------------------------------------------------- RNA and gaps
+
+@pytest.mark.parametrize("tokenizer", ["nucleotide", "kmer3"])
+def test_the_tokenizer_encodes_exactly_the_characters_the_fasta_check_accepts(tokenizer):
+    from genoformer.genome.fasta import _VALID
+    from genoformer.tokenize import KmerTokenizer, NucleotideTokenizer
+
+    tok = NucleotideTokenizer() if tokenizer == "nucleotide" else KmerTokenizer(3)
+    accepted = set()
+    for byte in range(256):
+        try:
+            tok.encode(bytes([byte]) * 3)
+        except ValueError:
+            continue
+        accepted.add(byte)
+    assert accepted == set(np.flatnonzero(_VALID).tolist()) - {ord("\n")}
+    assert list(tok.encode("ACGU")) == list(tok.encode("ACGT"))
+    assert list(tok.encode("AC-TA")) == list(tok.encode("ACNTA"))
+
+
+def test_annotate_reads_rna_as_dna_and_gaps_as_unknown_bases_with_a_notice(model, tmp_path, capsys):
+    rna = tmp_path / "rna.fa"
+    rna.write_text(f">c1\n{SEQUENCE.replace('T', 'U')[:1500]}{'-' * 30}{SEQUENCE[1530:]}\n")
+    dna = tmp_path / "dna.fa"
+    dna.write_text(f">c1\n{SEQUENCE[:1500]}{'N' * 30}{SEQUENCE[1530:]}\n")
+    assert cli.main(annotate_argv(model, rna, tmp_path / "rna", "--window-length", "512")) == 0
+    err = capsys.readouterr().err
+    assert f"genoformer: {rna}: record 'c1' (and maybe others) holds RNA bases (U); they are read as T" in err
+    assert (f"genoformer: {rna}: record 'c1' (and maybe others) holds gaps ('-'); they are read as N "
+            "(unknown base), keeping every position") in err
+    assert cli.main(annotate_argv(model, dna, tmp_path / "dna", "--window-length", "512")) == 0
+    for suffix in ("CDS.plus.bedgraph", "CDS.minus.bedgraph", "gff3"):
+        rna_lines = (tmp_path / f"rna.{suffix}").read_text().splitlines()[1:]
+        assert rna_lines == (tmp_path / f"dna.{suffix}").read_text().splitlines()[1:]
