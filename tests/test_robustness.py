@@ -277,3 +277,70 @@ def test_annotate_reads_rna_as_dna_and_gaps_as_unknown_bases_with_a_notice(model
     for suffix in ("CDS.plus.bedgraph", "CDS.minus.bedgraph", "gff3"):
         rna_lines = (tmp_path / f"rna.{suffix}").read_text().splitlines()[1:]
         assert rna_lines == (tmp_path / f"dna.{suffix}").read_text().splitlines()[1:]
+
+
+# --------------------------------------------------------------------------- names in BED files
+
+def test_a_regions_line_for_a_record_named_track_something_is_a_region(tmp_path, capsys):
+    gff = tmp_path / "genes.gff3"
+    gff.write_text(GFF.replace("c1", "trackA"))
+    regions = tmp_path / "regions.bed"
+    regions.write_text("track name=held_out\nbrowser position trackA:1-300\ntrackA\t0\t300\n")
+    assert cli.main(evaluate_argv(gff, "--regions", str(regions), "--json", "-")) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["nucleotide"]["coding"]["tp"] == 60
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("#c1", "starts with '#': BED and bedGraph readers take its lines for comments"),
+    ("browser", "is a header word: BED and bedGraph readers take its lines for track/browser lines"),
+])
+def test_annotate_warns_once_about_a_record_name_bed_readers_would_skip(model, tmp_path, capsys, name, reason):
+    fasta = tmp_path / "odd.fa"
+    fasta.write_text(f">{name}\n{SEQUENCE}\n")
+    assert cli.main(annotate_argv(model, fasta, tmp_path / "pred", "--window-length", "512")) == 0
+    err = capsys.readouterr().err
+    warning = f"genoformer: warning: record {name!r} {reason}; rename the record to read these files back"
+    assert err.count(warning) == 1, err
+
+
+# --------------------------------------------------------------------------- what evaluate compares
+
+def scores(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+def test_evaluate_sizes_records_by_their_sequence_region_lines(gff, tmp_path, capsys):
+    """The help text's example: regions past the last feature are scored (all of c1's 300 bases)."""
+    regions = tmp_path / "held_out.bed"
+    regions.write_text("c1\t0\t300\n")
+    assert cli.main(evaluate_argv(gff, "--regions", str(regions), "--json", "-")) == 0
+    coding = scores(capsys)["nucleotide"]["coding"]
+    assert (coding["tp"], coding["tn"]) == (60, 2 * 300 - 60)
+
+
+def test_evaluate_refuses_a_prediction_on_other_records(gff, tmp_path, capsys):
+    other = tmp_path / "other.gff3"
+    other.write_text(GFF.replace("c1", "chr1"))
+    status = cli.main(["evaluate", "--reference", str(gff), "--prediction", str(other)])
+    assert one_error_line(capsys, status) == (
+        f"genoformer: error: {other}: no record name in common with the reference {gff} (reference: 'c1'; "
+        "prediction: 'chr1'), so nothing could match; rename one side's records")
+
+
+def test_evaluate_says_why_a_bed_reference_of_genes_counts_nothing(gff, tmp_path, capsys):
+    bed = tmp_path / "genes.bed"
+    bed.write_text("c1\t10\t70\tgene\t0\t+\nc1\t100\t160\tgene\t0\t-\n")
+    status = cli.main(["evaluate", "--reference", str(bed), "--prediction", str(gff)])
+    assert one_error_line(capsys, status) == (
+        f"genoformer: error: {bed}: no CDS feature, so no base or gene of the reference counts: read 2 'gene' "
+        "(a BED line's name column is its type); the scores compare CDS features (BED: name 'CDS', or BED12)")
+
+
+def test_a_negative_bed_start_is_named_with_its_line(gff, tmp_path, capsys):
+    bed = tmp_path / "negative.bed"
+    bed.write_text("# held out\nc1\t-5\t70\tCDS\t0\t+\n")
+    status = cli.main(["evaluate", "--reference", str(bed), "--prediction", str(gff)])
+    assert one_error_line(capsys, status) == (
+        f"genoformer: error: {bed}, line 2: start coordinate '-5' is not a non-negative integer")

@@ -62,6 +62,8 @@ _GTF_PAIR = re.compile(r'\s*([^\s";]+)\s+(?:"([^"]*)"|([^\s";]+))\s*(?:;|$)')
 _GTF_ATTRIBUTES = re.compile(r'^\s*[^\s=;"]+\s+("|[^\s=;"]+\s*(;|$))')
 _DIGITS = r"[0-9]+"
 _BED_COUNTS = (3, 4, 5, 6, 7, 8, 9, 12)
+_SIGNED = re.compile(r"-?[0-9]+")
+_SEQUENCE_REGION = re.compile(r"^##sequence-region[ \t]+(\S+)[ \t]+([0-9]+)[ \t]+([0-9]+)[ \t]*$", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- public API
@@ -90,6 +92,9 @@ def read_annotation(path: str | PathLike, format: str | None = None) -> pd.DataF
         table = _parse_gff_like(text, path, gtf=fmt == "gtf")
     # Later checks against a genome (check_against_genome, the evaluator) name this file and line.
     table.attrs["path"] = str(path)
+    table.attrs["format"] = fmt
+    if fmt == "gff3":
+        table.attrs["sequence_lengths"] = _sequence_regions(text)
     return table
 
 
@@ -110,7 +115,8 @@ def detect_format(text: str, path: str | PathLike | None = None) -> str:
             attributes = fields[8] if len(fields) == 9 else ""
             return "gtf" if _GTF_ATTRIBUTES.match(attributes) else "gff3"
         fields = fields if len(fields) > 1 else line.split()
-        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():  # column count checked later
+        # Signed, so a negative start is reported by the BED reader with its line, not as an unknown format.
+        if len(fields) >= 3 and _SIGNED.fullmatch(fields[1]) and _SIGNED.fullmatch(fields[2]):  # columns checked later
             return "bed"
         raise AnnotationError(
             path, "unrecognised annotation format (expected GFF3, GTF, BED or GenBank)", line=number)
@@ -324,6 +330,11 @@ def _parse_gff_like(text: str, path: Path, *, gtf: bool) -> pd.DataFrame:
         "phase": pd.to_numeric(phase.where(phase != "."), errors="coerce").astype("Int64"),
         "attributes": attributes, **hierarchy,
     }, index=line_numbers)
+
+
+def _sequence_regions(text: str) -> dict[str, int]:
+    """Record lengths the ``##sequence-region`` lines declare (the end of each; starts are 1)."""
+    return {_unescape(name): int(end) for name, _, end in _SEQUENCE_REGION.findall(text)}
 
 
 def _unescape(value: str) -> str:
