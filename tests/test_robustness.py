@@ -344,3 +344,51 @@ def test_a_negative_bed_start_is_named_with_its_line(gff, tmp_path, capsys):
     status = cli.main(["evaluate", "--reference", str(bed), "--prediction", str(gff)])
     assert one_error_line(capsys, status) == (
         f"genoformer: error: {bed}, line 2: start coordinate '-5' is not a non-negative integer")
+
+
+# --------------------------------------------------------------------------- names in GFF3 files
+
+HOSTILE_NAMES = ["a,b", "x;y=z", "p%q&r%2C", "tab\there", "ünïcödé", "#lead", "sp ace", "new\nline"]
+
+
+def genes_on(names: list[str]):
+    """Two genes per record, IDs built from the record name as the decoder builds them."""
+    from genoformer.genome import make_annotation
+
+    rows = []
+    for name in names:
+        for g, (start, end) in enumerate(((10, 70), (100, 160)), 1):
+            gene = f"{name}.g{g}"
+            rows += [(name, "gene", start, end, gene, None), (name, "mRNA", start, end, f"{gene}.t1", gene),
+                     (name, "CDS", start, end, f"{gene}.t1.cds", f"{gene}.t1")]
+    columns = list(zip(*rows))
+    return make_annotation({"seqid": list(columns[0]), "type": list(columns[1]), "start": list(columns[2]),
+                            "end": list(columns[3]), "strand": ["+"] * len(rows), "id": list(columns[4]),
+                            "parent": list(columns[5])})
+
+
+def test_hostile_record_names_survive_a_gff3_round_trip(tmp_path):
+    from genoformer.export import write_gff3
+    from genoformer.genome import read_annotation
+
+    table = genes_on(HOSTILE_NAMES)
+    path = write_gff3(table, tmp_path / "hostile.gff3", {name: 300 for name in HOSTILE_NAMES})
+    back = read_annotation(path)
+    assert back.attrs["sequence_lengths"] == {name: 300 for name in HOSTILE_NAMES}
+    columns = ["seqid", "type", "start", "end", "id", "parent"]
+    assert back[columns].astype(object).where(back[columns].notna(), None).values.tolist() == \
+        table[columns].astype(object).where(table[columns].notna(), None).values.tolist()
+    cds = back[back["type"] == "CDS"]
+    assert cds["gene_id"].tolist() == [f"{name}.g{g}" for name in HOSTILE_NAMES for g in (1, 2)]
+    assert cds["transcript_id"].tolist() == [f"{name}.g{g}.t1" for name in HOSTILE_NAMES for g in (1, 2)]
+
+
+def test_evaluate_counts_each_gene_of_a_record_with_a_comma_in_its_name(tmp_path, capsys):
+    """Re-reading genoformer's own GFF3 must not merge a,b.g1 and a,b.g2 (Parent split at the comma)."""
+    from genoformer.export import write_gff3
+
+    path = write_gff3(genes_on(["a,b"]), tmp_path / "comma.gff3", {"a,b": 300})
+    assert "ID=a%2Cb.g1.t1;Parent=a%2Cb.g1\n" in path.read_text()
+    assert cli.main(["evaluate", "--reference", str(path), "--prediction", str(path), "--json", "-"]) == 0
+    gene = scores(capsys)["gene"]
+    assert (gene["reference"], gene["predicted"], gene["sensitivity"]) == (2, 2, 1.0)

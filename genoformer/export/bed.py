@@ -17,6 +17,7 @@ import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_write
+from genoformer.genome.annotation import parent_lists
 
 # Rows that make up a transcript's structure; their parent is the transcript.
 PART_TYPES = ("exon", "CDS", "five_prime_UTR", "three_prime_UTR")
@@ -104,7 +105,8 @@ def write_bed(
 def _transcript_parts(table: pd.DataFrame) -> pd.DataFrame:
     """Structure rows with one row per (part, parent transcript); several parents are split."""
     parts = table[table["type"].isin(PART_TYPES) & table["parent"].notna()]
-    parts = parts.assign(transcript=parts["parent"].astype(str).str.split(",")).explode("transcript")
+    parts = parts.assign(transcript=parent_lists(parts["parent"].astype(str).tolist(), table["id"].tolist()))
+    parts = parts.explode("transcript")
     proteins = table.loc[table["type"].isin(NOT_TRANSCRIPTS) & table["id"].notna(), "id"]
     parts = parts[~parts["transcript"].isin(set(proteins))]
     return parts[["seqid", "type", "start", "end", "strand", "transcript"]].reset_index(drop=True)

@@ -123,6 +123,27 @@ def detect_format(text: str, path: str | PathLike | None = None) -> str:
     raise AnnotationError(path, "no annotation lines found (only comments or blank lines)")
 
 
+def parent_ids(text: str, known: set[str]) -> list[str]:
+    """The IDs a Parent value lists, comma separated. An ID may hold commas itself (GFF3 escapes them
+    as %2C; one built from a record named ``a,b``): runs of pieces that join into a ``known`` ID are
+    one parent, the longest run first."""
+    if "," not in text or text in known:
+        return [text]
+    pieces = text.split(",")
+    listed, i = [], 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i + 1, -1) if ",".join(pieces[i:j]) in known), i + 1)
+        listed.append(",".join(pieces[i:j]))
+        i = j
+    return listed
+
+
+def parent_lists(parents: Sequence, ids: Sequence) -> list[list[str] | None]:
+    """Each row's Parent as its list of IDs (:func:`parent_ids`, ``ids`` being the table's), None where absent."""
+    known = {i for i in ids if isinstance(i, str)}
+    return [parent_ids(p, known) if isinstance(p, str) and p else None for p in parents]
+
+
 def make_annotation(columns: Mapping[str, Any], index: Sequence[int] | None = None) -> pd.DataFrame:
     """Build an annotation table with the standard columns and dtypes from column arrays.
 
@@ -394,9 +415,10 @@ def _gtf_hierarchy(types: list[str], attributes: list[dict[str, str]]) -> dict[s
 def _hierarchy(ids: list[str | None], parents: list[str | None]) -> tuple[list, list]:
     """gene_id and transcript_id of each row from ID/Parent links (see the module docstring)."""
     first_parent: dict[str, str | None] = {}
-    for identifier, parent in zip(ids, parents):
+    listed_parents = parent_lists(parents, ids)
+    for identifier, listed in zip(ids, listed_parents):
         if identifier is not None and identifier not in first_parent:
-            first_parent[identifier] = parent.split(",", 1)[0] if parent else None
+            first_parent[identifier] = listed[0] if listed else None
     roots: dict[str, str | None] = {}
 
     def root(identifier: str) -> str | None:
@@ -408,11 +430,10 @@ def _hierarchy(ids: list[str | None], parents: list[str | None]) -> tuple[list, 
         return roots[identifier]
 
     gene_ids, transcript_ids = [], []
-    for identifier, parent in zip(ids, parents):
-        if not parent:
+    for identifier, listed in zip(ids, listed_parents):
+        if not listed:
             gene_ids.append(identifier), transcript_ids.append(None)
             continue
-        listed = parent.split(",")
         transcripts = [p for p in listed if first_parent.get(p, "missing") is not None]
         if transcripts:
             gene_ids.append(root(transcripts[0])), transcript_ids.append(",".join(transcripts))
