@@ -64,10 +64,14 @@ def output_path(text: str) -> str:
 
 
 def _about_user_paths(exc: OSError, args: argparse.Namespace | None) -> bool:
-    """Whether ``exc`` concerns a path the user named (that path, a file inside or beside it
-    sharing its name, such as PREFIX.gff3 or its hidden temporary file, or a folder above it)."""
+    """Whether ``exc`` concerns a path the user named or chose (that path, a file inside or beside it
+    sharing its name, such as PREFIX.gff3 or its hidden temporary file, or a folder above it; the
+    cache folder, $GENOFORMER_CACHE, whose disk may be full too)."""
+    from .files import cache_root
+
     given = [Path(os.path.abspath(value)) for name in PATH_OPTIONS
              if isinstance(value := getattr(args, name, None), str) and value]
+    given.append(Path(os.path.abspath(cache_root())))
     for failed in (exc.filename, exc.filename2):
         if failed is None or isinstance(failed, int):
             continue

@@ -21,12 +21,16 @@ from typing import IO, Iterator
 STDOUT = "-"
 
 
-def cache_dir() -> Path:
-    """Folder for derived files (indexes, BGZF copies): ``$GENOFORMER_CACHE`` or ``~/.cache/genoformer``."""
-    root = os.environ.get("GENOFORMER_CACHE") or Path(
+def cache_root() -> Path:
+    """Where the cache folder is: ``$GENOFORMER_CACHE`` or ``~/.cache/genoformer`` (not created)."""
+    return Path(os.environ.get("GENOFORMER_CACHE") or Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    ) / "genoformer"
-    path = Path(root)
+    ) / "genoformer")
+
+
+def cache_dir() -> Path:
+    """Folder for derived files (indexes, BGZF copies), created if missing (see :func:`cache_root`)."""
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

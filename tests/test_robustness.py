@@ -392,3 +392,45 @@ def test_evaluate_counts_each_gene_of_a_record_with_a_comma_in_its_name(tmp_path
     assert cli.main(["evaluate", "--reference", str(path), "--prediction", str(path), "--json", "-"]) == 0
     gene = scores(capsys)["gene"]
     assert (gene["reference"], gene["predicted"], gene["sensitivity"]) == (2, 2, 1.0)
+
+
+def test_a_full_cache_disk_is_one_line_naming_the_cache_file(gff, fasta, tmp_path, capsys, monkeypatch):
+    import errno
+
+    monkeypatch.setenv("GENOFORMER_CACHE", str(tmp_path / "cache"))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    status = cli.main(evaluate_argv(gff, "--fasta", str(fasta)))
+    line = one_error_line(capsys, status)
+    assert line.startswith(f"genoformer: error: {tmp_path / 'cache'}/") and line.endswith(": No space left on device")
+
+
+def test_a_full_disk_during_annotate_is_one_line_and_leaves_no_file(model, fasta, tmp_path, capsys, monkeypatch):
+    import errno
+
+    out = tmp_path / "out"
+    fsync = os.fsync
+
+    def full(fd):  # the output folder's disk is full (the cache's is not)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(out)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    status = cli.main(annotate_argv(model, fasta, out / "pred", "--window-length", "512"))
+    assert one_error_line(capsys, status) == f"genoformer: error: {out / 'pred.gff3'}: No space left on device"
+    assert list(out.iterdir()) == []
+
+
+def test_predict_refuses_a_batch_size_below_one(model, fasta):
+    from genoformer.errors import ConfigError
+    from genoformer.genome import Genome
+    from genoformer.model.networks import load_network
+    from genoformer.predict import predict_record
+
+    network, pretrained = load_network(model)
+    with pytest.raises(ConfigError, match="batch_size must be a whole number of at least 1, got -1"):
+        predict_record(network, Genome(fasta), "c1", pretrained.tokenizer, 6, window_length=512, batch_size=-1)
