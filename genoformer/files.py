@@ -3,14 +3,15 @@
 Every output genoformer writes goes through :func:`atomic_write`: a temporary file in the
 destination's folder, renamed into place only when complete, so an interrupted run never
 leaves a truncated GFF3, index or model file behind. Only regular files are replaced that way:
-a symbolic link's target is written (the link stays), a device or pipe is written straight
-through, ``-`` is standard output.
+a symbolic link's target is written (the link stays); a device, pipe or open descriptor
+(``/dev/stdout``) is written straight through; ``-`` is standard output.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 import sys
@@ -19,6 +20,7 @@ from typing import IO, Iterator
 
 # The output path meaning standard output (``--json -``).
 STDOUT = "-"
+_FD_PATH = re.compile(r"/(?:dev|proc/self)/fd/([0-9]+)")
 
 
 def cache_root() -> Path:
@@ -69,25 +71,34 @@ def _naming(path: Path, tmp: Path | None = None) -> Iterator[None]:
         raise
 
 
-def _is_stdout(path: str | os.PathLike) -> bool:
-    """``-``, or a name for this process's standard output (``/dev/stdout``, or the file it is
-    redirected to: opening that anew would truncate what was printed before)."""
-    return str(path) == STDOUT or (
-        os.path.exists("/dev/stdout") and os.path.realpath(path) == os.path.realpath("/dev/stdout"))
+def _descriptor(path: str | os.PathLike) -> int | None:
+    """The open file descriptor ``path`` names, if any: 1 for ``-``; N for ``/dev/fd/N``,
+    ``/proc/self/fd/N`` and links to them (``/dev/stdout``, ``/dev/stderr``). Opening such a file
+    anew would truncate it, or start at another offset than the descriptor's: the output must go
+    through the descriptor itself."""
+    if str(path) == STDOUT:
+        return 1
+    path = Path(path)
+    for _ in range(40):  # the kernel's own limit on nested links
+        named = _FD_PATH.fullmatch(str(path.absolute()))
+        if named:
+            return int(named[1])
+        if not path.is_symlink():
+            return None
+        path = path.parent / os.readlink(path)
+    return None
 
 
 def _destination(path: str | os.PathLike) -> tuple[Path, bool]:
     """Where to write for ``path`` and whether atomically (temporary file then rename).
 
     A symbolic link is followed, so its target is replaced and the link kept; a device, pipe or
-    socket (``/dev/full``, a FIFO, anything under ``/dev`` or ``/proc``) is written straight
-    through, since renaming over it would replace the node with a regular file; a folder is refused.
+    socket (``/dev/full``, a FIFO) is written straight through, since renaming over it would
+    replace the node with a regular file; a folder is refused.
     """
     path = Path(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file to write", str(path))
-    if str(path.absolute()).startswith(("/dev/", "/proc/")):
-        return path, False
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         return target, stat.S_ISREG(target.stat().st_mode)
@@ -100,20 +111,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left as it was. ``-`` is
-    standard output; devices and pipes are written straight through (see :func:`_destination`).
-    A failed write (a full disk) raises OSError naming ``path``.
+    standard output; open descriptors (``/dev/stdout``), devices and pipes are written straight
+    through (see :func:`_descriptor`, :func:`_destination`). A failed write (a full disk) raises
+    OSError naming ``path``.
     """
-    if _is_stdout(path):
-        stream = sys.stdout.buffer if "b" in mode else sys.stdout
-        with _naming(Path("<stdout>")):
+    fd = _descriptor(path)
+    if fd is not None:
+        with _naming(Path(path)):
+            stream = {1: sys.stdout, 2: sys.stderr}.get(fd)
+            if stream is None:  # a descriptor of its own, sharing the offset (a dup)
+                with open(os.dup(fd), mode, **open_kwargs) as handle:
+                    yield handle
+                return
+            stream = stream.buffer if "b" in mode else stream
             yield stream
             stream.flush()
         return
     with _naming(Path(path)):
         target, atomic = _destination(path)
     if not atomic:
-        # Appending: truncating means nothing to a device and would clobber a file behind /proc/self/fd.
-        with _naming(Path(path)), open(target, mode.replace("w", "a"), **open_kwargs) as handle:
+        with _naming(Path(path)), open(target, mode, **open_kwargs) as handle:
             yield handle
         return
     with _naming(Path(path)):
@@ -138,9 +155,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     for a device or pipe, the path itself (written straight through)."""
     with _naming(Path(path)):
         target, atomic = _destination(path)
-    if not atomic:
+    if not atomic or _descriptor(path) is not None:
         with _naming(Path(path)):
-            yield target
+            yield Path(path)
         return
     with _naming(Path(path)):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -47,13 +47,21 @@ def test_evaluate_writes_json_to_standard_output_for_a_dash(gff, capsys):
     assert json.loads(out[out.index("{"):])["nucleotide"]
 
 
-def test_evaluate_json_through_dev_stdout_reaches_the_pipe_and_leaves_the_node_alone(gff):
-    """Standard output is a pipe here: the JSON must arrive through it (an atomic rename would
-    have replaced /dev/stdout's target and printed nothing)."""
-    result = subprocess.run([sys.executable, "-m", "genoformer.cli", *evaluate_argv(gff, "--json", "/dev/stdout")],
-                            capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("into", ["pipe", "file"])
+def test_evaluate_json_through_dev_stdout_follows_the_table_and_leaves_the_node_alone(gff, tmp_path, into):
+    """/dev/stdout -> /proc/self/fd/1 -> a pipe or the file standard output is redirected to: the JSON
+    must follow the table there (an atomic rename replaced that file, or printed nothing)."""
+    argv = [sys.executable, "-m", "genoformer.cli", *evaluate_argv(gff, "--json", "/dev/stdout")]
+    if into == "pipe":
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        out = result.stdout
+    else:
+        with open(tmp_path / "log.txt", "w") as log:
+            result = subprocess.run(argv, stdout=log, stderr=subprocess.PIPE, text=True, timeout=120)
+        out = (tmp_path / "log.txt").read_text()
     assert result.returncode == 0, result.stderr
-    assert '"nucleotide"' in result.stdout and os.path.islink("/dev/stdout")
+    assert out.startswith("| level |") and json.loads(out[out.index("{"):])["nucleotide"]
+    assert os.path.islink("/dev/stdout")
 
 
 def test_evaluate_json_into_a_fifo_writes_through_it(gff, tmp_path):
