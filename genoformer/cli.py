@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -54,6 +55,25 @@ def non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text} is not a finite number of 0 or more")
     return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda, cuda:N or mps, and present on this machine."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if text in ("auto", "cpu"):
+        return text
+    import torch
+
+    if text == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("mps is not available to this torch; use cpu or auto")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.partition(":")[2] or 0)
+        if index >= count:
+            raise argparse.ArgumentTypeError(f"{text} asked for, but this torch sees {count} CUDA device(s); "
+                                             "use cpu or auto")
+    return text
 
 
 def output_path(text: str) -> str:
@@ -142,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     p.add_argument("--single-strand", action="store_true", help="do not average with the reverse-complement prediction")
     p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--gene-cost", type=non_negative_float, default=None,
                    help="prokaryotes: cost per called gene in summed coding log-odds (default: the model's, "
                         "from its fine-tuning loss: 400 for cross-entropy, 300 for class-weighted; lower it when a "

@@ -21,6 +21,8 @@ from typing import IO, Iterator
 # The output path meaning standard output (``--json -``).
 STDOUT = "-"
 _FD_PATH = re.compile(r"/(?:dev|proc/self)/fd/([0-9]+)")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # temporary_sibling's names
 
 
 def cache_root() -> Path:
@@ -60,13 +62,18 @@ def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Pa
 
 
 @contextlib.contextmanager
-def _naming(path: Path, tmp: Path | None = None) -> Iterator[None]:
-    """Let an OSError name the user's ``path``: a failed write (ENOSPC) names no file, a failed
-    temporary file names a hidden sibling the user never asked for."""
+def _naming(path: Path) -> Iterator[None]:
+    """Let an OSError name the user's ``path``: a failed write (a full disk) names no file, a failed
+    temporary file names a hidden sibling (of ``path`` or its link target) the user never asked for.
+    Other errors without a file name, from the caller's code inside the block, are left alone."""
     try:
         yield
     except OSError as exc:
-        if exc.filename is None or (tmp is not None and exc.filename in (tmp, str(tmp))):
+        if exc.filename is None:
+            if exc.errno in _DISK_FULL:
+                exc.filename = str(path)
+        elif _TEMPORARY.fullmatch(name := Path(os.fsdecode(exc.filename)).name) and name[1:].startswith(
+                (path.name + ".", Path(os.path.realpath(path)).name + ".")):
             exc.filename = str(path)
         raise
 
@@ -137,7 +144,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_sibling(target)
     try:
-        with _naming(Path(path), tmp):
+        with _naming(Path(path)):
             with open(tmp, mode, **open_kwargs) as handle:
                 yield handle
                 handle.flush()
@@ -163,7 +170,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_sibling(target)
     try:
-        with _naming(Path(path), tmp):
+        with _naming(Path(path)):
             yield tmp
             os.replace(tmp, target)
     except BaseException:

@@ -105,11 +105,21 @@ def test_json_below_a_file_is_one_line_naming_the_path(gff, tmp_path, capsys):
     assert gff.read_text() == GFF
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_output_folder_is_one_line_and_leaves_nothing(gff, tmp_path, capsys):
+def test_a_read_only_output_folder_is_one_line_and_leaves_nothing(gff, tmp_path, capsys, monkeypatch):
+    import errno
+
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into read-only folders: refuse as the kernel would for others
+        create = os.open
+
+        def refuse(path, *args, **kwargs):
+            if str(path).startswith(str(folder)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return create(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refuse)
     try:
         status = cli.main(evaluate_argv(gff, "--json", str(folder / "metrics.json")))
         assert one_error_line(capsys, status) == f"genoformer: error: {folder / 'metrics.json'}: Permission denied"
@@ -153,6 +163,10 @@ def test_an_os_error_about_no_path_of_the_user_stays_a_traceback(gff, monkeypatc
     (["evaluate", "--reference", "r", "--prediction", "p", "--json", ""],
      "argument --json: an empty name; give a file name or prefix"),
     (["plan", "--length", "0"], "argument --length: 0 is not a positive number (1 or more)"),
+    (["annotate", "--model", "m", "--fasta", "f", "--out", "o", "--device", "gpu"],
+     "argument --device: 'gpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+    (["annotate", "--model", "m", "--fasta", "f", "--out", "o", "--device", "cuda:x"],
+     "argument --device: 'cuda:x' is not a device; use auto, cpu, cuda, cuda:N or mps"),
     (["plan", "--length", "64", "--batch-size", "2.5"], "argument --batch-size: '2.5' is not a whole number"),
     (["export", "--checkpoint", "c", "--out", " "], "argument --out: an empty name; give a file name or prefix"),
 ])
