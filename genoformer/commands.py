@@ -196,7 +196,7 @@ def evaluate(args: argparse.Namespace) -> int:
     prediction = read_annotation(args.prediction)
     declared = {**prediction.attrs.get("sequence_lengths", {}), **reference.attrs.get("sequence_lengths", {})}
     _check_shared_records(args, reference, prediction)
-    if not (reference["type"] == "CDS").any():
+    if not reference["type"].isin(["CDS", "stop_codon"]).any():
         kinds = reference["type"].value_counts()
         read = ", ".join(f"{n} {kind!r}" for kind, n in kinds.head(5).items()) or "no features"
         how = " (a BED line's name column is its type)" if reference.attrs.get("format") == "bed" else ""
