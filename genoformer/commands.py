@@ -190,11 +190,19 @@ def evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .evaluate import evaluate as score, format_table, write_json
-    from .genome import Genome, read_annotation, read_bed_regions
+    from .genome import Genome, check_against_genome, read_annotation, read_bed_regions
 
     reference = read_annotation(args.reference)
     prediction = read_annotation(args.prediction)
     declared = {**prediction.attrs.get("sequence_lengths", {}), **reference.attrs.get("sequence_lengths", {})}
+    if args.fasta:
+        lengths = Genome(args.fasta).lengths
+        for table, path in ((reference, args.reference), (prediction, args.prediction)):
+            check_against_genome(table, lengths, path)  # first: it names the line of a feature off the genome
+    else:
+        # Declared record lengths (##sequence-region) where present, else each record's last feature end.
+        ends = pd.concat([reference, prediction]).groupby("seqid")["end"].max().astype(int).to_dict()
+        lengths = {**ends, **declared}
     _check_shared_records(args, reference, prediction)
     if not reference["type"].isin(["CDS", "stop_codon"]).any():
         kinds = reference["type"].value_counts()
@@ -202,12 +210,6 @@ def evaluate(args: argparse.Namespace) -> int:
         how = " (a BED line's name column is its type)" if reference.attrs.get("format") == "bed" else ""
         raise InputFileError(args.reference, f"no CDS feature, so no base or gene of the reference counts: read {read}"
                                              f"{how}; the scores compare CDS features (BED: name 'CDS', or BED12)")
-    if args.fasta:
-        lengths = Genome(args.fasta).lengths
-    else:
-        # Declared record lengths (##sequence-region) where present, else each record's last feature end.
-        ends = pd.concat([reference, prediction]).groupby("seqid")["end"].max().astype(int).to_dict()
-        lengths = {**ends, **declared}
     regions = read_bed_regions(args.regions) if args.regions else None
     results = score(reference, prediction, lengths=lengths, regions=regions,
                     prokaryote=args.organism == "prokaryote")
