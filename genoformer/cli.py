@@ -9,9 +9,13 @@ traceback); results go to files, logs and progress to stderr.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, GenoformerError
@@ -25,6 +29,79 @@ EXAMPLES = {
     "plan": "genoformer plan --config pipelines/pretrain_ecoli.yaml --length 1048576",
     "pipeline": "genoformer pipeline --config pipelines/default.yaml --out runs/ecoli",
 }
+
+
+# Options naming the user's files and folders: an OSError about one of them (or a file beside or
+# inside it) is the user's to fix and prints as one line; any other OSError is a bug, a traceback.
+PATH_OPTIONS = ("model", "fasta", "out", "regions", "reference", "prediction", "json", "checkpoint", "config")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (1 or more)")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of 0 or more")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda, cuda:N or mps, and present on this machine."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if text in ("auto", "cpu"):
+        return text
+    import torch
+
+    if text == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("mps is not available to this torch; use cpu or auto")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.partition(":")[2] or 0)
+        if index >= count:
+            raise argparse.ArgumentTypeError(f"{text} asked for, but this torch sees {count} CUDA device(s); "
+                                             "use cpu or auto")
+    return text
+
+
+def output_path(text: str) -> str:
+    """argparse type: a non-empty file name or prefix."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; give a file name or prefix")
+    return text
+
+
+def _about_user_paths(exc: OSError, args: argparse.Namespace | None) -> bool:
+    """Whether ``exc`` concerns a path the user named or chose (that path, a file inside or beside it
+    sharing its name, such as PREFIX.gff3 or its hidden temporary file, or a folder above it; the
+    cache folder, $GENOFORMER_CACHE, whose disk may be full too)."""
+    from .files import cache_root
+
+    given = [Path(os.path.abspath(value)) for name in PATH_OPTIONS
+             if isinstance(value := getattr(args, name, None), str) and value]
+    given.append(Path(os.path.abspath(cache_root())))
+    for failed in (exc.filename, exc.filename2):
+        if failed is None or isinstance(failed, int):
+            continue
+        failed = Path(os.path.abspath(os.fsdecode(failed)))
+        for path in given:
+            if failed == path or path in failed.parents or failed in path.parents or (
+                    failed.parent == path.parent and failed.name.lstrip(".").startswith(path.name)):
+                return True
+    return False
 
 
 def lightning_main(argv: list[str] | None) -> None:
@@ -72,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=f"example: {EXAMPLES[name]}",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
+        p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all)")
         return p
 
     p = command("annotate", "predict gene regions over whole FASTA files; write GFF3, BED and probability tracks")
@@ -83,23 +160,23 @@ def _parser() -> argparse.ArgumentParser:
                         "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
                         "if given, else the default classes and decoder options of --organism")
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or BGZF)")
-    p.add_argument("--out", required=True, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")
+    p.add_argument("--out", required=True, type=output_path, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")
     p.add_argument("--records", nargs="*", default=None, help="only these records")
     p.add_argument("--regions", default=None, help="BED file: only these regions")
     p.add_argument("--organism", choices=["prokaryote", "eukaryote"], default=None, help="gene model rules (default: the model's)")
-    p.add_argument("--window-length", type=int, default=None, help="bases per window (default: the model's training window)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--window-length", type=positive_int, default=None, help="bases per window (default: the model's training window)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     p.add_argument("--single-strand", action="store_true", help="do not average with the reverse-complement prediction")
     p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--gene-cost", type=float, default=None,
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--gene-cost", type=non_negative_float, default=None,
                    help="prokaryotes: cost per called gene in summed coding log-odds (default: the model's, "
                         "from its fine-tuning loss: 400 for cross-entropy, 300 for class-weighted; lower it when a "
                         "less trained model misses genes)")
-    p.add_argument("--codon-weight", type=float, default=None,
+    p.add_argument("--codon-weight", type=non_negative_float, default=None,
                    help="prokaryotes: weight of the codon statistics the decoder learns from its own first-pass "
                         "calls on this genome (default 10; 0 turns the second pass off)")
-    p.add_argument("--start-weight", type=float, default=None,
+    p.add_argument("--start-weight", type=non_negative_float, default=None,
                    help="prokaryotes: weight of the start-site statistics the decoder learns from its own calls "
                         "on this genome (default 60; 0 keeps the fixed start-codon and Shine-Dalgarno scores)")
     p.add_argument("--closed-ends", action="store_true",
@@ -113,22 +190,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", default=None, help="BED file: score only inside these regions")
     p.add_argument("--organism", choices=["prokaryote", "eukaryote"], default="prokaryote",
                    help="prokaryote adds stop-codon-exact gene matching")
-    p.add_argument("--json", default=None, help="write the metrics as JSON here")
+    p.add_argument("--json", default=None, type=output_path, help="write the metrics as JSON here ('-': standard output)")
 
     p = command("export", "turn a training checkpoint into a model folder")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--out", required=True, type=output_path, help="model folder to write")
 
     p = command("plan", "predict peak memory and time of a training step before running it")
     p.add_argument("--config", default=None, help="training YAML (model settings are read from it)")
-    p.add_argument("--length", type=int, required=True, help="window length in tokens")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--length", type=positive_int, required=True, help="window length in tokens")
+    p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     p.add_argument("--inference", action="store_true", help="forward only, no gradients")
 
     p = command("pipeline", "pretrain → fine-tune → annotate → export → evaluate → report, on FASTA files")
     p.add_argument("--config", default=None, help="pipeline YAML (default: pipelines/default.yaml, the bundled E. coli run)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    p.add_argument("--out", default=None, type=output_path, help="output folder (default: runs/<config name>)")
     p.add_argument("--stages", nargs="*", default=None, help="run only these stages")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one config key (dotted, value as YAML), e.g. --set finetune.max_minutes=4; repeatable")
@@ -140,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+    args = None
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             lightning_main(None if argv == sys.argv[1:] else argv)
@@ -164,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"genoformer: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug or not _about_user_paths(exc, args):
+            raise
+        print(f"genoformer: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("genoformer: interrupted", file=sys.stderr)

@@ -23,16 +23,29 @@ def annotate(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .evaluate import evaluate as score, format_table, write_json
-    from .genome import Genome, read_annotation, read_bed_regions
+    from .genome import Genome, check_against_genome, read_annotation, read_bed_regions
 
     reference = read_annotation(args.reference)
     prediction = read_annotation(args.prediction)
+    declared = {**prediction.attrs.get("sequence_lengths", {}), **reference.attrs.get("sequence_lengths", {})}
     if args.fasta:
         lengths = Genome(args.fasta).lengths
+        for table, path in ((reference, args.reference), (prediction, args.prediction)):
+            check_against_genome(table, lengths, path)  # first: it names the line of a feature off the genome
     else:
-        both = __import__("pandas").concat([reference, prediction])
-        lengths = both.groupby("seqid")["end"].max().astype(int).to_dict()
+        # Declared record lengths (##sequence-region) where present, else each record's last feature end.
+        ends = pd.concat([reference, prediction]).groupby("seqid")["end"].max().astype(int).to_dict()
+        lengths = {**ends, **declared}
+    _check_shared_records(args, reference, prediction)
+    if not reference["type"].isin(["CDS", "stop_codon"]).any():
+        kinds = reference["type"].value_counts()
+        read = ", ".join(f"{n} {kind!r}" for kind, n in kinds.head(5).items()) or "no features"
+        how = " (a BED line's name column is its type)" if reference.attrs.get("format") == "bed" else ""
+        raise InputFileError(args.reference, f"no CDS feature, so no base or gene of the reference counts: read {read}"
+                                             f"{how}; the scores compare CDS features (BED: name 'CDS', or BED12)")
     regions = read_bed_regions(args.regions) if args.regions else None
     results = score(reference, prediction, lengths=lengths, regions=regions,
                     prokaryote=args.organism == "prokaryote")
@@ -40,6 +53,17 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(results, args.json)
     return 0
+
+
+def _check_shared_records(args: argparse.Namespace, reference, prediction) -> None:
+    """Refuse a prediction on other records than the reference: every score would be 0 without a word."""
+    names = [set(table["seqid"].astype(str)) | set(table.attrs.get("sequence_lengths", {}))
+             for table in (reference, prediction)]
+    if all(names) and not names[0] & names[1]:
+        listed = ["', '".join(sorted(side)[:3]) + ("', ..." if len(side) > 3 else "'") for side in names]
+        raise InputFileError(args.prediction, f"no record name in common with the reference {args.reference} "
+                                              f"(reference: '{listed[0]}; prediction: '{listed[1]}), so nothing "
+                                              "could match; rename one side's records")
 
 
 def export(args: argparse.Namespace) -> int:

@@ -2,23 +2,39 @@
 
 Every output genoformer writes goes through :func:`atomic_write`: a temporary file in the
 destination's folder, renamed into place only when complete, so an interrupted run never
-leaves a truncated GFF3, index or model file behind.
+leaves a truncated GFF3, index or model file behind. Only regular files are replaced that way:
+a symbolic link's target is written (the link stays); a device, pipe or open descriptor
+(``/dev/stdout``) is written straight through; ``-`` is standard output.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import stat
+import sys
 from pathlib import Path
 from typing import IO, Iterator
 
+# The output path meaning standard output (``--json -``).
+STDOUT = "-"
+_FD_PATH = re.compile(r"/(?:dev|proc/self)/fd/([0-9]+)")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # temporary_sibling's names
+
+
+def cache_root() -> Path:
+    """Where the cache folder is: ``$GENOFORMER_CACHE`` or ``~/.cache/genoformer`` (not created)."""
+    return Path(os.environ.get("GENOFORMER_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    ) / "genoformer")
+
 
 def cache_dir() -> Path:
-    """Folder for derived files (indexes, BGZF copies): ``$GENOFORMER_CACHE`` or ``~/.cache/genoformer``."""
-    root = os.environ.get("GENOFORMER_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    ) / "genoformer"
-    path = Path(root)
+    """Folder for derived files (indexes, BGZF copies), created if missing (see :func:`cache_root`)."""
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -46,20 +62,94 @@ def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Pa
 
 
 @contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Let an OSError name the user's ``path``: a failed write (a full disk) names no file, a failed
+    temporary file names a hidden sibling (of ``path`` or its link target) the user never asked for.
+    Other errors without a file name, from the caller's code inside the block, are left alone."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            if exc.errno in _DISK_FULL:
+                exc.filename = str(path)
+        elif _TEMPORARY.fullmatch(name := Path(os.fsdecode(exc.filename)).name) and name[1:].startswith(
+                (path.name + ".", Path(os.path.realpath(path)).name + ".")):
+            exc.filename = str(path)
+        raise
+
+
+def _descriptor(path: str | os.PathLike) -> int | None:
+    """The open file descriptor ``path`` names, if any: 1 for ``-``; N for ``/dev/fd/N``,
+    ``/proc/self/fd/N`` and links to them (``/dev/stdout``, ``/dev/stderr``). Opening such a file
+    anew would truncate it, or start at another offset than the descriptor's: the output must go
+    through the descriptor itself."""
+    if str(path) == STDOUT:
+        return 1
+    path = Path(path)
+    for _ in range(40):  # the kernel's own limit on nested links
+        named = _FD_PATH.fullmatch(str(path.absolute()))
+        if named:
+            return int(named[1])
+        if not path.is_symlink():
+            return None
+        path = path.parent / os.readlink(path)
+    return None
+
+
+def _destination(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where to write for ``path`` and whether atomically (temporary file then rename).
+
+    A symbolic link is followed, so its target is replaced and the link kept; a device, pipe or
+    socket (``/dev/full``, a FIFO) is written straight through, since renaming over it would
+    replace the node with a regular file; a folder is refused.
+    """
+    path = Path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file to write", str(path))
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        return target, stat.S_ISREG(target.stat().st_mode)
+    except FileNotFoundError:
+        return target, True
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. ``-`` is
+    standard output; open descriptors (``/dev/stdout``), devices and pipes are written straight
+    through (see :func:`_descriptor`, :func:`_destination`). A failed write (a full disk) raises
+    OSError naming ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, mode, **open_kwargs) as handle:
+    fd = _descriptor(path)
+    if fd is not None:
+        with _naming(Path(path)):
+            stream = {1: sys.stdout, 2: sys.stderr}.get(fd)
+            if stream is None:  # a descriptor of its own, sharing the offset (a dup)
+                with open(os.dup(fd), mode, **open_kwargs) as handle:
+                    yield handle
+                return
+            stream = stream.buffer if "b" in mode else stream
+            yield stream
+            stream.flush()
+        return
+    with _naming(Path(path)):
+        target, atomic = _destination(path)
+    if not atomic:
+        with _naming(Path(path)), open(target, mode, **open_kwargs) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return
+    with _naming(Path(path)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(target)
+    try:
+        with _naming(Path(path)):
+            with open(tmp, mode, **open_kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -68,13 +158,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path for writers that take a file name (pyBigWig, safetensors)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    """Yield a temporary sibling path for writers that take a file name (pyBigWig, safetensors);
+    for a device or pipe, the path itself (written straight through)."""
+    with _naming(Path(path)):
+        target, atomic = _destination(path)
+    if not atomic or _descriptor(path) is not None:
+        with _naming(Path(path)):
+            yield Path(path)
+        return
+    with _naming(Path(path)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(target)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _naming(Path(path)):
+            yield tmp
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

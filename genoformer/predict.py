@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .genome import Genome, Interval
 from .tokenize import Tokenizer
 
@@ -88,7 +89,13 @@ def predict_record(
     progress=None,
 ) -> np.ndarray:
     """Probabilities ``(2, classes, end - start)`` for one record stretch (row 0: + strand genes)."""
+    for option, value in (("batch_size", batch_size), ("window_length", window_length)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{option} must be a whole number of at least 1, got {value!r}")
     end = genome.lengths[name] if end is None else end
+    # Every window is padded to window_length tokens: a window longer than the stretch would only
+    # add padding (a 50 Mb window on a 3 kb record asked for gigabytes).
+    window_length = max(1, min(window_length, end - start))
     stitcher = ProbabilityStitcher(end - start, n_classes, offset=start)
     windows = [Interval(name, start + iv.start, start + iv.end)
                for iv in tile_record(name, end - start, window_length, max(1, window_length // 2))]

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from genoformer.genome.annotation import parent_lists
+
 # Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
 _NOT_TRANSCRIPTS = {"protein", "polypeptide"}
 # Attributes that name a row's gene, most specific first (NCBI: gene/locus_tag; WormBase: locus).
@@ -58,7 +60,8 @@ def _root(keys: pd.Series, parent_of: dict[str, str]) -> pd.Series:
 def _parent_map(table: pd.DataFrame) -> dict[str, str]:
     has = _present(table["id"]) & _present(table["parent"])
     rows = table[has]
-    return dict(zip(rows["id"].astype(str), rows["parent"].astype(str).str.split(",").str[0]))
+    firsts = parent_lists(rows["parent"].astype(str).tolist(), table["id"].tolist())
+    return dict(zip(rows["id"].astype(str), (listed[0] for listed in firsts)))
 
 
 def is_pseudo(table: pd.DataFrame) -> np.ndarray:
@@ -70,8 +73,8 @@ def is_pseudo(table: pd.DataFrame) -> np.ndarray:
     if not pseudo_ids:
         return marked
     parent_of = _parent_map(table)
-    first = table["parent"].where(_present(table["parent"])).astype(object)
-    first = first.map(lambda text: text.split(",")[0] if isinstance(text, str) else None)
+    listed = parent_lists(table["parent"].where(_present(table["parent"])).tolist(), table["id"].tolist())
+    first = pd.Series([None if parents is None else parents[0] for parents in listed], index=table.index, dtype=object)
     below = first.isin(pseudo_ids).to_numpy()
     for upper in _ancestors(first, parent_of):
         below = below | upper.isin(pseudo_ids).to_numpy()
@@ -88,8 +91,8 @@ def coding_parts(table: pd.DataFrame) -> pd.DataFrame:
     own = pd.Series([f"\0row{i}" for i in range(len(cds))], index=cds.index)
     for column in ("id", "transcript_id"):
         own = cds[column].where(_present(cds[column]), own)
-    parents = cds["parent"].where(_present(cds["parent"])).astype(object)
-    parents = parents.map(lambda text: None if not isinstance(text, str) else text.split(","))
+    parents = pd.Series(parent_lists(cds["parent"].where(_present(cds["parent"])).tolist(), table["id"].tolist()),
+                        index=cds.index, dtype=object)
     parts = cds.assign(transcript=parents).explode("transcript")
     transcripts = parts["transcript"].where(parts["transcript"].notna(), own.reindex(parts.index)).astype(str)
     # Keep the parents that are transcripts in the table; a CDS with none keeps its first parent

@@ -7,6 +7,8 @@ written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -15,11 +17,35 @@ import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_write
+from genoformer.genome.annotation import parent_lists
 
 # Rows that make up a transcript's structure; their parent is the transcript.
 PART_TYPES = ("exon", "CDS", "five_prime_UTR", "three_prime_UTR")
 # Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
 NOT_TRANSCRIPTS = ("protein", "polypeptide")
+
+
+# A line starting with one of these words and whitespace (or nothing) is a header, not a feature.
+_HEADER_WORD = re.compile(r"(track|browser)(\s|$)")
+_warned: set[str] = set()  # record names already warned about in this process
+
+
+def warn_unreadable_names(seqids: Iterable[str]) -> None:
+    """Warn (once per record name and process) about record names whose BED or bedGraph lines
+    readers would skip or split: a leading ``#`` (a comment), ``track``/``browser`` and whitespace
+    (a header line), whitespace inside (more columns)."""
+    for name in sorted(set(map(str, seqids)) - _warned):
+        if name.startswith("#"):
+            reason = "starts with '#': BED and bedGraph readers take its lines for comments"
+        elif _HEADER_WORD.match(name + "\t"):
+            reason = "is a header word: BED and bedGraph readers take its lines for track/browser lines"
+        elif any(c.isspace() for c in name):
+            reason = "holds whitespace: BED and bedGraph readers split its lines into extra columns"
+        else:
+            continue
+        _warned.add(name)
+        print(f"genoformer: warning: record {name!r} {reason}; rename the record to read these files back",
+              file=sys.stderr)
 
 
 def _record_rank(seqids: pd.Series, sequence_lengths: Mapping[str, int] | None) -> np.ndarray:
@@ -68,6 +94,7 @@ def write_bed(
             "strand": rows["strand"].fillna(".").astype(str).to_numpy(),
         }
     )
+    warn_unreadable_names(out["chrom"])
     out["rank"] = _record_rank(out["chrom"], sequence_lengths)
     out = out.sort_values(["rank", "start", "end"], kind="stable").drop(columns="rank")
     with atomic_write(path) as handle:
@@ -78,7 +105,8 @@ def write_bed(
 def _transcript_parts(table: pd.DataFrame) -> pd.DataFrame:
     """Structure rows with one row per (part, parent transcript); several parents are split."""
     parts = table[table["type"].isin(PART_TYPES) & table["parent"].notna()]
-    parts = parts.assign(transcript=parts["parent"].astype(str).str.split(",")).explode("transcript")
+    parts = parts.assign(transcript=parent_lists(parts["parent"].astype(str).tolist(), table["id"].tolist()))
+    parts = parts.explode("transcript")
     proteins = table.loc[table["type"].isin(NOT_TRANSCRIPTS) & table["id"].notna(), "id"]
     parts = parts[~parts["transcript"].isin(set(proteins))]
     return parts[["seqid", "type", "start", "end", "strand", "transcript"]].reset_index(drop=True)
@@ -137,6 +165,7 @@ def write_bed12(
     score = rows["score"].reindex(lines.index) if len(rows) else pd.Series(np.nan, index=lines.index)
     lines["score"] = bed_score(score)
     lines["name"] = _clean(pd.Series(lines.index, index=lines.index))
+    warn_unreadable_names(lines["seqid"])
     lines["rank"] = _record_rank(lines["seqid"], sequence_lengths)
     lines = lines.sort_values(["rank", "start", "end", "name"], kind="stable")
     lines["rgb"] = "0"

@@ -19,19 +19,21 @@ import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_write
+from genoformer.genome.annotation import parent_lists
 
 # Tags GFF3 reserves (upper-case first letter); every other tag is written lower-case first.
 RESERVED_TAGS = (
     "ID", "Name", "Alias", "Parent", "Target", "Gap", "Derives_from", "Note", "Dbxref", "Ontology_term", "Is_circular",
 )
-# Characters with a meaning in column 9 (or in the line structure); "%" first so codes are not re-encoded.
-_ESCAPES = {"%": "%25", ";": "%3B", "=": "%3D", "&": "%26", ",": "%2C", "\t": "%09", "\n": "%0A", "\r": "%0D"}
+# Characters with a meaning in column 9, and control characters (tab, newline...), as GFF3 asks.
+_ESCAPES = {"%": "%25", ";": "%3B", "=": "%3D", "&": "%26", ",": "%2C",
+            **{chr(code): f"%{code:02X}" for code in (*range(32), 127)}}
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
 _COLUMN_TAGS = {"ID", "Name", "Parent"}
 
 
 def encode(value: object) -> str:
-    """Percent-encode one attribute value (``;=&,`` tab, newline, carriage return, ``%``)."""
+    """Percent-encode one attribute value (``;=&,%`` and control characters such as tab and newline)."""
     if isinstance(value, float):
         value = repr(float(value))  # shortest round-trip form (numpy 2 reprs np.float64 verbosely)
     return str(value).translate(_ESCAPE_TABLE)
@@ -62,7 +64,8 @@ def _missing(value: object) -> bool:
 
 def _first_parent(table: pd.DataFrame) -> pd.Series:
     """First Parent of each row, None when there is none (object dtype, so None stays None)."""
-    first = [None if _missing(text) else str(text).split(",")[0] for text in table["parent"]]
+    parents = [None if _missing(text) else str(text) for text in table["parent"]]
+    first = [None if listed is None else listed[0] for listed in parent_lists(parents, table["id"].tolist())]
     return pd.Series(first, index=table.index, dtype=object)
 
 
@@ -171,12 +174,13 @@ def _unique_ids(table: pd.DataFrame, ids: pd.Series) -> pd.Series:
 
 def _column9(table: pd.DataFrame, ids: pd.Series, keys: set[str] | None) -> list[str]:
     lines = []
-    for identifier, name, parent, extra in zip(ids, table["name"], table["parent"], table["attributes"]):
+    parents = parent_lists([None if _missing(p) else str(p) for p in table["parent"]], table["id"].tolist())
+    for identifier, name, parent, extra in zip(ids, table["name"], parents, table["attributes"]):
         fields = [f"ID={encode(identifier)}"]
         if not _missing(name):
             fields.append(f"Name={encode(name)}")
-        if not _missing(parent):
-            fields.append("Parent=" + ",".join(encode(p) for p in str(parent).split(",")))
+        if parent is not None:
+            fields.append("Parent=" + ",".join(encode(p) for p in parent))
         if isinstance(extra, Mapping):
             fields.extend(
                 f"{encode(_tag(str(key)))}={_encode_values(value)}"

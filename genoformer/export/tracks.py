@@ -16,6 +16,7 @@ from typing import IO
 import numpy as np
 
 from genoformer.errors import GenoformerError
+from genoformer.export.bed import warn_unreadable_names
 from genoformer.files import atomic_path, atomic_write
 
 Records = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
@@ -86,6 +87,7 @@ class BedGraphWriter:
 
     def add(self, seqid: str, values: np.ndarray) -> None:
         _check_length(seqid, values, self.sequence_lengths)
+        warn_unreadable_names([seqid])
         starts, ends, vals = runs(values, self.decimals)
         # str.format over Python lists (shortest float repr) is about twice as fast as DataFrame.to_csv;
         # chunks bound the text held in memory for a long, noisy record.

@@ -62,6 +62,8 @@ _GTF_PAIR = re.compile(r'\s*([^\s";]+)\s+(?:"([^"]*)"|([^\s";]+))\s*(?:;|$)')
 _GTF_ATTRIBUTES = re.compile(r'^\s*[^\s=;"]+\s+("|[^\s=;"]+\s*(;|$))')
 _DIGITS = r"[0-9]+"
 _BED_COUNTS = (3, 4, 5, 6, 7, 8, 9, 12)
+_SIGNED = re.compile(r"-?[0-9]+")
+_SEQUENCE_REGION = re.compile(r"^##sequence-region[ \t]+(\S+)[ \t]+([0-9]+)[ \t]+([0-9]+)[ \t]*$", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- public API
@@ -90,6 +92,9 @@ def read_annotation(path: str | PathLike, format: str | None = None) -> pd.DataF
         table = _parse_gff_like(text, path, gtf=fmt == "gtf")
     # Later checks against a genome (check_against_genome, the evaluator) name this file and line.
     table.attrs["path"] = str(path)
+    table.attrs["format"] = fmt
+    if fmt == "gff3":
+        table.attrs["sequence_lengths"] = _sequence_regions(text)
     return table
 
 
@@ -110,11 +115,33 @@ def detect_format(text: str, path: str | PathLike | None = None) -> str:
             attributes = fields[8] if len(fields) == 9 else ""
             return "gtf" if _GTF_ATTRIBUTES.match(attributes) else "gff3"
         fields = fields if len(fields) > 1 else line.split()
-        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():  # column count checked later
+        # Signed, so a negative start is reported by the BED reader with its line, not as an unknown format.
+        if len(fields) >= 3 and _SIGNED.fullmatch(fields[1]) and _SIGNED.fullmatch(fields[2]):  # columns checked later
             return "bed"
         raise AnnotationError(
             path, "unrecognised annotation format (expected GFF3, GTF, BED or GenBank)", line=number)
     raise AnnotationError(path, "no annotation lines found (only comments or blank lines)")
+
+
+def parent_ids(text: str, known: set[str]) -> list[str]:
+    """The IDs a Parent value lists, comma separated. An ID may hold commas itself (GFF3 escapes them
+    as %2C; one built from a record named ``a,b``): runs of pieces that join into a ``known`` ID are
+    one parent, the longest run first."""
+    if "," not in text or text in known:
+        return [text]
+    pieces = text.split(",")
+    listed, i = [], 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i + 1, -1) if ",".join(pieces[i:j]) in known), i + 1)
+        listed.append(",".join(pieces[i:j]))
+        i = j
+    return listed
+
+
+def parent_lists(parents: Sequence, ids: Sequence) -> list[list[str] | None]:
+    """Each row's Parent as its list of IDs (:func:`parent_ids`, ``ids`` being the table's), None where absent."""
+    known = {i for i in ids if isinstance(i, str)}
+    return [parent_ids(p, known) if isinstance(p, str) and p else None for p in parents]
 
 
 def make_annotation(columns: Mapping[str, Any], index: Sequence[int] | None = None) -> pd.DataFrame:
@@ -326,6 +353,11 @@ def _parse_gff_like(text: str, path: Path, *, gtf: bool) -> pd.DataFrame:
     }, index=line_numbers)
 
 
+def _sequence_regions(text: str) -> dict[str, int]:
+    """Record lengths the ``##sequence-region`` lines declare (the end of each; starts are 1)."""
+    return {_unescape(name): int(end) for name, _, end in _SEQUENCE_REGION.findall(text)}
+
+
 def _unescape(value: str) -> str:
     return unquote(value) if "%" in value else value
 
@@ -383,9 +415,10 @@ def _gtf_hierarchy(types: list[str], attributes: list[dict[str, str]]) -> dict[s
 def _hierarchy(ids: list[str | None], parents: list[str | None]) -> tuple[list, list]:
     """gene_id and transcript_id of each row from ID/Parent links (see the module docstring)."""
     first_parent: dict[str, str | None] = {}
-    for identifier, parent in zip(ids, parents):
+    listed_parents = parent_lists(parents, ids)
+    for identifier, listed in zip(ids, listed_parents):
         if identifier is not None and identifier not in first_parent:
-            first_parent[identifier] = parent.split(",", 1)[0] if parent else None
+            first_parent[identifier] = listed[0] if listed else None
     roots: dict[str, str | None] = {}
 
     def root(identifier: str) -> str | None:
@@ -397,11 +430,10 @@ def _hierarchy(ids: list[str | None], parents: list[str | None]) -> tuple[list, 
         return roots[identifier]
 
     gene_ids, transcript_ids = [], []
-    for identifier, parent in zip(ids, parents):
-        if not parent:
+    for identifier, listed in zip(ids, listed_parents):
+        if not listed:
             gene_ids.append(identifier), transcript_ids.append(None)
             continue
-        listed = parent.split(",")
         transcripts = [p for p in listed if first_parent.get(p, "missing") is not None]
         if transcripts:
             gene_ids.append(root(transcripts[0])), transcript_ids.append(",".join(transcripts))

@@ -104,6 +104,8 @@ class _Scanner:
         self.records: list[tuple[str, int, int, int, int]] = []
         self.seen: dict[str, int] = {}
         self.irregular: str | None = None  # first record whose line lengths pyfaidx cannot index
+        self.rna: str | None = None  # first record holding U bases (read as T)
+        self.gaps: str | None = None  # first record holding '-' gaps (read as N)
 
     def feed(self, block: bytes) -> None:
         a = np.frombuffer(block, dtype=np.uint8)
@@ -173,6 +175,10 @@ class _Scanner:
             return
         if self.sink is not None and hi > lo:
             self.sink.sequence(block[lo:hi].translate(None, b"\r\n"))
+        if self.rna is None and (block.find(b"U", lo, hi) >= 0 or block.find(b"u", lo, hi) >= 0):
+            self.rna = rec.name
+        if self.gaps is None and block.find(b"-", lo, hi) >= 0:
+            self.gaps = rec.name
         if not bases.size:
             return
         rec.length += int(bases.sum())
@@ -479,9 +485,10 @@ def _examine(path: Path, real: Path, st: os.stat_result, folder: Path, key: str)
         )
         with atomic_path(source) as tmp, open(tmp, "wb") as handle, _open_stream(real, kind) as stream:
             writer = _Rewrapper(handle)
-            _scan(path, stream, writer)
+            scanner = _scan(path, stream, writer)
             writer.close()
         records, kind, blocks = writer.records, "bgzf", _bgzf_blocks(source)
+    _note_rna_and_gaps(path, scanner)
     src_st = source.stat()
     return {
         "version": _FORMAT_VERSION,
@@ -494,6 +501,16 @@ def _examine(path: Path, real: Path, st: os.stat_result, folder: Path, key: str)
         "gzi_hex": None if blocks is None else _gzi_bytes(blocks).hex(),
         "records": [list(r) for r in records],
     }
+
+
+def _note_rna_and_gaps(path: Path, scanner: _Scanner) -> None:
+    """Say once per file (when it is indexed) how bases the tokenizers read differently are taken."""
+    if scanner.rna is not None:
+        print(f"genoformer: {path}: record {scanner.rna!r} (and maybe others) holds RNA bases (U); "
+              "they are read as T", file=sys.stderr)
+    if scanner.gaps is not None:
+        print(f"genoformer: {path}: record {scanner.gaps!r} (and maybe others) holds gaps ('-'); "
+              "they are read as N (unknown base), keeping every position", file=sys.stderr)
 
 
 def _load_record(record_path: Path, st: os.stat_result) -> dict | None:

@@ -68,7 +68,8 @@ def read_bed_regions(path: str | os.PathLike) -> list[Interval]:
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise AnnotationError(path, f"cannot read as BED text ({exc})") from None
     stripped = lines.str.strip()
-    skip = (stripped == "") | stripped.str.startswith(("#", "track", "browser"))
+    # "trackA" is a record name; only the words track/browser and whitespace make a header line.
+    skip = (stripped == "") | stripped.str.startswith("#") | stripped.str.match(r"(?:track|browser)(?:\s|$)")
     body = lines[~skip].str.rstrip("\r")
     if body.empty:
         raise AnnotationError(path, "no regions (only blank, comment, track or browser lines)")

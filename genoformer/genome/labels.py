@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from genoformer.errors import ConfigError, RegionError
+from genoformer.genome.annotation import parent_lists
 
 GENE_STRUCTURE_CLASSES = ("intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR", "ncRNA")
 KINDS = ("gene_structure", "regions")
@@ -240,9 +241,8 @@ def _gene_structure_segments(annotation: pd.DataFrame, scheme: LabelScheme) -> p
     parents = annotation["parent"].to_numpy(dtype=object)[~pseudo]
     transcripts = annotation["transcript_id"].to_numpy(dtype=object)[~pseudo]
     # group keys: each parent; else the transcript id; else the row's own id; else the row alone
-    keys = [p.split(",") if isinstance(p, str) and p else
-            [t] if isinstance(t, str) and t else [i] if isinstance(i, str) and i else [f"\0{k}"]
-            for k, (p, t, i) in enumerate(zip(parents, transcripts, ids))]
+    keys = [p if p else [t] if isinstance(t, str) and t else [i] if isinstance(i, str) and i else [f"\0{k}"]
+            for k, (p, t, i) in enumerate(zip(parent_lists(parents, annotation["id"].tolist()), transcripts, ids))]
     members = table.assign(key=keys).explode("key", ignore_index=True)
     # a transcript is a key on one record: the same id on two records must not join them
     code, _ = pd.factorize(members["seqid"] + "\0" + members["key"])

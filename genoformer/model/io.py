@@ -14,6 +14,7 @@ leaves the old folder (or none), never a half-written one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+# Largest head.window_length accepted: above the longest human chromosome (248 Mb); a window is
+# padded to its full length in every batch, so an absurd value would ask for terabytes.
+MAX_WINDOW_LENGTH = 1 << 28
+ORGANISMS = ("prokaryote", "eukaryote")
 
 
 @dataclass
@@ -46,23 +51,34 @@ class PretrainedModel:
     head: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
 
-    def load_into(self, module: torch.nn.Module, *, prefix: str = "", strict: bool = True) -> None:
-        """Load the weights whose names start with ``prefix`` into ``module``; name any mismatch."""
-        weights = {k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
-        expected = module.state_dict()
+    def check_fits(self, module: torch.nn.Module, *, prefix: str = "", strict: bool = True) -> None:
+        """Refuse, naming every kind of mismatch, when the weights whose names start with ``prefix``
+        do not fit ``module``: it may be built on the meta device, so a config.json that describes
+        a far larger network than model.safetensors holds is refused before any memory is used."""
+        weights = {k[len(prefix):]: v.shape for k, v in self.state_dict.items() if k.startswith(prefix)}
+        expected = {k: v.shape for k, v in module.state_dict().items()}
         missing = sorted(set(expected) - set(weights))
         unexpected = sorted(set(weights) - set(expected)) if strict else []
-        wrong_shape = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
-        if missing or unexpected or wrong_shape:
-            problems = []
-            if missing:
-                problems.append(f"missing tensors {missing[:3]}{'...' if len(missing) > 3 else ''}")
-            if unexpected:
-                problems.append(f"unexpected tensors {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
-            for k in wrong_shape[:3]:
-                problems.append(f"{k} has shape {tuple(weights[k].shape)}, model expects {tuple(expected[k].shape)}")
-            raise ModelFileError(self.folder / WEIGHTS_FILE, "weights do not match config.json: " + "; ".join(problems))
-        module.load_state_dict({k: weights[k] for k in expected}, strict=True)
+        wrong_shape = [k for k in expected if k in weights and weights[k] != expected[k]]
+        if not (missing or unexpected or wrong_shape):
+            return
+        problems = []
+        if missing:
+            problems.append(f"missing tensors {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if unexpected:
+            problems.append(f"unexpected tensors {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        for k in wrong_shape[:3]:
+            problems.append(f"{k} has shape {tuple(weights[k])}, model expects {tuple(expected[k])}")
+        described, held = (sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, weights))
+        if described != held:
+            problems.append(f"config.json describes {described:,} parameters, {WEIGHTS_FILE} holds {held:,}")
+        raise ModelFileError(self.folder / WEIGHTS_FILE, "weights do not match config.json: " + "; ".join(problems))
+
+    def load_into(self, module: torch.nn.Module, *, prefix: str = "", strict: bool = True) -> None:
+        """Load the weights whose names start with ``prefix`` into ``module``; name any mismatch."""
+        self.check_fits(module, prefix=prefix, strict=strict)
+        expected = module.state_dict()
+        module.load_state_dict({k: self.state_dict[prefix + k] for k in expected}, strict=True)
 
 
 def save_pretrained(
@@ -101,6 +117,34 @@ def save_pretrained(
     return folder
 
 
+def _check_head(path: Path, task: str, head: dict[str, Any]) -> None:
+    """Refuse head settings that would fail later with a traceback or ask for absurd memory."""
+    window = head.get("window_length")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or not 0 <= window <= MAX_WINDOW_LENGTH):
+        raise ModelFileError(path, f"head.window_length must be a whole number of bases from 1 to "
+                                   f"{MAX_WINDOW_LENGTH:,} (0: not recorded), got {window!r}")
+    organism = head.get("organism")
+    if organism is not None and organism not in ORGANISMS:
+        raise ModelFileError(path, f"head.organism must be one of {', '.join(map(repr, ORGANISMS))}, got {organism!r}")
+    if task != "tagging":
+        return
+    classes = head.get("classes")
+    if (not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes)
+            or not all(isinstance(c, str) and c for c in classes)):
+        raise ModelFileError(path, f"head.classes must be a list of at least 2 distinct class names, got {classes!r}")
+    if "scheme" not in head:
+        raise ModelFileError(path, "head.scheme (the label scheme of a tagging model) is missing")
+    from ..genome.labels import LabelScheme
+
+    try:
+        scheme = LabelScheme.from_dict(head["scheme"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"head.scheme is invalid: {exc}") from None
+    if list(scheme.classes) != classes:
+        raise ModelFileError(path, f"head.scheme classes {list(scheme.classes)} differ from head.classes {classes}")
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -133,8 +177,10 @@ def load_pretrained(folder: str | os.PathLike) -> PretrainedModel:
         raise ModelFileError(folder / CONFIG_FILE, "has no 'model' settings") from None
     except (ConfigError, TypeError, ValueError) as exc:
         raise ModelFileError(folder / CONFIG_FILE, f"invalid model settings: {exc}") from None
-    if not isinstance(meta.get("head") or {}, dict):
+    head = meta.get("head") or {}
+    if not isinstance(head, dict):
         raise ModelFileError(folder / CONFIG_FILE, "'head' must be a mapping")
+    _check_head(folder / CONFIG_FILE, str(meta.get("task", "")), head)
     described = _read_json(folder / TOKENIZER_FILE)
     try:
         tokenizer = Tokenizer.from_dict(described)
@@ -147,4 +193,4 @@ def load_pretrained(folder: str | os.PathLike) -> PretrainedModel:
         state_dict = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(folder / WEIGHTS_FILE, f"cannot read the weights as safetensors ({exc})") from None
-    return PretrainedModel(folder, config, tokenizer, str(meta.get("task", "")), dict(meta.get("head") or {}), state_dict)
+    return PretrainedModel(folder, config, tokenizer, str(meta.get("task", "")), dict(head), state_dict)

@@ -77,17 +77,20 @@ class ReformerTagger(PretrainedNetwork):
 def load_network(folder: str | os.PathLike) -> tuple[PretrainedNetwork, PretrainedModel]:
     """Rebuild the network stored in a model folder, weights loaded, in eval mode."""
     pretrained = load_pretrained(folder)
-    if pretrained.task == ReformerTagger.task:
-        try:
-            classes = pretrained.head["classes"]
-        except KeyError:
-            raise ModelFileError(pretrained.folder / "config.json", "tagging model without head.classes") from None
-        network: PretrainedNetwork = ReformerTagger(pretrained.config, len(classes), k=pretrained.tokenizer.k,
-                                                    stride=pretrained.tokenizer.stride, head_settings=pretrained.head)
-    elif pretrained.task == ReformerForMaskedLM.task:
-        network = ReformerForMaskedLM(pretrained.config)
-    else:
+    if pretrained.task not in (ReformerTagger.task, ReformerForMaskedLM.task):
         raise ModelFileError(pretrained.folder / "config.json", f"unknown task {pretrained.task!r}")
+
+    def build() -> PretrainedNetwork:
+        if pretrained.task == ReformerTagger.task:
+            return ReformerTagger(pretrained.config, len(pretrained.head["classes"]), k=pretrained.tokenizer.k,
+                                  stride=pretrained.tokenizer.stride, head_settings=pretrained.head)
+        return ReformerForMaskedLM(pretrained.config)
+
+    # Shapes first, on the meta device (no memory): a config.json far larger than its weights is refused
+    # before the network is allocated.
+    with torch.device("meta"):
+        pretrained.check_fits(build())
+    network = build()
     pretrained.load_into(network)
     return network.eval(), pretrained
 

@@ -12,9 +12,10 @@ remaining ``(n - k) % stride`` tail bases; :meth:`Tokenizer.token_spans` and
 predictions between the two.
 
 Input characters: A, C, G, T, N and the IUPAC ambiguity codes R Y S W K M B D H V, upper or lower
-case (lower case gives the same tokens; the genome layer keeps the soft mask separately). Anything
-else (digits, ``*``, ``-``, spaces, line breaks, non-ASCII) raises ``ValueError`` naming the first
-bad position: files are validated by the genome layer, so such a character here is a caller bug.
+case (lower case gives the same tokens; the genome layer keeps the soft mask separately), plus the
+other characters the genome layer's FASTA check accepts: U (RNA, read as T) and ``-`` (a gap, read
+as N). Anything else (digits, ``*``, spaces, line breaks, non-ASCII) raises ``ValueError`` naming the
+first bad position: files are validated by the genome layer, so such a character here is a caller bug.
 
 Subclasses supply only their vocabulary: the byte -> code table, codes -> ids, ids -> bases and the
 token-level complement.
@@ -62,7 +63,7 @@ def byte_table(values: Mapping[str, int]) -> bytes:
 def _invalid_character(character: str, position: int) -> ValueError:
     return ValueError(
         f"invalid character {character!r} at position {position}: "
-        "expected A, C, G, T, N or an IUPAC ambiguity code (R Y S W K M B D H V), any case"
+        "expected A, C, G, T, U, N, '-' or an IUPAC ambiguity code (R Y S W K M B D H V), any case"
     )
 
 
@@ -116,7 +117,9 @@ class Tokenizer(ABC):
     def __init__(self, k: int, stride: int, byte_values: Mapping[str, int]):
         self.k = k
         self.stride = stride
-        self._byte_table = byte_table(byte_values)
+        # The genome layer accepts RNA and gapped FASTA: U is T, and a gap an unknown base (N), which
+        # keeps every position of the file, so annotation coordinates still line up.
+        self._byte_table = byte_table({"U": byte_values["T"], "-": byte_values["N"], **byte_values})
 
     # --- vocabulary, supplied by subclasses -------------------------------------------------------
 
