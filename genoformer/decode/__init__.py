@@ -36,8 +36,7 @@ ORGANISMS = ("prokaryote", "eukaryote")
 PROKARYOTE_OPTIONS = ("gene_cost", "codon_weight", "start_weight", "closed_ends")
 # The gene cost suits how sure a model is of coding bases, which its fine-tuning loss sets: cross-
 # entropy models call a few spurious genes at the decoder's 300, which suits class-weighted ones
-# (validation stretch, 3 seeds each: cross-entropy 0.823 -> 0.852 mean either-strand MCC at 400; a
-# weak class-weighted model fell 0.734 -> 0.648 there).
+# (docs/gene-decoding.md has the figures).
 GENE_COST_BY_LOSS = {"ce": 400.0}
 
 

@@ -1,5 +1,8 @@
 """Prokaryotic gene calls: open reading frames scored by the model's coding probability.
 
+Every constant below was chosen on the validation stretch (NC_000913.3:3.85-4.08 Mb); what each
+choice measured is in docs/gene-decoding.md, stated there once.
+
 What is built (a segment-level decoder, as fast gene finders do; no per-base loop):
 
 1. Per strand (the − strand is decoded on the reverse complement, with its probability row
@@ -37,9 +40,7 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    evidence the per-base probabilities lack: the reading frame (other-frame and antisense ORFs
    score negative) and the genome's own codon usage (genes the model is unsure of). A stop's
    candidates all get the score of its best start's span, so the statistics decide which genes,
-   not where they start. Weight 10 was chosen on the validation stretch
-   (NC_000913.3:3.85-4.08 Mb: either-strand coding MCC 0.845 -> 0.853, stop-exact gene F1
-   0.919 -> 0.928; weights 20-80 called more genes but chose starts worse).
+   not where they start.
 
 6. Self-trained start sites (``start_weight`` > 0, as Prodigal learns its ribosome binding site and
    start-codon statistics from the genome): the second pass's genes give position-specific base
@@ -49,19 +50,14 @@ What is built (a segment-level decoder, as fast gene finders do; no per-base loo
    candidate's start by ``start_weight`` x its summed log-odds in place of the fixed start-codon
    prior and Shine-Dalgarno bonus. The model's coding probability changes over a hundred bases or
    more around a start, so the start sites carry most of the evidence about where a gene begins,
-   and a less trained model gains most (validation stretch, three models of the default and the
-   long recipes: exact-gene F1 0.753/0.611/0.776 -> 0.772/0.733/0.809; weight 60 chosen there
-   among 5-120, with 20-30 bases upstream and 3 or 6 downstream; five other models gained
-   0.018-0.110). It is learnt only when the previous pass called ``MIN_START_TRAINING_GENES``
+   and a less trained model gains most. It is learnt only when the previous pass called ``MIN_START_TRAINING_GENES``
    genes or more. The statistics of 5 and 6 are learnt from one record, or from all of a genome's
    records together (:func:`learn_gene_statistics`), as Prodigal trains on a whole genome.
 
 7. Genes that run off the sequence's ends (a contig's or an annotated region's) are called as Prodigal
    calls them, partial: from the frame's first whole codon, or to its last, without a start or stop
-   codon, flagged ``partial`` (left/right edge digits) in the GFF3. A draft assembly's 5 kb contigs
-   cut 19% of the validation stretch's genes; calling them lifted either-strand MCC from 0.586 to
-   0.825 there (statistics pooled over the contigs, one model; three models 0.81-0.83; measured before
-   the evidence cap and the strand sharing of step 1).
+   codon, flagged ``partial`` (left/right edge digits) in the GFF3: a draft assembly's short contigs
+   cut many genes.
 
 Cost: O(length) numpy work plus O(candidates log candidates); the E. coli genome (4.6 Mb, both
 strands) decodes in ~1 s of CPU time on one core.
@@ -109,22 +105,15 @@ STARTS_PER_STOP = 8
 # Per-base probabilities are clipped to [floor, 1 - floor] before their log-odds are summed. Neighbouring
 # bases' evidence is far from independent, and a model sure of a wrong call over a whole gene (p = 0.01:
 # -4.6 a base, -4,600 over a kb) could never be overruled by the codon and start-site statistics; capped
-# at +-1.39 a base they can weigh in. Validation stretch, nine models (fp32/bf16, cross-entropy/weighted,
-# 100-400 steps): either-strand MCC +0.007 to +0.031 for eight, unchanged for one, at 0.2 against 1e-6;
-# floors up to 0.03 changed nothing, 0.1 / 0.15 / 0.25 gained less; 20 kb contigs +0.013 to +0.026.
+# at +-1.39 a base they can weigh in.
 PROBABILITY_FLOOR = 0.2
 # Each strand's P(CDS) is mixed with P(coding on either strand) = 1 - (1 - p+)(1 - p-) before the
 # log-odds, weight STRAND_SHARE on the latter. Models know that a stretch is coding better than which
 # strand it is coded on: on the validation stretch the genes they missed included yidI, ppiC and rfaH,
 # each painted coding on the wrong strand (P(CDS) 0.68-0.78 antisense, 0.01-0.07 sense), where the
 # antisense frames are full of stops. Shared evidence lets the ORFs, the codon statistics and the
-# joint scheduling of both strands (MAX_OPPOSITE_OVERLAP) choose the strand. Validation stretch, ten
-# models (100-400 CPU steps, one 200-step GPU model; cross-entropy and weighted): with the strands
-# scheduled apart, 0.5 was best (either-strand MCC 0.734-0.892 -> 0.887-0.913) and 0.75 lost the
-# strand (strand-aware MCC 0.97 -> 0.80-0.90: antisense shadows called beside genes). Scheduled
-# together, 0.75 with opposite-strand overlaps up to 120 bases: 0.898-0.918 for all ten, exact-gene F1
-# 0.814-0.840 (seven compared: 0.6 -> 0.901-0.913; 60 / 200 / 300 bases -> 0.892-0.905 / 0.904-0.917 /
-# 0.904-0.917).
+# joint scheduling of both strands (MAX_OPPOSITE_OVERLAP) choose the strand. Scheduled apart, so much
+# sharing would call antisense shadows beside genes.
 STRAND_SHARE = 0.75
 # Bases genes on opposite strands may share (convergent or divergent neighbours; Prodigal allows 200 at
 # 3' ends). More would let a gene and its antisense shadow both be called.
