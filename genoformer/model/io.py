@@ -94,8 +94,8 @@ def save_pretrained(
         tokenizer.save(tmp / TOKENIZER_FILE)
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # A fresh hidden name (a fixed one could be someone's folder): the replaced model goes there.
+            old = temporary_sibling(folder, directory=True)
             os.replace(folder, old)
         os.replace(tmp, folder)
         if old is not None:
