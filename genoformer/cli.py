@@ -114,8 +114,13 @@ def lightning_main(argv: list[str] | None) -> None:
     from .tasks import GenomeDataModule, ReformerTask
     from .tasks.callbacks import AtomicCheckpointIO
 
+    class GenoformerCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # The model owns the tokenizer (a pretrained folder fixes it); the data module is handed it.
+            parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="instantiate")
+
     try:
-        LightningCLI(
+        GenoformerCLI(
             ReformerTask,
             GenomeDataModule,
             subclass_mode_model=True,
@@ -132,6 +137,15 @@ def lightning_main(argv: list[str] | None) -> None:
         )
     except ArgumentError as exc:
         raise ConfigError(" ".join(str(exc).split())) from None
+    except ValueError as exc:
+        # jsonargparse wraps an error raised while building the model or data module (a bad setting)
+        # in a ValueError listing every type it tried: report the setting's own error.
+        cause = exc
+        while cause is not None and not isinstance(cause, GenoformerError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("export", "turn a training checkpoint into a model folder")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, type=output_path, help="model folder to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model folder already at --out (anything else there is never replaced)")
 
     p = command("plan", "predict peak memory and time of a training step before running it")
     p.add_argument("--config", default=None, help="training YAML (model settings are read from it)")

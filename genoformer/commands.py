@@ -84,10 +84,12 @@ def export(args: argparse.Namespace) -> int:
     name = checkpoint.get("genoformer_task")
     if name not in TASKS:
         raise InputFileError(path, "not a genoformer training checkpoint (no task recorded)")
-    task = TASKS[name](**checkpoint["hyper_parameters"])
+    task = TASKS[name](**TASKS[name].init_args(checkpoint["hyper_parameters"]))
     task.load_state_dict(checkpoint["state_dict"])
     task.on_load_checkpoint(checkpoint)
-    print(task.export(args.out))
+    # The data module's settings travel in the checkpoint too: the window the model was trained on.
+    window_length = checkpoint.get("datamodule_hyper_parameters", {}).get("window_length")
+    print(task.export(args.out, window_length=window_length, overwrite=args.overwrite))
     return 0
 
 

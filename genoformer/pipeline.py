@@ -27,6 +27,7 @@ import yaml
 
 from .errors import ConfigError, InputFileError
 from .files import atomic_write
+from .model.config import DEFAULT_TOKENIZER, ReformerConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
@@ -40,8 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {"fasta": None, "annotation": None, "organism": "prokaryote", "classes": "gene_structure",
              "val_regions": None, "test_regions": None},
-    "model": {"tokenizer": "nucleotide", "d_model": 128, "n_heads": 4, "depth": 4, "d_ff": 512,
-              "attention": "lsh", "chunk_size": 64, "n_hashes": 2, "dropout": 0.1, "reversible": True},
+    # The tokenizer and the encoder's settings, with ReformerConfig's defaults (what the tasks use).
+    "model": {"tokenizer": DEFAULT_TOKENIZER, **ReformerConfig.setting_defaults()},
     "trainer": {"accelerator": "auto", "devices": 1, "precision": "32", "gradient_clip_val": 1.0,
                 "log_every_n_steps": 10, "num_nodes": 1, "strategy": "auto"},
     "pretrain": {"enabled": True, "window_length": 4096, "batch_size": 8, "max_steps": 200, "lr": 1e-3,
@@ -135,6 +136,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data[key] = _resolve(data[key], base)
     for stage in ("finetune", "annotate"):
         config[stage]["model"] = _resolve(config[stage]["model"], base)
+    from .tokenize import make_tokenizer
+
+    try:  # checked now, not when the first training stage builds the encoder
+        ReformerConfig.from_settings(encoder_settings(config["model"]), make_tokenizer(config["model"]["tokenizer"]),
+                                     where="model")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     for stage in ("pretrain", "finetune"):
         minutes = config[stage]["max_minutes"]
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
@@ -146,6 +154,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     except ConfigError as error:
         raise ConfigError(f"{path}: annotate.{error}") from None
     return config
+
+
+def encoder_settings(model: dict) -> dict:
+    """The encoder settings of a config's ``model`` section (all of it but the tokenizer)."""
+    return {k: v for k, v in model.items() if k != "tokenizer"}
 
 
 def _resolve(value, base: Path):
@@ -233,6 +246,7 @@ class Pipeline:
             window_length=stage_cfg["window_length"], batch_size=stage_cfg["batch_size"],
             windows_per_epoch=stage_cfg["batch_size"] * steps_per_epoch,
             max_eval_windows=None if classes_data else 64, num_workers=stage_cfg["num_workers"], seed=c["seed"],
+            tokenizer=task.tokenizer,
         )
         checkpoints = folder / "checkpoints"
         written_for = folder / "checkpoints.digest"
@@ -267,7 +281,8 @@ class Pipeline:
         if trainer.global_step < stage_cfg["max_steps"]:  # stopped by max_minutes, before the planned validation
             _log(f"stopped by max_minutes after {trainer.global_step} of {stage_cfg['max_steps']} steps")
             trainer.validate(task, datamodule=datamodule, verbose=False)
-        task.export(folder / "model")
+        # A rerun replaces the model folder this stage wrote before.
+        task.export(folder / "model", window_length=stage_cfg["window_length"], overwrite=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         return {"outputs": [str((folder / "model").relative_to(self.out))], "metrics": metrics,
                 "steps": int(trainer.global_step)}
@@ -276,8 +291,9 @@ class Pipeline:
         from .tasks import MaskedLMTask
 
         c, p = self.config, self.config["pretrain"]
-        return self.train(folder, lambda: MaskedLMTask(**c["model"], lr=p["lr"], warmup_steps=p["warmup_steps"],
-                                                       seed=c["seed"]), p, classes_data=False)
+        return self.train(folder, lambda: MaskedLMTask(
+            tokenizer=c["model"]["tokenizer"], encoder=encoder_settings(c["model"]), lr=p["lr"],
+            warmup_steps=p["warmup_steps"], seed=c["seed"]), p, classes_data=False)
 
     def finetune(self, folder: Path) -> dict:
         from .tasks import TaggingTask
@@ -285,7 +301,8 @@ class Pipeline:
         c, f = self.config, self.config["finetune"]
         pretrained = f["model"] or (str(self.out / "pretrain" / "model") if c["pretrain"]["enabled"] else None)
         return self.train(folder, lambda: TaggingTask(
-            **c["model"], classes=c["data"]["classes"], organism=c["data"]["organism"], loss=f["loss"],
+            tokenizer=c["model"]["tokenizer"], encoder=encoder_settings(c["model"]), classes=c["data"]["classes"],
+            organism=c["data"]["organism"], loss=f["loss"],
             freeze_encoder=f["freeze_encoder"], pretrained=pretrained, lr=f["lr"], warmup_steps=f["warmup_steps"],
             seed=c["seed"]), f, classes_data=True)
 

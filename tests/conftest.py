@@ -161,7 +161,8 @@ def write_fasta(tmp_path):
 
 
 # A tiny Reformer for training tests: seconds per step on a CPU.
-TINY = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"], chunk_size=16, n_hashes=2, dropout=0.1)
+TINY = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"], chunk_size=16, n_hashes=2, dropout=0.1,
+            attention_dropout=0.1)
 SLICE = 60_000
 
 

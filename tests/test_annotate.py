@@ -21,7 +21,7 @@ def tiny_tagger(tmp_path_factory):
     """An untrained tiny tagging model exported with the cross-entropy loss (decoder gene cost 400)."""
     from genoformer.tasks import TaggingTask
 
-    return TaggingTask(**TINY, loss="ce").export(tmp_path_factory.mktemp("tagger") / "model")
+    return TaggingTask(encoder=TINY, loss="ce").export(tmp_path_factory.mktemp("tagger") / "model")
 
 
 @pytest.fixture()
@@ -95,7 +95,7 @@ def test_annotate_without_a_model_says_what_to_give(small_fasta, tmp_path, capsy
 def test_decoder_alone_refuses_a_model_without_gene_structure(small_fasta, tmp_path, capsys):
     from genoformer.tasks import TaggingTask
 
-    model = TaggingTask(**TINY, classes=["promoter"]).export(tmp_path / "regions_model")
+    model = TaggingTask(encoder=TINY, classes=["promoter"]).export(tmp_path / "regions_model")
     assert main(["annotate", "--evidence", "none", "--model", str(model), "--fasta", str(small_fasta),
                  "--out", str(tmp_path / "out" / "pred")]) == 2
     assert "needs a gene-structure model with a CDS class; this one's classes are ['background', 'promoter']" in \

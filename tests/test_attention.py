@@ -7,18 +7,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from genoformer.model import FullSelfAttention, LocalSelfAttention, LSHSelfAttention, ReformerConfig
-from genoformer.model.reformer import (
-    MASKED,
-    SELF_PENALTY,
-    ForwardContext,
-    _ChunkSpec,
-    apply_rotary,
-    apply_rotary_,
-    bucket_widths,
-    chunked_attention,
-    lsh_sort,
-    rotary_tables,
-)
+from genoformer.model.attention import bucket_widths, lsh_sort
+from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec, chunked_attention
+from genoformer.model.rotary import apply_rotary, apply_rotary_, rotary_tables
+from genoformer.model.runtime import ForwardContext
 
 
 def tiny(**kw):
@@ -78,7 +70,7 @@ def test_multi_round_kernel_equals_dense_union_of_rounds():
     v = torch.randn(n_rows, length, d, dtype=torch.float64)
     perm = torch.stack([torch.stack([torch.randperm(length) for _ in range(3)]) for _ in range(n_rows)]).int()
     key_real = torch.rand(n_rows, length) > 0.2
-    spec = _ChunkSpec(chunk=c, offsets=(0, -1, 1), causal=False, causal_window=False,
+    spec = ChunkSpec(chunk=c, offsets=(0, -1, 1), causal=False, causal_window=False,
                       self_penalty=True, scale=1.0, dropout=0.0, dropout_seed=0, rows_per_step=16)
     out = chunked_attention(q[None], k[None], v[None], perm, None, key_real[:1], spec)  # batch 1 x 3 heads
     ref = dense_reference(q, k, v, perm, spec, key_real[:1].expand(n_rows, -1))
@@ -170,7 +162,7 @@ def test_gradcheck_kernel_with_attention_dropout():
     k = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
     perm = torch.stack([torch.stack([torch.randperm(16) for _ in range(2)]) for _ in range(2)]).int()
-    spec = _ChunkSpec(chunk=4, offsets=(0, -1, 1), causal=False, causal_window=False,
+    spec = ChunkSpec(chunk=4, offsets=(0, -1, 1), causal=False, causal_window=False,
                       self_penalty=False, scale=0.5, dropout=0.3, dropout_seed=11, rows_per_step=8)
     f = lambda a, b, c: chunked_attention(a[None], b[None], c[None], perm, None, None, spec)
     assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-6)
@@ -182,12 +174,12 @@ def test_gradcheck_kernel_with_shared_keys():
     q = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 16, 4, dtype=torch.float64, requires_grad=True)
     perm = torch.stack([torch.stack([torch.randperm(16) for _ in range(2)]) for _ in range(2)]).int()
-    spec = _ChunkSpec(chunk=4, offsets=(0, -1, 1), causal=False, causal_window=False, self_penalty=True,
+    spec = ChunkSpec(chunk=4, offsets=(0, -1, 1), causal=False, causal_window=False, self_penalty=True,
                       scale=1.0, dropout=0.0, dropout_seed=0, rows_per_step=8, shared_keys=True)
     f = lambda a, c: chunked_attention(a[None], None, c[None], perm, None, None, spec)
     assert torch.autograd.gradcheck(f, (q, v), eps=1e-6, atol=1e-6)
     # the same as passing the normalised keys explicitly
-    explicit = _ChunkSpec(**{**spec.__dict__, "shared_keys": False})
+    explicit = ChunkSpec(**{**spec.__dict__, "shared_keys": False})
     expected = chunked_attention(q[None], F.normalize(q, dim=-1)[None], v[None], perm, None, None, explicit)
     assert torch.allclose(f(q, v), expected, atol=1e-12)
 

@@ -73,8 +73,8 @@ def inputs(tmp_path_factory) -> Path:
     (d / "truncated.fa.gz").write_bytes(genome[: len(genome) // 2])
     annotation = gzip.compress((GFF_HEAD + GENE * 300).encode())
     (d / "truncated.gff3.gz").write_bytes(annotation[:-40])
-    TaggingTask(**TINY).export(d / "model")
-    TaggingTask(**TINY, tokenizer="kmer6").export(d / "kmer_model")
+    TaggingTask(encoder=TINY).export(d / "model")
+    TaggingTask(encoder=TINY, tokenizer="kmer6").export(d / "kmer_model")
     broken = {
         "no_tokenizer": lambda m: (m / "tokenizer.json").unlink(),
         "wrong_tokenizer": lambda m: shutil.copy(d / "kmer_model" / "tokenizer.json", m / "tokenizer.json"),

@@ -31,7 +31,7 @@ from genoformer.tasks import GenomeDataModule, MaskedLMTask
 
 run = json.loads(sys.argv[1])
 pl.seed_everything(3, workers=True, verbose=False)
-task = MaskedLMTask(**run["model"], lr=3e-3, warmup_steps=2, seed=3)
+task = MaskedLMTask(encoder=run["model"], lr=3e-3, warmup_steps=2, seed=3)
 data = GenomeDataModule(fasta=run["fasta"], window_length=128, batch_size=2, windows_per_epoch=6, val_fraction=0.1,
                         seed=3)
 
@@ -114,7 +114,7 @@ def _annotation_run(tmp_path: Path) -> tuple[list[str], Path]:
     signal while it writes, and its output folder."""
     from genoformer.tasks import TaggingTask
 
-    model = TaggingTask(**TINY).export(tmp_path / "model")
+    model = TaggingTask(encoder=TINY).export(tmp_path / "model")
     fasta = tmp_path / "genome.fa"
     bases = "ACGTTGCAAGGCTTAACCGGTTAA" * 160
     fasta.write_text(f">one\n{bases}\n>two\n{bases[::-1]}\n")
@@ -201,7 +201,7 @@ def test_atomic_writes_leave_the_old_file_or_none_and_normal_permissions(tmp_pat
         assert (tmp_path / "new.bed").stat().st_mode & 0o777 == 0o644
         from genoformer.tasks import MaskedLMTask
 
-        folder = MaskedLMTask(**TINY).export(tmp_path / "model")
+        folder = MaskedLMTask(encoder=TINY).export(tmp_path / "model")
         assert folder.stat().st_mode & 0o777 == 0o755
         assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
     finally:

@@ -190,7 +190,7 @@ def model(tmp_path_factory) -> Path:
     from .conftest import TINY
 
     folder = tmp_path_factory.mktemp("robust_model") / "model"
-    TaggingTask(**TINY).export(folder)
+    TaggingTask(encoder=TINY).export(folder)
     return folder
 
 

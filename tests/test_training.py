@@ -34,7 +34,7 @@ class Crash(pl.Callback):
 
 def _pretrain_parts(fasta: Path, seed: int = 3):
     pl.seed_everything(seed, workers=True, verbose=False)
-    task = MaskedLMTask(**TINY, lr=3e-3, warmup_steps=2, seed=seed)
+    task = MaskedLMTask(encoder=TINY, lr=3e-3, warmup_steps=2, seed=seed)
     data = GenomeDataModule(fasta=str(fasta), window_length=256, batch_size=2, windows_per_epoch=6,
                             val_fraction=0.1, seed=seed)
     return task, data
@@ -72,7 +72,8 @@ def test_checkpoint_loads_with_weights_only_and_exports(ecoli_slice, tmp_path):
     _trainer(tmp_path, 3, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(task, datamodule=data)
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["genoformer_task"] == "masked_lm"
-    assert all(isinstance(v, (int, float, str, bool, list, type(None))) for v in checkpoint["hyper_parameters"].values())
+    assert checkpoint["hyper_parameters"]["encoder"] == TINY
+    assert all(isinstance(v, (int, float, str, bool, list, dict, type(None))) for v in checkpoint["hyper_parameters"].values())
     out = tmp_path / "exported"
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "export", "--checkpoint",
                              str(tmp_path / "last.ckpt"), "--out", str(out)], capture_output=True, text=True)
@@ -131,7 +132,7 @@ def test_tagging_windows_carry_strand_flipped_labels(ecoli_slice):
 def test_tagging_fits_exports_and_annotates(ecoli_slice, tmp_path):
     fasta, gff = ecoli_slice
     pl.seed_everything(0, verbose=False)
-    task = TaggingTask(**TINY, lr=3e-3, warmup_steps=2)
+    task = TaggingTask(encoder=TINY, lr=3e-3, warmup_steps=2)
     data = GenomeDataModule(fasta=str(fasta), annotation=str(gff), window_length=512, batch_size=2,
                             windows_per_epoch=4, val_fraction=0.1, max_eval_windows=None)
     trainer = pl.Trainer(accelerator="cpu", max_steps=4, default_root_dir=tmp_path, logger=False,
@@ -139,7 +140,7 @@ def test_tagging_fits_exports_and_annotates(ecoli_slice, tmp_path):
     trainer.fit(task, datamodule=data)
     metrics = trainer.callback_metrics
     assert "val/f1_CDS" in metrics and "val/gene_sensitivity" in metrics
-    model = task.export(tmp_path / "tagger")
+    model = task.export(tmp_path / "tagger", window_length=data.hparams.window_length)
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(model),
                              "--fasta", str(fasta), "--out", str(tmp_path / "pred" / "ecoli")],
                             capture_output=True, text=True)
@@ -185,7 +186,7 @@ def test_annotating_regions_pools_statistics_keeps_ids_unique_and_closes_ends_on
         return learn(records, *args, **kwargs)
 
     monkeypatch.setattr(genoformer.decode, "learn_genome_statistics", spy)
-    model = TaggingTask(**TINY).export(tmp_path / "tagger")
+    model = TaggingTask(encoder=TINY).export(tmp_path / "tagger")
     regions = [Interval("NC_000913.3", 0, 30_000), Interval("NC_000913.3", 30_000, 60_000)]
     paths = annotate_genome(model, fasta, tmp_path / "pred" / "two", regions=regions, window_length=512).paths
     calls = read_annotation(paths["gff3"])
@@ -212,7 +213,7 @@ def test_annotating_regions_pools_statistics_keeps_ids_unique_and_closes_ends_on
 
 
 def test_exported_tagger_records_its_loss_for_the_decoder(tmp_path):
-    task = TaggingTask(**TINY, loss="ce")
+    task = TaggingTask(encoder=TINY, loss="ce")
     _, pretrained = load_network(task.export(tmp_path / "tagger"))
     assert pretrained.head["loss"] == "ce" and task.decoder_options == {"gene_cost": 400.0}
 
@@ -227,4 +228,4 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "genoformer.cli", "fit", "--model", "MaskedLMTask",
                              "--data.fasta", "x.fa", "--print_config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "genoformer.tasks.MaskedLMTask" in result.stdout and "n_hashes: 2" in result.stdout
+    assert "genoformer.tasks.MaskedLMTask" in result.stdout and "encoder:" in result.stdout

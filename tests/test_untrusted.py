@@ -57,7 +57,7 @@ def crafted(tmp_path, marker) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    return TaggingTask(**TINY).export(tmp_path_factory.mktemp("untrusted") / "model")
+    return TaggingTask(encoder=TINY).export(tmp_path_factory.mktemp("untrusted") / "model")
 
 
 def _copy(model: Path, folder: Path) -> Path:
@@ -79,7 +79,7 @@ def test_export_refuses_a_checkpoint_that_would_run_code(crafted, marker, tmp_pa
 
 def test_training_resume_refuses_a_checkpoint_that_would_run_code(crafted, ecoli_slice, tmp_path):
     """``genoformer fit --ckpt_path`` and the pipeline's resume load checkpoints through Lightning."""
-    task = MaskedLMTask(**TINY, warmup_steps=1)
+    task = MaskedLMTask(encoder=TINY, warmup_steps=1)
     data = GenomeDataModule(fasta=str(ecoli_slice[0]), window_length=256, batch_size=2, windows_per_epoch=2)
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genoformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from genoformer.tokenize import Tokenizer
 
 ATTENTION_KINDS = ("lsh", "local", "full")
 
@@ -27,6 +30,11 @@ MAX_BUCKET_FACTOR = 128
 # 3.9 / 7.5 / 11.8 GiB). 2M rows made a 1 Mb single-window step no faster (3.83 s against 3.72 s at
 # 131,072) at twice the memory (19.1 GiB against 9.5), so 1M.
 AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17), "cuda": (1 << 20, 1 << 22)}
+# The tokenizer of a model trained without one named (tasks, pipeline, `genoformer plan`).
+DEFAULT_TOKENIZER = "nucleotide"
+# Fields a training task sets itself (from its tokenizer, objective and seed); every other field is
+# an encoder setting the user chooses (a task's ``encoder``, a pipeline's ``model`` section).
+TASK_SET_FIELDS = ("vocab_size", "pad_token_id", "causal", "seed")
 
 
 @dataclass
@@ -135,6 +143,32 @@ class ReformerConfig:
     def attention_rows(self, device_type: str = "cpu") -> int:
         """Query rows per step of the chunked attention kernel on this device type."""
         return self.attention_chunk_tokens or _auto_knobs(device_type)[0]
+
+    # ------------------------------------------------------------------ encoder settings
+    @classmethod
+    def setting_defaults(cls) -> dict[str, Any]:
+        """The user-chosen fields (all but ``TASK_SET_FIELDS``) with their defaults: the one place
+        training tasks, the pipeline and ``genoformer plan`` take their defaults from."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in TASK_SET_FIELDS}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None, tokenizer: Tokenizer, *, causal: bool = False,
+                      seed: int = 0, where: str = "encoder") -> "ReformerConfig":
+        """The config of user ``settings`` (a mapping of ``setting_defaults`` keys; the rest default)
+        completed with what the task sets (vocabulary and padding from ``tokenizer``); ``where`` names
+        the settings in errors (e.g. ``model.init_args.encoder``)."""
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where} must be a mapping of encoder settings, got {settings!r}")
+        by_task = sorted(set(settings) & set(TASK_SET_FIELDS))
+        if by_task:
+            raise ConfigError(f"{where}: {by_task} are set by the training task (from its tokenizer, objective "
+                              "and seed), not among the encoder settings: remove them")
+        unknown = sorted(set(settings) - set(cls.setting_defaults()))
+        if unknown:
+            raise ConfigError(f"{where}: unknown encoder setting(s) {unknown}; known: {sorted(cls.setting_defaults())}")
+        return cls(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, causal=causal, seed=seed, **settings)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

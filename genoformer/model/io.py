@@ -89,9 +89,14 @@ def save_pretrained(
     *,
     task: str,
     head: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``module``'s weights with its config and tokenizer into ``folder`` atomically."""
+    """Write ``module``'s weights with its config and tokenizer into ``folder`` atomically.
+
+    An existing ``folder`` is replaced only with ``overwrite`` and only if it is a model folder (see
+    :func:`check_replaceable`): genoformer never deletes what it did not write."""
     folder = Path(folder)
+    check_replaceable(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(folder, directory=True)
     try:
@@ -105,8 +110,8 @@ def save_pretrained(
         tokenizer.save(tmp / TOKENIZER_FILE)
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # A fresh hidden name (a fixed one could be someone's folder): the replaced model goes there.
+            old = temporary_sibling(folder, directory=True)
             os.replace(folder, old)
         os.replace(tmp, folder)
         if old is not None:
@@ -143,6 +148,32 @@ def _check_head(path: Path, task: str, head: dict[str, Any]) -> None:
         raise ModelFileError(path, f"head.scheme is invalid: {exc}") from None
     if list(scheme.classes) != classes:
         raise ModelFileError(path, f"head.scheme classes {list(scheme.classes)} differ from head.classes {classes}")
+
+
+def check_replaceable(folder: Path, overwrite: bool) -> None:
+    """Refuse to write a model folder over anything but a model folder, and over one without ``overwrite``.
+
+    A model folder is a directory holding ``config.json`` (a genoformer one) and ``model.safetensors``,
+    and nothing but the three files a model folder has."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir() or folder.is_symlink():
+        raise ConfigError(f"{folder} exists and is not a model folder; genoformer replaces only model folders "
+                          "it wrote: choose another output path or move it away")
+    contents = sorted(p.name for p in folder.iterdir())
+    unexpected = sorted(set(contents) - {CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE})
+    try:
+        ours = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == "genoformer"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if unexpected or not ours or not (folder / WEIGHTS_FILE).is_file():
+        holds = f"holds {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}" if unexpected else \
+            f"lacks a genoformer {CONFIG_FILE} and {WEIGHTS_FILE}"
+        raise ConfigError(f"{folder} exists and is not a model folder (it {holds}); genoformer replaces only "
+                          "model folders it wrote: choose another output path or move it away")
+    if not overwrite:
+        raise ConfigError(f"{folder} already holds a model folder: pass --overwrite (overwrite=True) to replace "
+                          "it, or choose another output path")
 
 
 def _read_json(path: Path) -> Any:

@@ -25,8 +25,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..errors import ConfigError, MemoryPlanError
-from .config import ReformerConfig
+from ..errors import ConfigError, InputFileError, MemoryPlanError
+from .config import DEFAULT_TOKENIZER, ReformerConfig
 
 GiB = 1024**3
 _LOSS_STRIDE = 6  # every 6th position: the 15% a masked-LM loss reads
@@ -249,21 +249,38 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
 
 def plan_from_cli(config_path: str | None, length: int, *, batch_size: int = 1, precision: str = "32",
                   inference: bool = False) -> Plan:
-    """``genoformer plan``: model settings from a pipeline or LightningCLI YAML (defaults otherwise)."""
+    """``genoformer plan``: the encoder training would build from a pipeline or LightningCLI YAML
+    (ReformerConfig's defaults without one, as training without settings)."""
+    return plan(training_config(config_path), length, batch_size=batch_size, precision=precision, inference=inference)
+
+
+def training_config(config_path: str | None) -> ReformerConfig:
+    """The encoder config a training run of ``config_path`` builds: a LightningCLI YAML's ``model.init_args``
+    (tokenizer, ``encoder``, objective, or a ``pretrained`` folder's config) or a pipeline's ``model`` section
+    (tokenizer and encoder settings)."""
     import yaml
 
     from ..tokenize import make_tokenizer
+    from .io import load_pretrained
 
-    settings: dict = {}
+    model: dict = {}
     if config_path:
-        with open(config_path) as handle:
-            loaded = yaml.safe_load(handle) or {}
-        model = loaded.get("model", {})
-        settings = dict(model.get("init_args", model))  # LightningCLI nests under init_args
-    tokenizer = make_tokenizer(settings.pop("tokenizer", "nucleotide"))
-    keep = {k: v for k, v in settings.items() if k in ReformerConfig.__dataclass_fields__}
-    config = ReformerConfig(vocab_size=tokenizer.vocab_size, **keep)
-    return plan(config, length, batch_size=batch_size, precision=precision, inference=inference)
+        try:
+            with open(config_path) as handle:
+                model = (yaml.safe_load(handle) or {}).get("model") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            raise InputFileError(config_path, f"cannot read it as a training YAML ({exc})") from None
+    where = f"{config_path}: model"
+    if "class_path" in model or "init_args" in model:  # LightningCLI
+        args = model.get("init_args") or {}
+        if args.get("pretrained"):
+            return load_pretrained(args["pretrained"]).config
+        tokenizer_name, encoder = args.get("tokenizer", DEFAULT_TOKENIZER), args.get("encoder")
+        causal, where = args.get("objective") == "causal", f"{where}.init_args.encoder"
+    else:  # pipeline: the model section is the tokenizer and the encoder settings
+        encoder = {k: v for k, v in model.items() if k != "tokenizer"}
+        tokenizer_name, causal = model.get("tokenizer", DEFAULT_TOKENIZER), False
+    return ReformerConfig.from_settings(encoder, make_tokenizer(tokenizer_name), causal=causal, where=where)
 
 
 def _probe_main(request: str) -> None:

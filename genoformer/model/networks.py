@@ -26,8 +26,12 @@ class PretrainedNetwork(nn.Module):
     task = ""
     head_settings: dict[str, Any] = {}
 
-    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Tokenizer) -> Path:
-        return save_pretrained(folder, self, self.encoder.config, tokenizer, task=self.task, head=self.head_settings)
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Tokenizer, *, head: dict[str, Any] | None = None,
+                        overwrite: bool = False) -> Path:
+        """Write the model folder; ``head``: settings recorded beside ``head_settings`` (e.g. the
+        training window); ``overwrite``: see :func:`~genoformer.model.io.save_pretrained`."""
+        return save_pretrained(folder, self, self.encoder.config, tokenizer, task=self.task,
+                               head={**self.head_settings, **(head or {})}, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> tuple["PretrainedNetwork", Tokenizer]:

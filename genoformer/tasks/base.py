@@ -1,48 +1,49 @@
 """What every genoformer LightningModule shares.
 
-The encoder's settings arrive as plain arguments (so LightningCLI can set each one from YAML or a
-dotted flag, and the checkpoint's hyperparameters stay primitive and load with
-``weights_only=True``). This base class turns them into a :class:`ReformerConfig`, builds the
-optimiser and schedule, keeps the random streams' positions in the checkpoint so a resumed run
-continues exactly, and refuses to save a checkpoint once the loss has become NaN/Inf.
+The encoder's settings arrive whole, as one ``encoder`` mapping of :class:`ReformerConfig` fields
+(the one place their defaults live), so a YAML file or LightningCLI fills them in one block and the
+checkpoint's hyperparameters stay primitive and load with ``weights_only=True``. This base class
+turns them into a :class:`ReformerConfig`, builds the optimiser and schedule, keeps the random
+streams' positions in the checkpoint so a resumed run continues exactly, and refuses to save a
+checkpoint once the loss has become NaN/Inf. The task owns the tokenizer (a pretrained folder fixes
+it); the data module is handed it (``GenomeDataModule(tokenizer=task.tokenizer)``), and ``setup``
+checks the two agree.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..model import ReformerConfig
+from ..model.config import DEFAULT_TOKENIZER
 from ..model.io import PretrainedModel, load_pretrained
 from ..tokenize import Tokenizer, make_tokenizer
 
 
 class ReformerTask(pl.LightningModule):
-    """Base class: an encoder built from primitive settings, AdamW with warm-up and cosine decay."""
+    """Base class: an encoder built from its settings, AdamW with warm-up and cosine decay.
+
+    ``encoder``: :class:`ReformerConfig` fields other than those the task sets (vocabulary and padding
+    from the tokenizer, ``causal`` from the objective, ``seed``); unset ones take ReformerConfig's
+    defaults. Ignored with ``pretrained``, whose folder fixes the encoder."""
 
     task_name = ""
 
     def __init__(
         self,
-        tokenizer: str = "nucleotide",
-        d_model: int = 128,
-        n_heads: int = 4,
-        depth: int = 4,
-        d_ff: int = 512,
-        attention: str | list[str] = "lsh",
-        chunk_size: int = 64,
-        n_hashes: int = 2,
-        dropout: float = 0.1,
-        reversible: bool = True,
-        causal: bool = False,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        encoder: dict[str, Any] | None = None,
         pretrained: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         seed: int = 0,
+        causal: bool = False,
     ):
         super().__init__()
         self.pretrained_model: PretrainedModel | None = load_pretrained(pretrained) if pretrained else None
@@ -52,12 +53,8 @@ class ReformerTask(pl.LightningModule):
             self.config = self.pretrained_model.config
         else:
             self.tokenizer = make_tokenizer(tokenizer)
-            self.config = ReformerConfig(
-                vocab_size=self.tokenizer.vocab_size, d_model=d_model, n_heads=n_heads, depth=depth,
-                d_ff=d_ff, attention=attention, chunk_size=chunk_size, n_hashes=n_hashes,
-                dropout=dropout, attention_dropout=dropout, causal=causal, reversible=reversible,
-                pad_token_id=self.tokenizer.pad_id, seed=seed,
-            )
+            self.config = ReformerConfig.from_settings(encoder, self.tokenizer, causal=causal, seed=seed,
+                                                       where="model.encoder")
         self.network = self.build_network()
         if self.pretrained_model is not None:
             # Fine-tuning starts from the pretrained encoder; a head of another task starts fresh.
@@ -67,10 +64,11 @@ class ReformerTask(pl.LightningModule):
         self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
 
     def setup(self, stage: str) -> None:
-        # The model owns the tokenizer (a pretrained folder fixes it): the data module follows.
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            datamodule.tokenizer = self.tokenizer
+        if datamodule is not None and datamodule.tokenizer != self.tokenizer:
+            raise ConfigError(f"the data module tokenises with {datamodule.tokenizer!r} but the model uses "
+                              f"{self.tokenizer!r}: give the data module the model's tokenizer "
+                              "(GenomeDataModule(..., tokenizer=task.tokenizer))")
 
     def build_network(self) -> torch.nn.Module:
         """The plain-PyTorch network (``.encoder`` plus a head) this task trains and exports."""
@@ -145,6 +143,33 @@ class ReformerTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- export -----------------------------------------------------------------------------
-    def export(self, folder: str | Path) -> Path:
-        """Write a model folder (config.json, model.safetensors, tokenizer.json) others can load."""
-        return self.network.save_pretrained(folder, self.tokenizer)
+    def export(self, folder: str | Path, *, window_length: int | None = None, overwrite: bool = False) -> Path:
+        """Write a model folder (config.json, model.safetensors, tokenizer.json) others can load.
+
+        ``window_length``: the bases per window the model was trained on (the data module's), which a
+        tagger records as ``genoformer annotate``'s default window. ``overwrite``: replace an existing
+        model folder at ``folder`` (anything else there is refused, see ``save_pretrained``)."""
+        return self.network.save_pretrained(folder, self.tokenizer, overwrite=overwrite,
+                                            head=self.exported_head(window_length))
+
+    def exported_head(self, window_length: int | None) -> dict[str, Any]:
+        """Settings written into the folder's head besides the network's own (none by default)."""
+        return {}
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    @staticmethod
+    def init_args(hyper_parameters: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments stored in a checkpoint's ``hyper_parameters``: LightningCLI adds
+        its own entries (``_class_path``, ``_instantiator``), and checkpoints written before the encoder
+        settings were one ``encoder`` mapping hold them as separate arguments."""
+        args = {k: v for k, v in hyper_parameters.items() if not k.startswith("_")}
+        flat = {k: args.pop(k) for k in list(args) if k in _FLAT_ENCODER_ARGS}
+        if flat:
+            # Those tasks used their dropout for attention probabilities too.
+            args["encoder"] = {**flat, "attention_dropout": flat["dropout"]}
+        return args
+
+
+# The encoder arguments of checkpoints written before ``encoder`` (they hold every argument).
+_FLAT_ENCODER_ARGS = ("d_model", "n_heads", "depth", "d_ff", "attention", "chunk_size", "n_hashes", "dropout",
+                      "reversible")

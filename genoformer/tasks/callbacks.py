@@ -12,14 +12,19 @@ from ..files import atomic_path
 class ExportModel(pl.Callback):
     """After training, write the model folder (config.json, model.safetensors, tokenizer.json):
     ``folder``, or ``model/`` under the trainer's ``default_root_dir`` (never the working directory,
-    which is often a source checkout)."""
+    which is often a source checkout). A rerun replaces the model folder an earlier run wrote there;
+    anything else there is refused. The data module's window length goes into the folder (a
+    tagger's default window for ``genoformer annotate``)."""
 
     def __init__(self, folder: str | None = None):
         self.folder = folder
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            pl_module.export(Path(self.folder) if self.folder else Path(trainer.default_root_dir) / "model")
+            datamodule = getattr(trainer, "datamodule", None)
+            window_length = datamodule.hparams.get("window_length") if datamodule is not None else None
+            pl_module.export(Path(self.folder) if self.folder else Path(trainer.default_root_dir) / "model",
+                             window_length=window_length, overwrite=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -29,8 +29,9 @@ Split = Literal["train", "val", "test"]
 class GenomeDataModule(pl.LightningDataModule):
     """Windows of one or more FASTA files, tokenised, with per-base labels when annotated.
 
-    The tokenizer is the model's: a task sets ``datamodule.tokenizer`` in its ``setup``; used on
-    its own, the data module tokenises single nucleotides unless told otherwise.
+    ``tokenizer`` is the model's (``task.tokenizer``; LightningCLI links it from the model); without
+    one the data module tokenises single nucleotides. A task refuses a data module whose tokenizer
+    differs from its own.
     """
 
     def __init__(
@@ -53,9 +54,12 @@ class GenomeDataModule(pl.LightningDataModule):
         max_n_fraction: float = 0.5,
         num_workers: int = 0,
         seed: int = 0,
+        tokenizer: Tokenizer | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # An object, not a setting: the model folder records it (checkpoints load with weights_only).
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.tokenizer = tokenizer or NucleotideTokenizer()
         self.fasta = [fasta] if isinstance(fasta, str) else list(fasta)
         annotations = [annotation] if isinstance(annotation, str) else list(annotation or [])
         if annotations and len(annotations) != len(self.fasta):
@@ -65,9 +69,6 @@ class GenomeDataModule(pl.LightningDataModule):
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
 
     # ---- inputs -----------------------------------------------------------------------------
-    # The model owns the tokenizer (a pretrained folder fixes it); tasks set this before loading data.
-    tokenizer: Tokenizer = NucleotideTokenizer()
-
     @cached_property
     def genomes(self) -> list[Genome]:
         return [Genome(path) for path in self.fasta]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerForMaskedLM
 from .base import ReformerTask
 
@@ -25,16 +27,8 @@ class MaskedLMTask(ReformerTask):
 
     def __init__(
         self,
-        tokenizer: str = "nucleotide",
-        d_model: int = 128,
-        n_heads: int = 4,
-        depth: int = 4,
-        d_ff: int = 512,
-        attention: str | list[str] = "lsh",
-        chunk_size: int = 64,
-        n_hashes: int = 2,
-        dropout: float = 0.1,
-        reversible: bool = True,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        encoder: dict[str, Any] | None = None,
         objective: Literal["mlm", "causal"] = "mlm",
         mask_prob: float = 0.15,
         pretrained: str | None = None,
@@ -43,15 +37,14 @@ class MaskedLMTask(ReformerTask):
         warmup_steps: int = 100,
         seed: int = 0,
     ):
+        if not 0.0 < mask_prob < 1.0:
+            raise ConfigError(f"model mask_prob must be in (0, 1), got {mask_prob}: set it to the fraction of "
+                              "tokens to hide, e.g. 0.15")
         super().__init__(
-            tokenizer=tokenizer, d_model=d_model, n_heads=n_heads, depth=depth, d_ff=d_ff,
-            attention=attention, chunk_size=chunk_size, n_hashes=n_hashes, dropout=dropout,
-            reversible=reversible, causal=objective == "causal", pretrained=pretrained, lr=lr,
+            tokenizer=tokenizer, encoder=encoder, causal=objective == "causal", pretrained=pretrained, lr=lr,
             weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
         )
         self.save_hyperparameters()
-        if not 0.0 < mask_prob < 1.0:
-            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
         tok = self.tokenizer
         self.span = 2 * math.ceil(tok.k / tok.stride) - 1 if objective == "mlm" else 1
         # Ids a random replacement may take: the ordinary (non-special) tokens.

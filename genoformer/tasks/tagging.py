@@ -1,7 +1,7 @@
 """Gene-region tagging: per-base, strand-aware classes, fine-tuned from a pretrained encoder."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from ..datasets.windows import IGNORE_LABEL
 from ..decode import decode_record, gene_decoder_options
+from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..genome import LabelScheme
+from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerTagger
 from ..predict import ProbabilityStitcher
 from .base import ReformerTask
@@ -39,16 +41,8 @@ class TaggingTask(ReformerTask):
         focal_gamma: float = 2.0,
         freeze_encoder: bool = False,
         gene_metrics: bool = True,
-        tokenizer: str = "nucleotide",
-        d_model: int = 128,
-        n_heads: int = 4,
-        depth: int = 4,
-        d_ff: int = 512,
-        attention: str | list[str] = "lsh",
-        chunk_size: int = 64,
-        n_hashes: int = 2,
-        dropout: float = 0.1,
-        reversible: bool = True,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        encoder: dict[str, Any] | None = None,
         pretrained: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -59,10 +53,8 @@ class TaggingTask(ReformerTask):
         self.scheme = (LabelScheme.gene_structure() if classes == "gene_structure"
                        else LabelScheme.from_names([classes] if isinstance(classes, str) else classes))
         super().__init__(
-            tokenizer=tokenizer, d_model=d_model, n_heads=n_heads, depth=depth, d_ff=d_ff,
-            attention=attention, chunk_size=chunk_size, n_hashes=n_hashes, dropout=dropout,
-            reversible=reversible, causal=False, pretrained=pretrained, lr=lr,
-            weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
+            tokenizer=tokenizer, encoder=encoder, pretrained=pretrained, lr=lr, weight_decay=weight_decay,
+            warmup_steps=warmup_steps, seed=seed,
         )
         self.save_hyperparameters()
         if freeze_encoder:
@@ -84,16 +76,18 @@ class TaggingTask(ReformerTask):
         """The gene decoder's options for this model, as ``genoformer annotate`` uses them by default."""
         return gene_decoder_options(self.organism, self.loss_kind) if self.scheme.kind == "gene_structure" else {}
 
-    @property
-    def window_length(self) -> int:
-        return int(self.network.head_settings.get("window_length", 0))
+    def exported_head(self, window_length: int | None) -> dict[str, Any]:
+        # genoformer annotate's default window is the one the model was trained on.
+        return {} if window_length is None else {"window_length": int(window_length)}
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule
-        self.network.head_settings["window_length"] = int(datamodule.hparams.window_length)
+        if datamodule.scheme is None:
+            raise ConfigError("tagging needs annotated data: set data.annotation (one file per FASTA)")
         if tuple(datamodule.scheme.classes) != tuple(self.scheme.classes):
-            raise ValueError(f"model classes {self.scheme.classes} differ from the data's {datamodule.scheme.classes}")
+            raise ConfigError(f"the model's classes {list(self.scheme.classes)} differ from the data's "
+                              f"{list(datamodule.scheme.classes)}: set model classes and data classes alike")
         if self.hparams.loss == "weighted" and stage == "fit":
             freq = torch.as_tensor(datamodule.class_frequencies(), dtype=torch.float32)
             weights = torch.where(freq > 0, freq.clamp_min(1e-6).rsqrt(), torch.zeros_like(freq))
@@ -113,7 +107,8 @@ class TaggingTask(ReformerTask):
         return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_LABEL)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        n_bases = batch["labels"].shape[-1] if "labels" in batch else self.window_length
+        # Unlabelled windows: predictions up to the longest window's last base.
+        n_bases = batch["labels"].shape[-1] if "labels" in batch else int(batch["n_bases"].max())
         return self.network(batch["input_ids"], batch["attention_mask"], n_bases)  # (batch, 2, classes, bases)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""Per-call runtime state of the encoder: seeds, dropout masks keyed by position, the shared
+per-call context (padding, rotary tables, head groups), and handing freed heap pages back to the OS."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+import torch
+
+from genoformer.model.config import ReformerConfig
+from genoformer.model.rotary import rotary_tables
+
+_DROPOUT_BLOCK = 1024  # positions per dropout-mask block (masks are a function of position only)
+
+SITE_ATTENTION_OUT, SITE_FEED_FORWARD, SITE_ATTENTION_PROBS, SITE_HASH = 1, 2, 3, 4
+
+
+def mix_seed(*values: int) -> int:
+    """Deterministic 63-bit seed from integers (splitmix64 steps): independent streams per site."""
+    mask = (1 << 64) - 1
+    h = 0x9E3779B97F4A7C15
+    for value in values:
+        h = (h ^ (value & mask)) & mask
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+        h ^= h >> 31
+    return h & ((1 << 63) - 1)
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_host_memory(device: torch.device) -> None:
+    """Return freed heap pages to the OS between blocks. glibc keeps them, and with each layer's
+    differently sized temporaries the resident set of a long-sequence run would creep up with depth
+    (measured: 1.45x from depth 2 to 12 at 16k tokens without this, 1.15x with it; no time cost)."""
+    if device.type == "cpu" and _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+# --------------------------------------------------------------------------------------- per-call state
+@dataclass
+class ForwardContext:
+    """What every layer of one forward call shares: padding, positions and seeds.
+
+    ``real`` is (batch, padded_length) bool, True at real tokens, or None when nothing is padded;
+    ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2),
+    in the dtype the projections they rotate have (bf16 under bf16 autocast: the same values rotation
+    would cast them to, at half the memory).
+    ``head_groups`` are the slices of heads attended together and ``attention_rows`` the query rows per
+    attention kernel step, both for this call's size and device (see ``ReformerConfig``).
+    """
+
+    length: int
+    padded_length: int
+    real: torch.Tensor | None
+    n_real: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    seed: int
+    hash_seed: int
+    training: bool
+    n_hashes: int
+    head_groups: list[slice]
+    attention_rows: int
+
+    @classmethod
+    def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
+              device: torch.device, *, training: bool, seed: int, hash_seed: int,
+              dtype: torch.dtype = torch.float32) -> "ForwardContext":
+        if length < 1:
+            raise ValueError("input length must be >= 1")
+        padded = -(-length // config.chunk_size) * config.chunk_size
+        if attention_mask is None and padded == length:
+            real, n_real = None, torch.full((batch,), length, dtype=torch.long, device=device)
+        else:
+            real = torch.zeros(batch, padded, dtype=torch.bool, device=device)
+            real[:, :length] = True if attention_mask is None else attention_mask.to(device=device, dtype=torch.bool)
+            n_real = real.sum(1)
+        cos, sin = (t.to(dtype) for t in rotary_tables(padded, config.head_dim, config.rotary_base, device))
+        n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
+        return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
+                   config.head_groups(batch * padded, device.type), config.attention_rows(device.type))
+
+    def site_seed(self, layer: int, site: int) -> int:
+        return mix_seed(self.hash_seed if site == SITE_HASH else self.seed, layer, site)
+
+
+def keep_mask(seed: int, batch: int, start: int, end: int, width: int, p: float,
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) for positions [start, end): (batch, end-start, width).
+
+    Each block of `_DROPOUT_BLOCK` positions has its own generator, so a position's mask is the same
+    however the caller chunks the length (reversible recompute, ordinary stack, any padding)."""
+    first, last = start // _DROPOUT_BLOCK, (end - 1) // _DROPOUT_BLOCK
+    blocks = [torch.empty(batch, _DROPOUT_BLOCK, width, device=device, dtype=dtype)
+              .bernoulli_(1.0 - p, generator=seeded_generator(mix_seed(seed, b), device))
+              for b in range(first, last + 1)]
+    offset = first * _DROPOUT_BLOCK
+    return torch.cat(blocks, 1)[:, start - offset:end - offset].div_(1.0 - p)
+
+
+def position_dropout(x: torch.Tensor, p: float, ctx: ForwardContext, seed: int, start: int = 0) -> torch.Tensor:
+    """Dropout on (batch, positions, width) with masks keyed by absolute position (see `keep_mask`)."""
+    if not ctx.training or p == 0.0:
+        return x
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x * keep_mask(seed, x.shape[0], start, start + x.shape[1], x.shape[2], p, x.device, dtype)
