@@ -18,7 +18,7 @@ from genoformer.tasks import MaskedLMTask
 
 from .conftest import REPO
 
-# `genoformer fit --config pipelines/pretrain_ecoli.yaml` (as the README shows), shrunk to seconds.
+# `genoformer fit --config pipelines/pretrain_ecoli.yaml` (as docs/training.md shows), shrunk to seconds.
 TINY_FIT = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
             "--data.window_length", "256", "--data.batch_size", "2", "--data.windows_per_epoch", "4",
             "--data.max_eval_windows", "2", "--data.num_workers", "0"]
