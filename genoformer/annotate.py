@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .decode import Stretch, decode_stretches, gene_decoder_options, self_trains
 from .errors import ConfigError, InputFileError
 from .files import exclusive_lock
 from .genome import Genome, Interval, LabelScheme
@@ -115,18 +116,12 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _decode_stretch(genome, iv, probs, scheme, organism: str, options: dict, statistics=None):
-    """Features of one predicted stretch, in record coordinates. IDs are numbered per stretch, so a
-    stretch that is not its whole record names itself in them (``chr1:1001-5000.g3``): several
-    regions of one record must not share IDs."""
-    from .decode import decode_record
-
+def _stretch(genome: Genome, iv: Interval) -> Stretch:
+    """A predicted stretch for the decoder. IDs are numbered per stretch, so a stretch that is not its
+    whole record names itself in them (``chr1:1001-5000.g3``): several regions of one record must not
+    share IDs."""
     whole = (iv.start, iv.end) == (0, genome.lengths[iv.name])
-    table = decode_record(genome.fetch(iv.name, iv.start, iv.end), probs, iv.name, scheme, organism=organism,
-                          statistics=statistics, id_prefix=None if whole else f"{iv.name}:{iv.start + 1}-{iv.end}",
-                          **options)
-    table[["start", "end"]] += iv.start
-    return table
+    return Stretch(iv.name, iv.start, None if whole else f"{iv.name}:{iv.start + 1}-{iv.end}")
 
 
 def _stretches(genome: Genome, fasta, records, regions) -> list[Interval]:
@@ -203,7 +198,6 @@ def annotate_genome(
     every record is predicted. ``closed_ends`` forbids genes running off a record's or region's ends
     (by default they are called, flagged partial).
     """
-    from .decode import gene_decoder_options, learn_genome_statistics, self_trains
     from .export import open_track, write_bed, write_gff3
     from .genome import make_annotation
 
@@ -286,7 +280,8 @@ def annotate_genome(
                     continue
                 probs = probabilities(iv, update)
                 if not pooled:
-                    tables.append(_decode_stretch(genome, iv, probs, scheme, organism, decoder_options))
+                    tables += decode_stretches([_stretch(genome, iv)], lambda i, lazy: (
+                        genome.fetch(iv.name, iv.start, iv.end), probs), scheme, organism, **decoder_options)
                 elif scratch is not None:
                     np.save(scratch / f"{len(waiting)}.npy", probs)
                     waiting.append((iv, scratch / f"{len(waiting)}.npy"))
@@ -300,15 +295,13 @@ def annotate_genome(
                         track = _record_track(genome.lengths[name], [(iv, p[row, c]) for iv, p in predicted])
                         writers[f"{cls}.{strand}"].add(name, track)
         if waiting:
-            def load(iv, path, mmap_mode=None):
-                return probabilities(iv, None) if path is None else np.load(path, mmap_mode=mmap_mode)
+            def load(i: int, lazy: bool) -> tuple[str, np.ndarray]:
+                iv, path = waiting[i]
+                probs = probabilities(iv, None) if path is None else np.load(path, mmap_mode="r" if lazy else None)
+                return genome.fetch(iv.name, iv.start, iv.end), probs
 
-            def pairs():
-                return ((genome.fetch(iv.name, iv.start, iv.end), load(iv, path, "r")) for iv, path in waiting)
-
-            statistics = learn_genome_statistics(pairs, scheme, organism, **decoder_options)
-            tables += [_decode_stretch(genome, iv, load(iv, path), scheme, organism, decoder_options, statistics)
-                       for iv, path in waiting]
+            tables += decode_stretches([_stretch(genome, iv) for iv, _ in waiting], load, scheme, organism,
+                                       **decoder_options)
         features = pd.concat(tables, ignore_index=True) if tables else make_annotation(
             {"seqid": [], "type": [], "start": [], "end": []})
         write_gff3(features, paths["gff3"], lengths)

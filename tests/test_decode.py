@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from genoformer.decode import (
-    call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record, gene_decoder_options,
+    Stretch, call_genes_eukaryote, call_genes_prokaryote, call_segments, decode_record, decode_stretches,
+    gene_decoder_options,
 )
 from genoformer.decode import prokaryote
 from genoformer.decode.prokaryote import (
@@ -341,6 +342,23 @@ def test_statistics_pooled_over_contigs_learn_what_no_contig_can():
     # Pooled over one record, the statistics are the ones that record learns alone.
     alone = learn_gene_statistics(lambda: [(seq, probs)])
     assert call_genes_prokaryote(seq, probs, "chr", statistics=alone).equals(call_genes_prokaryote(seq, probs, "chr"))
+
+
+def test_decode_stretches_decodes_each_contig_with_statistics_pooled_over_all():
+    """The one decoding path of annotate and of validation: several stretches of a genome, each table
+    in record coordinates with its own ID prefix, decoded with the statistics all of them teach."""
+    late = {3, 11, 19, 27, 35, 43}
+    seq, probs, spans = late_start_genome(50, late)
+    contigs = [(spans[i][0] - 120, spans[i + 9][1]) for i in range(0, 50, 10)]
+    stretches = [Stretch("chr", a, f"chr:{a + 1}-{b}") for a, b in contigs]
+
+    def load(i, lazy):
+        a, b = contigs[i]
+        return seq[a:b], probs[:, :, a:b]
+
+    tables = decode_stretches(stretches, load, LabelScheme.gene_structure())
+    assert [(s, e) for table in tables for s, e in cds_rows(table, "+")] == spans  # every late start right
+    assert all(table["id"].str.startswith(f"chr:{a + 1}-{b}.").all() for table, (a, b) in zip(tables, contigs))
 
 
 def test_gene_cost_defaults_to_the_models_loss():

@@ -11,7 +11,8 @@ both in forward-strand coordinates, classes as the model's ``LabelScheme``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from genoformer.decode.segments import (
 from genoformer.errors import ConfigError
 
 __all__ = [
-    "decode_record", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote",
+    "decode_record", "decode_stretches", "Stretch", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote",
     "call_genes_eukaryote", "call_segments",
 ]
 
@@ -153,3 +154,36 @@ def decode_record(
             ]
         return segment_table(seqid, found, id_prefix)
     raise ConfigError(f"unknown label scheme kind {scheme.kind!r} (expected 'gene_structure' or 'regions')")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Where a decoded stretch lies on its record, and the prefix of its feature IDs (None: the record's)."""
+    seqid: str
+    start: int = 0
+    id_prefix: str | None = None
+
+
+def decode_stretches(stretches: Sequence[Stretch], load: Callable[[int, bool], tuple[str, np.ndarray]],
+                     scheme: Any, organism: str = "prokaryote", **options) -> list[pd.DataFrame]:
+    """Features of several stretches of one genome, each table in its record's coordinates.
+
+    ``load(i, lazy)`` gives stretch ``i``'s sequence and (2, n_classes, length) probabilities (``lazy``:
+    a memory map will do; the probabilities of a whole draft genome need not fit in memory at once).
+    With several stretches the decoder's self-trained statistics are learnt from all of them together
+    (:func:`learn_genome_statistics`: a genome's contigs or regions, as Prodigal trains on a whole
+    genome), then each stretch is decoded with them. This is the one decoding path of
+    ``genoformer annotate`` and of the tagging task's gene-level validation scores, so the two agree.
+    """
+    statistics = None
+    if len(stretches) > 1:
+        statistics = learn_genome_statistics(lambda: (load(i, True) for i in range(len(stretches))), scheme,
+                                             organism, **options)
+    tables = []
+    for i, stretch in enumerate(stretches):
+        sequence, probs = load(i, False)
+        table = decode_record(sequence, probs, stretch.seqid, scheme, organism=organism, statistics=statistics,
+                              id_prefix=stretch.id_prefix, **options)
+        table[["start", "end"]] += stretch.start
+        tables.append(table)
+    return tables

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.windows import IGNORE_LABEL
-from ..decode import decode_record, gene_decoder_options
+from ..decode import Stretch, decode_stretches, gene_decoder_options
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..genome import LabelScheme
@@ -167,19 +167,19 @@ class TaggingTask(ReformerTask):
     def gene_level(self, stage: str) -> dict[str, float]:
         """Decode the stitched stretches into gene models; score them against the reference."""
         datamodule = self.trainer.datamodule
-        predictions = []
-        for (source, name, start), stitcher in self.stitchers.items():
-            probs = stitcher.result()
-            sequence = datamodule.genomes[source].fetch(name, start, start + probs.shape[-1])
-            table = decode_record(sequence, probs, name, self.scheme, organism=self.hparams.organism,
-                                  **self.decoder_options)
-            table[["start", "end"]] += start
-            predictions.append((source, table))
         out: dict[str, float] = {}
         for source, genome in enumerate(datamodule.genomes):
-            tables = [t for s, t in predictions if s == source]
-            if not tables:
+            stretches = [Stretch(name, start) for s, name, start in self.stitchers if s == source]
+            if not stretches:
                 continue
+            probs = [self.stitchers[source, stretch.seqid, stretch.start].result() for stretch in stretches]
+
+            def load(i: int, lazy: bool) -> tuple[str, np.ndarray]:  # used at once, inside this iteration
+                start = stretches[i].start
+                return genome.fetch(stretches[i].seqid, start, start + probs[i].shape[-1]), probs[i]
+
+            # Decoded as `genoformer annotate` decodes the same regions: statistics pooled over them.
+            tables = decode_stretches(stretches, load, self.scheme, self.hparams.organism, **self.decoder_options)
             regions = datamodule.split_intervals(stage)[source]
             result = evaluate(datamodule.annotations[source], pd.concat(tables, ignore_index=True),
                               lengths=genome.lengths, regions=regions,
