@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,28 @@ NEG = float("-inf")
 EPS = 1e-6  # floor for the logs of probabilities
 
 
-def _events(codes, p_cds, p_intron, *, starts, stops, donors, acceptors, prune):
+@dataclass
+class StrandScores:
+    """What a path's score adds up on one strand (strand coordinates, ``n`` bases), against OUT.
+
+    ``cds``: (3, n + 1) prefix sums of the per-base log-odds of coding in frame f (codons starting
+    at positions ≡ f), or (1, n + 1) when the frame does not matter; ``intron``: (n + 1,) prefix sums
+    of intron log-odds. ``signals`` maps "donor" / "acceptor" / "start" / "stop" to (n + 1,) log-odds
+    of that signal at each position (an intron's first base, the base after its last, a codon's
+    first base), added when a path uses it; absent kinds add 0. ``keep`` maps "donor" / "acceptor" /
+    "start" to (n + 1,) masks of the candidate positions considered (absent: every one).
+    """
+
+    cds: np.ndarray
+    intron: np.ndarray
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    keep: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+_KIND_NAMES = ("donor", "acceptor", "start", "stop")
+
+
+def _events(codes, keep, *, starts, stops, donors, acceptors):
     """Signal positions (boundaries between bases) sorted by (position, kind), strand coordinates."""
     n = len(codes)
     words2, words3 = word_codes(codes, 2), word_codes(codes, 3)
@@ -69,16 +91,24 @@ def _events(codes, p_cds, p_intron, *, starts, stops, donors, acceptors, prune):
     stop_at = np.flatnonzero(word_mask(words3, stops, 3))
     donor_at = np.flatnonzero(word_mask(words2, donors, 2))  # intron begins at the G of GT
     acceptor_at = np.flatnonzero(word_mask(words2, acceptors, 2)) + 2  # intron ends after AG
-    # Drop signals the model gives no chance: the bases on either side must be plausible.
-    start_at = start_at[p_cds[start_at] >= prune]
     donor_at = donor_at[(donor_at >= 1) & (donor_at < n)]
-    donor_at = donor_at[(p_cds[donor_at - 1] >= prune) & (p_intron[donor_at] >= prune)]
     acceptor_at = acceptor_at[acceptor_at < n]
-    acceptor_at = acceptor_at[(p_intron[acceptor_at - 1] >= prune) & (p_cds[acceptor_at] >= prune)]
-    position = np.concatenate((donor_at, acceptor_at, start_at, stop_at))
-    kind = np.concatenate([np.full(len(a), k) for k, a in enumerate((donor_at, acceptor_at, start_at, stop_at))])
+    found = [donor_at, acceptor_at, start_at, stop_at]
+    for k, name in enumerate(_KIND_NAMES[:3]):  # stop codons are constraints, never dropped
+        if name in keep:
+            found[k] = found[k][keep[name][found[k]]]
+    position = np.concatenate(found)
+    kind = np.concatenate([np.full(len(a), k) for k, a in enumerate(found)])
     order = np.lexsort((kind, position))
     return position[order], kind[order]
+
+
+def _network_keep(p_cds, p_intron, prune):
+    """Candidate masks for the network path: the bases on either side of a signal must be plausible."""
+    cds_ok, intron_ok = np.append(p_cds >= prune, False), np.append(p_intron >= prune, False)  # (n + 1,)
+    before_cds, before_intron = np.roll(cds_ok, 1), np.roll(intron_ok, 1)  # base x - 1 (x >= 1)
+    before_cds[0] = before_intron[0] = False
+    return {"start": cds_ok, "donor": before_cds & intron_ok, "acceptor": before_intron & cds_ok}
 
 
 def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,15 +130,22 @@ def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray
     return phase1, phase2, forbidden
 
 
-def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *, min_exon, min_intron,
-             gene_penalty, intron_penalty, length):
-    """Best path through the signals; returns the genes as lists of CDS pieces (strand coordinates)."""
+def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min_intron, gene_penalty,
+             intron_penalty, length):
+    """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), and its score."""
     # Gather everything the loop reads as Python lists (indexing numpy scalars is slow).
     pos = position.tolist()
     kinds = kind.tolist()
-    c_at = cds_sums[position].tolist()
-    i_at = intron_sums[np.minimum(position, length)].tolist()
-    c_after_stop = cds_sums[np.minimum(position + 3, length)].tolist()
+    frames = np.arange(3) % len(scores.cds)
+    c_at = [scores.cds[frames[f], position].tolist() for f in range(3)]  # per frame
+    i_at = scores.intron[np.minimum(position, length)].tolist()
+    c_after_stop = scores.cds[frames[position % 3], np.minimum(position + 3, length)].tolist()
+    bonus = np.zeros(len(position))
+    for k, name in enumerate(_KIND_NAMES):
+        if name in scores.signals:
+            here = kind == k
+            bonus[here] = scores.signals[name][position[here]]
+    bonus = bonus.tolist()
     ph1, ph2, bad = phase1.tolist(), phase2.tolist(), forbidden.tolist()
 
     best = [NEG] * _N_STATES  # best (entry score - prefix sum at entry) per state
@@ -130,15 +167,14 @@ def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *
         x, k = pos[e], kinds[e]
         f = x % 3
         if k == _DONOR:
-            c_minus_i = c_at[e] - i_at[e] - intron_penalty
             # Frame f + j has j bases (mod 3) of an unfinished codon at the donor.
             for state, target in ((CDS0 + f, I0), (CDS0 + (f + 2) % 3, ph1[e]), (CDS0 + (f + 1) % 3, ph2[e])):
                 if pending[state]:
                     activate(state, x)
                 if best[state] > NEG:
-                    offer(target, x + min_intron, best[state] + c_minus_i, ("D", x, node[state]))
+                    leave = c_at[state - CDS0][e] - i_at[e] - intron_penalty + bonus[e]
+                    offer(target, x + min_intron, best[state] + leave, ("D", x, node[state]))
         elif k == _ACCEPTOR:
-            i_minus_c = i_at[e] - c_at[e]
             no = bad[e]
             for sources, target in (
                 ((I0,), CDS0 + f),
@@ -152,18 +188,18 @@ def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *
                     if best[state] > top:
                         top, back = best[state], node[state]
                 if top > NEG:
-                    offer(target, x + min_exon, top + i_minus_c, ("A", x, back))
+                    offer(target, x + min_exon, top + (i_at[e] - c_at[target - CDS0][e] + bonus[e]), ("A", x, back))
         elif k == _START:
             if pending[OUT]:
                 activate(OUT, x)
-            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[e], ("S", x, node[OUT]))
+            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[f][e] + bonus[e], ("S", x, node[OUT]))
         else:  # stop codon at x: ends the genes of its frame, then forbids that frame beyond it
             state = CDS0 + f
             if pending[state]:
                 activate(state, x + 3)
                 pending[state].clear()
             if best[state] > NEG:
-                offer(OUT, x + 3, best[state] + c_after_stop[e], ("E", x + 3, node[state]))
+                offer(OUT, x + 3, best[state] + c_after_stop[e] + bonus[e], ("E", x + 3, node[state]))
                 best[state], node[state] = NEG, None
     if pending[OUT]:
         activate(OUT, length)
@@ -179,7 +215,20 @@ def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *
             if label == "S":
                 genes.append(pieces[::-1])
                 pieces = []
-    return genes[::-1]
+    return genes[::-1], best[OUT]
+
+
+def decode_strand(codes: np.ndarray, scores: StrandScores, *, start_codons: Sequence[str] = ("ATG",),
+                  stop_codons: Sequence[str] = STOP_CODONS, donors: Sequence[str] = ("GT", "GC"),
+                  acceptors: Sequence[str] = ("AG",), min_exon: int = 3, min_intron: int = 20,
+                  gene_penalty: float = 0.0, intron_penalty: float = 0.0) -> tuple[list[list[tuple[int, int]]], float]:
+    """The best-scoring genes of one strand (``codes`` from ``encode_bases``, strand coordinates) as lists of
+    CDS pieces, and that path's score: the sum of ``scores``' terms over the path minus the penalties."""
+    position, kind = _events(codes, scores.keep, starts=start_codons, stops=stop_codons, donors=donors,
+                             acceptors=acceptors)
+    phase1, phase2, forbidden = _splice_context(codes, position)
+    return _viterbi(position, kind, scores, phase1, phase2, forbidden, min_exon=min_exon, min_intron=min_intron,
+                    gene_penalty=gene_penalty, intron_penalty=intron_penalty, length=len(codes))
 
 
 def _add_utrs(genes, five_sums, three_sums, length, max_utr):
@@ -253,12 +302,11 @@ def eukaryote_transcripts(
         strand_codes, strand_probs = strand_view(codes, probs, row)
         p_cds, p_intron = row_of(strand_probs, "CDS"), row_of(strand_probs, "intron")
         p_out = np.clip(1.0 - p_cds - p_intron, 0.0, 1.0)
-        position, kind = _events(strand_codes, p_cds, p_intron, starts=start_codons, stops=stop_codons,
-                                 donors=donors, acceptors=acceptors, prune=prune)
-        phase1, phase2, forbidden = _splice_context(strand_codes, position)
-        genes = _viterbi(position, kind, _log_odds_sums(p_cds, p_out), _log_odds_sums(p_intron, p_out),
-                         phase1, phase2, forbidden, min_exon=min_exon, min_intron=min_intron,
-                         gene_penalty=gene_penalty, intron_penalty=intron_penalty, length=n)
+        scores = StrandScores(cds=_log_odds_sums(p_cds, p_out)[None], intron=_log_odds_sums(p_intron, p_out),
+                              keep=_network_keep(p_cds, p_intron, prune))
+        genes, _ = decode_strand(strand_codes, scores, start_codons=start_codons, stop_codons=stop_codons,
+                                 donors=donors, acceptors=acceptors, min_exon=min_exon, min_intron=min_intron,
+                                 gene_penalty=gene_penalty, intron_penalty=intron_penalty)
         genes = [cds for cds in genes if sum(e - s for s, e in cds) >= min_cds_length]
         p_intergenic = row_of(strand_probs, "intergenic") + row_of(strand_probs, "ncRNA")
         five = _log_odds_sums(row_of(strand_probs, "five_prime_UTR"), p_intergenic) if "five_prime_UTR" in index else None
