@@ -20,13 +20,17 @@ TRAINING_SLICES = ("Chr1", "Chr2", "Chr3", "Chr4")
 
 # --------------------------------------------------------------------------- exactness (brute force)
 
-def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_penalty, intron_penalty):
-    """Every parse the decoder's rules allow, scored term by term: {parse: score}.
+def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_penalty, intron_penalty,
+                 open_ends=False):
+    """Every parse the decoder's rules allow, scored term by term: {parse: best score of that parse}.
 
     Rules: a gene starts at an ATG (frame = its position mod 3) and ends at the first in-frame stop
     codon of its last exon (the stop included); an exon left at a donor holds no in-frame stop codon
     starting before the donor; introns begin with GT/GC and end after AG; a codon spliced across an
-    intron is no stop; exons and introns respect their minimum lengths; genes do not overlap.
+    intron is no stop; exons and introns respect their minimum lengths; genes do not overlap. With
+    ``open_ends`` the first gene may begin at base 0 inside a coding exon (any frame) or an intron (any
+    phase), and the last may run to the end inside a coding exon (no in-frame stop left) or an intron.
+    A parse is a tuple of genes, each (CDS pieces, partial flag 5' then 3').
     """
     n = len(seq)
     at = lambda words, shift=0: [x + shift for x in range(n) if seq[x:x + len(words[0])] in words]  # noqa: E731
@@ -35,16 +39,33 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
     acceptors = [x for x in at(("AG",), 2) if x < n]
     parses = {}
 
-    def exon(entry, frame, gene, score, done_genes, done_score):
+    def record(done_genes, score):
+        parses[done_genes] = max(score, parses.get(done_genes, -np.inf))
+
+    def flag(left, right):
+        return f"{int(left)}{int(right)}" if left or right else ""
+
+    def after_acceptor(acceptor, left, score, gene, left_open, done_genes, done_score):
+        need = (3 - left) % 3
+        exon(acceptor, (acceptor + need) % 3, gene, score, left_open, min_exon, done_genes, done_score)
+
+    def exon(entry, frame, gene, score, left_open, shortest, done_genes, done_score):
         stop = next((y for y in stops if y >= entry and y % 3 == frame), None)
-        if stop is not None and stop + 3 - entry >= min_exon:  # end the gene
+        if stop is not None and stop + 3 - entry >= shortest:  # end the gene
             piece_score = sum(per_base[frame][entry:stop + 3]) + signals["stop"][stop]
-            genes(stop + 3, done_genes + (gene + ((entry, stop + 3),),), done_score + score + piece_score)
+            genes(stop + 3, done_genes + ((gene + ((entry, stop + 3),), flag(left_open, False)),),
+                  done_score + score + piece_score)
+        if open_ends and stop is None and n - entry >= shortest:  # run off the end in this exon
+            record(done_genes + ((gene + ((entry, n),), flag(left_open, True)),),
+                   done_score + score + sum(per_base[frame][entry:n]))
         for donor in donors:
-            if donor < entry + min_exon or (stop is not None and donor > stop):
+            if donor < entry + shortest or (stop is not None and donor > stop):
                 continue
             left = (donor - frame) % 3  # bases of an unfinished codon
             exon_score = score + sum(per_base[frame][entry:donor]) + signals["donor"][donor] - intron_penalty
+            pieces = gene + ((entry, donor),)
+            if open_ends and n - donor >= min_intron:  # run off the end in this intron
+                record(done_genes + ((pieces, flag(left_open, True)),), done_score + exon_score + sum(intron[donor:]))
             for acceptor in acceptors:
                 if acceptor - donor < min_intron:
                     continue
@@ -52,15 +73,23 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
                 if left and seq[donor - left:donor] + seq[acceptor:acceptor + need] in STOPS:
                     continue
                 value = exon_score + sum(intron[donor:acceptor]) + signals["acceptor"][acceptor]
-                exon(acceptor, (acceptor + need) % 3, gene + ((entry, donor),), value, done_genes, done_score)
+                after_acceptor(acceptor, left, value, pieces, left_open, done_genes, done_score)
 
     def genes(free, done_genes, done_score):
-        parses[done_genes] = done_score
+        record(done_genes, done_score)
         for start in starts:
             if start >= free:
-                exon(start, start % 3, (), signals["start"][start] - gene_penalty, done_genes, done_score)
+                exon(start, start % 3, (), signals["start"][start] - gene_penalty, False, min_exon, done_genes,
+                     done_score)
 
     genes(0, (), 0.0)
+    if open_ends:  # the first gene already under way at base 0
+        for frame in range(3):
+            exon(0, frame, (), -gene_penalty, True, 0, (), 0.0)
+        for left in range(3):  # unknown bases of an unfinished codon: no spliced stop can be checked
+            for acceptor in acceptors:
+                after_acceptor(acceptor, left, -gene_penalty + sum(intron[:acceptor]) + signals["acceptor"][acceptor],
+                               (), True, (), 0.0)
     return parses
 
 
@@ -73,8 +102,9 @@ def _planted_sequence(rng, length):
     return seq[:length]
 
 
+@pytest.mark.parametrize("open_ends", [False, True])
 @pytest.mark.parametrize("seed", range(25))
-def test_decoder_best_path_score_equals_brute_force_over_all_parses(seed):
+def test_decoder_best_path_score_equals_brute_force_over_all_parses(seed, open_ends):
     rng = np.random.default_rng(seed)
     seq = _planted_sequence(rng, 48)
     n = len(seq)
@@ -82,13 +112,13 @@ def test_decoder_best_path_score_equals_brute_force_over_all_parses(seed):
     intron = rng.normal(0.1, 1.0, size=n)
     signals = {kind: rng.normal(0.0, 2.0, size=n + 1) for kind in ("donor", "acceptor", "start", "stop")}
     options = dict(min_exon=3, min_intron=4, gene_penalty=float(rng.uniform(0, 3)),
-                   intron_penalty=float(rng.uniform(0, 2)))
+                   intron_penalty=float(rng.uniform(0, 2)), open_ends=open_ends)
     scores = StrandScores(cds=prefix_sums(per_base), intron=prefix_sums(intron), signals=signals)
-    genes, best = decode_strand(encode_bases(seq), scores, **options)
+    decoded = decode_strand(encode_bases(seq), scores, **options)
     parses = _brute_force(seq, per_base, intron, signals, **options)
-    assert best == pytest.approx(max(parses.values()), abs=1e-9)
-    decoded = tuple(tuple(tuple(piece) for piece in gene) for gene in genes)
-    assert parses[decoded] == pytest.approx(best, abs=1e-9)  # the path returned is a valid parse with that score
+    assert decoded.score == pytest.approx(max(parses.values()), abs=1e-9)
+    path = tuple((tuple(tuple(piece) for piece in gene), flag) for gene, flag in zip(decoded.genes, decoded.partial))
+    assert parses[path] == pytest.approx(decoded.score, abs=1e-9)  # the path returned is a valid parse, so scored
 
 
 def test_brute_force_sees_spliced_genes_so_the_exactness_check_has_teeth():
@@ -99,7 +129,7 @@ def test_brute_force_sees_spliced_genes_so_the_exactness_check_has_teeth():
         zeros = np.zeros((3, len(seq)))
         signals = {kind: np.zeros(len(seq) + 1) for kind in ("donor", "acceptor", "start", "stop")}
         parses = _brute_force(seq, zeros, zeros[0], signals, min_exon=3, min_intron=4, gene_penalty=0, intron_penalty=0)
-        spliced += sum(1 for parse in parses if any(len(gene) > 1 for gene in parse))
+        spliced += sum(1 for parse in parses if any(len(pieces) > 1 for pieces, _ in parse))
     assert spliced > 200
 
 

@@ -22,6 +22,12 @@ sum at entry" (a running maximum) and a back-pointer. Transitions happen only at
     CDS_f -> OUT           after a stop codon at a position ≡ f (the stop is part of the CDS)
     CDS_f killed           by every stop codon at a position ≡ f (no in-frame stop inside a CDS)
 
+The per-base terms and signal scores come in a :class:`StrandScores`: from the network's class
+probabilities (above; the same coding log-odds in every frame, no signal scores) or from a learned
+gene model (``genoformer.genemodel``: frame-specific coding log-odds of a 3-periodic Markov chain,
+and each donor / acceptor / start / stop scored by a signal model, added when a path uses it).
+:func:`decode_strand` decodes one strand from such scores and returns the path's score too.
+
 Minimum exon and intron lengths are exact: an entry only becomes usable ``min_exon`` /
 ``min_intron`` bases later (per-state queues of pending entries, monotone so each stays short).
 Signals where the model gives the neighbouring classes less than ``prune`` probability are dropped
@@ -43,6 +49,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -131,8 +138,9 @@ def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray
 
 
 def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min_intron, gene_penalty,
-             intron_penalty, length):
-    """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), and its score."""
+             intron_penalty, length, open_ends=False):
+    """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), their
+    partial flags (see :func:`decode_strand`), and the path's score."""
     # Gather everything the loop reads as Python lists (indexing numpy scalars is slow).
     pos = position.tolist()
     kinds = kind.tolist()
@@ -152,6 +160,9 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
     node = [None] * _N_STATES  # back-pointer of that best entry: (kind, position, previous node)
     pending = [deque() for _ in range(_N_STATES)]  # (usable from, value, node), values increasing
     best[OUT] = 0.0
+    if open_ends:  # a gene already under way at the sequence's start: in any frame, or in an intron
+        for state in (CDS0, CDS1, CDS2, I0, I1X, I2X):
+            pending[state].append((0, -gene_penalty, ("P" if state < I0 else "Q", 0, None)))
 
     def activate(state, x):  # pending entries usable at x become the state's best (callers check non-empty)
         queue = pending[state]
@@ -203,32 +214,57 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
                 best[state], node[state] = NEG, None
     if pending[OUT]:
         activate(OUT, length)
+    if open_ends:  # a gene still under way at the sequence's end: in a coding exon, or in an intron
+        c_end = scores.cds[frames, length].tolist()
+        for state in (CDS0, CDS1, CDS2, I0, I1T, I1X, I2TA, I2TG, I2X):
+            if pending[state]:
+                activate(state, length)
+            end = c_end[state - CDS0] if state < I0 else scores.intron[length]
+            if best[state] + end > best[OUT]:
+                best[OUT], node[OUT] = best[state] + end, ("F" if state < I0 else "G", length, node[state])
 
-    genes, piece_end, pieces = [], None, []
+    genes, partial, piece_end, pieces, open_end = [], [], None, [], "0"
     back = node[OUT]
-    while back is not None:  # walk the path backwards: E (A D)* S per gene
+    while back is not None:  # walk the path backwards: (E|F|G) (A D)* (S|P|Q) per gene
         label, x, back = back
-        if label == "E" or label == "D":
+        if label in "EDF":
             piece_end = x
+            open_end = "1" if label == "F" else open_end
+        elif label == "G":
+            open_end = "1"
         else:
-            pieces.append((x, piece_end))
-            if label == "S":
-                genes.append(pieces[::-1])
-                pieces = []
-    return genes[::-1], best[OUT]
+            if label != "Q":
+                pieces.append((x, piece_end))
+            if label in "SPQ":
+                if pieces:
+                    genes.append(pieces[::-1])
+                    partial.append("" if label == "S" and open_end == "0" else ("0" if label == "S" else "1") + open_end)
+                pieces, open_end = [], "0"
+    return genes[::-1], partial[::-1], best[OUT]
+
+
+class StrandGenes(NamedTuple):
+    """Genes of one strand (lists of CDS pieces, strand coordinates), each one's partial flag ("" whole;
+    else two digits, 5' end then 3' end, 1 where the gene runs off the sequence), and the path's score."""
+
+    genes: list[list[tuple[int, int]]]
+    partial: list[str]
+    score: float
 
 
 def decode_strand(codes: np.ndarray, scores: StrandScores, *, start_codons: Sequence[str] = ("ATG",),
                   stop_codons: Sequence[str] = STOP_CODONS, donors: Sequence[str] = ("GT", "GC"),
                   acceptors: Sequence[str] = ("AG",), min_exon: int = 3, min_intron: int = 20,
-                  gene_penalty: float = 0.0, intron_penalty: float = 0.0) -> tuple[list[list[tuple[int, int]]], float]:
-    """The best-scoring genes of one strand (``codes`` from ``encode_bases``, strand coordinates) as lists of
-    CDS pieces, and that path's score: the sum of ``scores``' terms over the path minus the penalties."""
+                  gene_penalty: float = 0.0, intron_penalty: float = 0.0, open_ends: bool = False) -> StrandGenes:
+    """The best-scoring genes of one strand (``codes`` from ``encode_bases``, strand coordinates) and that
+    path's score: the sum of ``scores``' terms over the path minus the penalties. With ``open_ends`` a
+    gene may run off either end of the sequence (in a coding exon in any frame, or in an intron)."""
     position, kind = _events(codes, scores.keep, starts=start_codons, stops=stop_codons, donors=donors,
                              acceptors=acceptors)
     phase1, phase2, forbidden = _splice_context(codes, position)
-    return _viterbi(position, kind, scores, phase1, phase2, forbidden, min_exon=min_exon, min_intron=min_intron,
-                    gene_penalty=gene_penalty, intron_penalty=intron_penalty, length=len(codes))
+    return StrandGenes(*_viterbi(position, kind, scores, phase1, phase2, forbidden, min_exon=min_exon,
+                                 min_intron=min_intron, gene_penalty=gene_penalty, intron_penalty=intron_penalty,
+                                 length=len(codes), open_ends=open_ends))
 
 
 def _add_utrs(genes, five_sums, three_sums, length, max_utr):
@@ -304,9 +340,9 @@ def eukaryote_transcripts(
         p_out = np.clip(1.0 - p_cds - p_intron, 0.0, 1.0)
         scores = StrandScores(cds=_log_odds_sums(p_cds, p_out)[None], intron=_log_odds_sums(p_intron, p_out),
                               keep=_network_keep(p_cds, p_intron, prune))
-        genes, _ = decode_strand(strand_codes, scores, start_codons=start_codons, stop_codons=stop_codons,
+        genes = decode_strand(strand_codes, scores, start_codons=start_codons, stop_codons=stop_codons,
                                  donors=donors, acceptors=acceptors, min_exon=min_exon, min_intron=min_intron,
-                                 gene_penalty=gene_penalty, intron_penalty=intron_penalty)
+                                 gene_penalty=gene_penalty, intron_penalty=intron_penalty).genes
         genes = [cds for cds in genes if sum(e - s for s, e in cds) >= min_cds_length]
         p_intergenic = row_of(strand_probs, "intergenic") + row_of(strand_probs, "ncRNA")
         five = _log_odds_sums(row_of(strand_probs, "five_prime_UTR"), p_intergenic) if "five_prime_UTR" in index else None

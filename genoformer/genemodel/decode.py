@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.eukaryote import StrandScores, decode_strand
+from genoformer.decode.eukaryote import StrandGenes, StrandScores, decode_strand
 from genoformer.decode.segments import (
     StrandSums, Transcript, encode_bases, prefix_sums, reverse_complement_codes, transcript_table, word_codes,
     word_mask,
@@ -36,12 +36,13 @@ class DecodeSettings:
     """Knobs on top of what the model learned (defaults: the learned GHMM as it is)."""
 
     min_exon: int = 3
-    min_intron: int | None = None  # None: the shortest training intron, at least 20
+    min_intron: int | None = None  # None: the 1st percentile of training introns, at least 20
     min_cds_length: int = 60
     coding_weight: float = 1.0  # scales the coding-vs-intergenic log-odds
     signal_weight: float = 1.0  # scales the signal models' log-odds
     gene_penalty: float = 0.0  # added to the learned cost of each gene (nats)
     intron_penalty: float = 0.0  # added to the learned cost of each intron (nats)
+    open_ends: bool = True  # genes may run off either end of a sequence (partial genes)
 
 
 class ScoringTables:
@@ -55,7 +56,8 @@ class ScoringTables:
         self.signals = {kind: log_odds_table(model.signals[kind], model.background, model.pseudocount)
                         * settings.signal_weight for kind in WINDOWS}
         introns = model.lengths["intron"]
-        self.min_intron = settings.min_intron or max(20, min(introns) if introns else 20)
+        # The shortest 1% are rare enough that ruling them out costs less than a long geometric tail.
+        self.min_intron = settings.min_intron or max(20, int(np.percentile(introns, 1)) if introns else 20)
         exon = model.mean_length("exon", 150.0)
         intron_excess = model.mean_length("intron", self.min_intron + 1.0) - self.min_intron + 1
         intergenic = model.mean_length("intergenic", 1000.0)
@@ -96,28 +98,30 @@ class ScoringTables:
             "stop": np.flatnonzero(word_mask(words3, self.stops, 3)),
         }
 
-    def decode(self, codes: np.ndarray) -> tuple[list[list[tuple[int, int]]], float]:
-        """Best genes of one strand (CDS pieces, strand coordinates) and the path's score."""
+    def decode(self, codes: np.ndarray) -> StrandGenes:
+        """Best genes of one strand (CDS pieces, strand coordinates), their partial flags, the path's score."""
         return decode_strand(codes, self.strand_scores(codes), start_codons=self.starts, stop_codons=self.stops,
                              donors=self.donors, acceptors=self.acceptors, min_exon=self.settings.min_exon,
                              min_intron=self.min_intron, gene_penalty=self.gene_penalty,
-                             intron_penalty=self.intron_penalty)
+                             intron_penalty=self.intron_penalty, open_ends=self.settings.open_ends)
 
 
 def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables,
                            settings: DecodeSettings | None = None) -> list[Transcript]:
-    """Genes on both strands of ``sequence`` (forward coordinates), CDS only (no UTRs)."""
+    """Genes on both strands of ``sequence`` (forward coordinates), CDS only (no UTRs); genes running
+    off the sequence carry ``partial`` flags (left edge, right edge)."""
     tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
     codes = encode_bases(sequence)
     n = len(codes)
     transcripts = []
     for strand, view in (("+", codes), ("-", reverse_complement_codes(codes))):
-        genes, _ = tables.decode(view)
-        for cds in genes:
+        decoded = tables.decode(view)
+        for cds, partial in zip(decoded.genes, decoded.partial):
             if sum(e - s for s, e in cds) < tables.settings.min_cds_length:
                 continue
-            pieces = cds if strand == "+" else [(n - e, n - s) for s, e in cds[::-1]]
-            transcripts.append(Transcript(strand=strand, cds=pieces))
+            if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
+                cds, partial = [(n - e, n - s) for s, e in cds[::-1]], partial[::-1]
+            transcripts.append(Transcript(strand=strand, cds=cds, partial=partial))
     return transcripts
 
 
