@@ -11,7 +11,7 @@ from genoformer.decode.eukaryote import StrandScores, decode_strand
 from genoformer.decode.segments import encode_bases, prefix_sums
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.evaluate import evaluate
-from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model
+from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model, gene_model_transcripts
 from genoformer.genome import Genome, Interval, read_annotation
 
 STOPS = ("TAA", "TAG", "TGA")
@@ -213,3 +213,17 @@ def test_loading_refuses_a_folder_without_a_gene_model_or_a_file_that_is_not_jso
     (tmp_path / "gene_model.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="gene_model.json.*JSON"):
         GeneModel.load(tmp_path)
+
+
+def test_a_gene_cut_by_the_sequence_end_is_called_as_a_partial_gene(athaliana, trained):
+    genome, _ = athaliana
+    sequence = genome.fetch("Chr5", 0, 60_000)
+    whole = [t for t in gene_model_transcripts(sequence, trained) if not t.partial and len(t.cds) > 1]
+    gene = max(whole, key=lambda t: sum(e - s for s, e in t.cds))
+    cut = (gene.cds[0][0] + gene.cds[0][1]) // 2  # inside its leftmost CDS piece
+    cut_off = [t for t in gene_model_transcripts(sequence[cut:], trained) if t.strand == gene.strand]
+    first = min(cut_off, key=lambda t: t.start)
+    assert first.partial == "10" and first.start < 30  # from base 0, in a coding exon or a short intron
+    assert [(s + cut, e + cut) for s, e in first.cds[1:]] == gene.cds[1:]  # the rest of the gene unchanged
+    closed = gene_model_transcripts(sequence[cut:], trained, DecodeSettings(open_ends=False))
+    assert all(not t.partial and t.start > 0 for t in closed if t.strand == gene.strand)
