@@ -7,7 +7,7 @@ on validation regions with genoformer's evaluator, printing one Markdown row per
         --variant "" --variant "coding_weight=1.2" --model runs/gene_model
 
 Regions are ``name:start-end`` (0-based half-open) or BED files. ``--variant`` is a comma-separated list
-of ``DecodeSettings`` fields (``""``: the learned model as it is); ``--order`` the Markov order.
+of ``DecodeSettings`` fields (``""``: the defaults); ``--order`` the Markov order.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
         prediction = decode_with_gene_model(genome, model, validate, settings(text))
         seconds = time.process_time() - began
         scores = evaluate(annotation, prediction, lengths=genome.lengths, regions=validate)
-        print(f"| {text or 'learned'} | {args.order} | {scores['nucleotide']['coding']['f1']:.3f} | "
+        print(f"| {text or 'defaults'} | {args.order} | {scores['nucleotide']['coding']['f1']:.3f} | "
               f"{scores['exon']['f1']:.3f} | {scores['gene']['f1']:.3f} | {int((prediction['type'] == 'gene').sum())} | "
               f"{valid_mb / seconds * 60:.1f} |", flush=True)
 

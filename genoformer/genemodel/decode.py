@@ -33,15 +33,18 @@ from genoformer.genome.intervals import Interval
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Knobs on top of what the model learned (defaults: the learned GHMM as it is)."""
+    """Knobs on top of what the model learned (zero penalties and unit weights: the learned GHMM as it is)."""
 
     min_exon: int = 3
     min_intron: int | None = None  # None: the 1st percentile of training introns, at least 20
     min_cds_length: int = 60
     coding_weight: float = 1.0  # scales the coding-vs-intergenic log-odds
     signal_weight: float = 1.0  # scales the signal models' log-odds
-    gene_penalty: float = 0.0  # added to the learned cost of each gene (nats)
-    intron_penalty: float = 0.0  # added to the learned cost of each intron (nats)
+    # Added to the learned costs of each gene / intron (nats). The learned GHMM calls too many of both:
+    # on A. thaliana chromosome 1 validation (24-27 Mb) nucleotide CDS / exon / gene F1 rise from
+    # 0.935 / 0.755 / 0.443 with 0 and 0 to 0.946 / 0.792 / 0.543 with these.
+    gene_penalty: float = 5.0
+    intron_penalty: float = 3.0
     open_ends: bool = True  # genes may run off either end of a sequence (partial genes)
 
 
