@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from genoformer.decode.eukaryote import StrandScores, decode_strand
@@ -226,3 +228,26 @@ def test_a_gene_cut_by_the_sequence_end_is_called_as_a_partial_gene(athaliana, t
     assert [(s + cut, e + cut) for s, e in first.cds[1:]] == gene.cds[1:]  # the rest of the gene unchanged
     closed = gene_model_transcripts(sequence[cut:], trained, DecodeSettings(open_ends=False))
     assert all(not t.partial and t.start > 0 for t in closed if t.strand == gene.strand)
+
+
+def test_a_gtf_style_annotation_with_stop_codon_rows_trains_the_same_model(athaliana):
+    genome, annotation = athaliana
+    cds = annotation[(annotation["type"] == "CDS") & (annotation["seqid"] == "Chr2")].copy()
+    # GTF leaves the stop codon out of CDS rows and lists it as a stop_codon row of its own.
+    last = cds.groupby("transcript_id")["start"].transform(
+        lambda starts: starts == (starts.max() if cds.loc[starts.index, "strand"].iloc[0] == "+" else starts.min()))
+    ends = cds[last.to_numpy(dtype=bool)]
+    assert (ends["end"] - ends["start"] > 3).all()
+    plus = (ends["strand"] == "+").to_numpy()
+    stop = ends.assign(type="stop_codon", start=np.where(plus, ends["end"] - 3, ends["start"]),
+                       end=np.where(plus, ends["end"], ends["start"] + 3))
+    trimmed = cds.copy()
+    trimmed.loc[ends.index[plus], "end"] -= 3
+    trimmed.loc[ends.index[~plus], "start"] += 3
+    gtf_like = pd.concat([trimmed, stop], ignore_index=True)
+    region = [Interval("Chr2", 0, genome.lengths["Chr2"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a slice has fewer than 200 genes
+        from_gff, from_gtf = GeneModel.fit(genome, cds, region), GeneModel.fit(genome, gtf_like, region)
+    assert from_gff.report["genes used"] > 30
+    assert from_gtf.to_dict() | {"report": None} == from_gff.to_dict() | {"report": None}
