@@ -140,7 +140,7 @@ def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray
 def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min_intron, gene_penalty,
              intron_penalty, length, open_ends=False):
     """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), their
-    partial flags (see :func:`decode_strand`), and the path's score."""
+    partial flags and scores (see :class:`StrandGenes`), and the path's score."""
     # Gather everything the loop reads as Python lists (indexing numpy scalars is slow).
     pos = position.tolist()
     kinds = kind.tolist()
@@ -162,7 +162,7 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
     best[OUT] = 0.0
     if open_ends:  # a gene already under way at the sequence's start: in any frame, or in an intron
         for state in (CDS0, CDS1, CDS2, I0, I1X, I2X):
-            pending[state].append((0, -gene_penalty, ("P" if state < I0 else "Q", 0, None)))
+            pending[state].append((0, -gene_penalty, ("P" if state < I0 else "Q", 0, None, 0.0)))
 
     def activate(state, x):  # pending entries usable at x become the state's best (callers check non-empty)
         queue = pending[state]
@@ -184,7 +184,7 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
                     activate(state, x)
                 if best[state] > NEG:
                     leave = c_at[state - CDS0][e] - i_at[e] - intron_penalty + bonus[e]
-                    offer(target, x + min_intron, best[state] + leave, ("D", x, node[state]))
+                    offer(target, x + min_intron, best[state] + leave, ("D", x, node[state], None))
         elif k == _ACCEPTOR:
             no = bad[e]
             for sources, target in (
@@ -199,18 +199,20 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
                     if best[state] > top:
                         top, back = best[state], node[state]
                 if top > NEG:
-                    offer(target, x + min_exon, top + (i_at[e] - c_at[target - CDS0][e] + bonus[e]), ("A", x, back))
+                    offer(target, x + min_exon, top + (i_at[e] - c_at[target - CDS0][e] + bonus[e]), ("A", x, back, None))
         elif k == _START:
             if pending[OUT]:
                 activate(OUT, x)
-            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[f][e] + bonus[e], ("S", x, node[OUT]))
+            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[f][e] + bonus[e],
+                  ("S", x, node[OUT], best[OUT]))
         else:  # stop codon at x: ends the genes of its frame, then forbids that frame beyond it
             state = CDS0 + f
             if pending[state]:
                 activate(state, x + 3)
                 pending[state].clear()
             if best[state] > NEG:
-                offer(OUT, x + 3, best[state] + c_after_stop[e] + bonus[e], ("E", x + 3, node[state]))
+                ended = best[state] + c_after_stop[e] + bonus[e]
+                offer(OUT, x + 3, ended, ("E", x + 3, node[state], ended))
                 best[state], node[state] = NEG, None
     if pending[OUT]:
         activate(OUT, length)
@@ -221,34 +223,38 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
                 activate(state, length)
             end = c_end[state - CDS0] if state < I0 else scores.intron[length]
             if best[state] + end > best[OUT]:
-                best[OUT], node[OUT] = best[state] + end, ("F" if state < I0 else "G", length, node[state])
+                best[OUT] = best[state] + end
+                node[OUT] = ("F" if state < I0 else "G", length, node[state], best[OUT])
 
-    genes, partial, piece_end, pieces, open_end = [], [], None, [], "0"
+    genes, partial, gene_scores, piece_end, pieces, open_end, ended = [], [], [], None, [], "0", 0.0
     back = node[OUT]
     while back is not None:  # walk the path backwards: (E|F|G) (A D)* (S|P|Q) per gene
-        label, x, back = back
+        label, x, back, path_score = back  # path_score: the path's score after a gene (E F G) / before it (S P Q)
+        if label in "EFG":
+            ended = path_score
+            open_end = "0" if label == "E" else "1"
         if label in "EDF":
             piece_end = x
-            open_end = "1" if label == "F" else open_end
-        elif label == "G":
-            open_end = "1"
-        else:
+        elif label != "G":
             if label != "Q":
                 pieces.append((x, piece_end))
             if label in "SPQ":
                 if pieces:
                     genes.append(pieces[::-1])
                     partial.append("" if label == "S" and open_end == "0" else ("0" if label == "S" else "1") + open_end)
+                    gene_scores.append(ended - path_score)
                 pieces, open_end = [], "0"
-    return genes[::-1], partial[::-1], best[OUT]
+    return genes[::-1], partial[::-1], gene_scores[::-1], best[OUT]
 
 
 class StrandGenes(NamedTuple):
     """Genes of one strand (lists of CDS pieces, strand coordinates), each one's partial flag ("" whole;
-    else two digits, 5' end then 3' end, 1 where the gene runs off the sequence), and the path's score."""
+    else two digits, 5' end then 3' end, 1 where the gene runs off the sequence) and score (its share
+    of the path's score, penalties included), and the path's score."""
 
     genes: list[list[tuple[int, int]]]
     partial: list[str]
+    gene_scores: list[float]
     score: float
 
 

@@ -14,6 +14,7 @@ state durations are geometric beyond the minimum lengths, which the decoder hand
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,19 +34,24 @@ from genoformer.genome.intervals import Interval
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Knobs on top of what the model learned (zero penalties and unit weights: the learned GHMM as it is)."""
+    """Knobs on top of what the model learned (zero penalties and unit weights: the learned GHMM as it is).
+
+    Defaults were chosen on A. thaliana chromosome 1 validation (train 0-24 Mb, score 24-27 Mb): the
+    learned GHMM calls too many genes and introns; nucleotide CDS / exon / gene F1 rise from 0.935 /
+    0.755 / 0.443 (penalties 0, weights 1, overlaps kept) to 0.954 / 0.805 / 0.554 with these.
+    """
 
     min_exon: int = 3
     min_intron: int | None = None  # None: the 1st percentile of training introns, at least 20
     min_cds_length: int = 60
     coding_weight: float = 1.0  # scales the coding-vs-intergenic log-odds
-    signal_weight: float = 1.0  # scales the signal models' log-odds
-    # Added to the learned costs of each gene / intron (nats). The learned GHMM calls too many of both:
-    # on A. thaliana chromosome 1 validation (24-27 Mb) nucleotide CDS / exon / gene F1 rise from
-    # 0.935 / 0.755 / 0.443 with 0 and 0 to 0.946 / 0.792 / 0.543 with these.
-    gene_penalty: float = 5.0
-    intron_penalty: float = 3.0
+    signal_weight: float = 1.2  # scales the signal models' log-odds
+    gene_penalty: float = 5.0  # added to the learned cost of each gene (nats)
+    intron_penalty: float = 3.0  # added to the learned cost of each intron (nats)
     open_ends: bool = True  # genes may run off either end of a sequence (partial genes)
+    # Keep genes on opposite strands that overlap (else the lower-scoring one goes: each strand is
+    # decoded on its own, so a gene's antisense shadow can be called too; real overlaps are rare).
+    strand_overlaps: bool = False
 
 
 class ScoringTables:
@@ -116,16 +122,37 @@ def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables,
     tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
     codes = encode_bases(sequence)
     n = len(codes)
-    transcripts = []
+    called = []  # (score, transcript)
     for strand, view in (("+", codes), ("-", reverse_complement_codes(codes))):
         decoded = tables.decode(view)
-        for cds, partial in zip(decoded.genes, decoded.partial):
+        for cds, partial, score in zip(decoded.genes, decoded.partial, decoded.gene_scores):
             if sum(e - s for s, e in cds) < tables.settings.min_cds_length:
                 continue
             if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
                 cds, partial = [(n - e, n - s) for s, e in cds[::-1]], partial[::-1]
-            transcripts.append(Transcript(strand=strand, cds=cds, partial=partial))
-    return transcripts
+            called.append((score, Transcript(strand=strand, cds=cds, partial=partial)))
+    if tables.settings.strand_overlaps:
+        return [transcript for _, transcript in called]
+    return _without_strand_overlaps(called)
+
+
+def _without_strand_overlaps(called: list[tuple[float, Transcript]]) -> list[Transcript]:
+    """The genes left after dropping, best score first, each gene that overlaps a kept one on the other strand."""
+    # Kept genes of one strand never overlap, so sorted by start their ends are sorted too: a gene
+    # overlaps one of them exactly when it overlaps the last one starting before its end.
+    starts: dict[str, list[int]] = {"+": [], "-": []}
+    ends: dict[str, list[int]] = {"+": [], "-": []}
+    kept: list[Transcript] = []
+    for _, transcript in sorted(called, key=lambda item: -item[0]):
+        other = "-" if transcript.strand == "+" else "+"
+        before = bisect_left(starts[other], transcript.end)
+        if before and ends[other][before - 1] > transcript.start:
+            continue
+        at = bisect_left(starts[transcript.strand], transcript.start)
+        starts[transcript.strand].insert(at, transcript.start)
+        ends[transcript.strand].insert(at, transcript.end)
+        kept.append(transcript)
+    return sorted(kept, key=lambda t: (t.start, t.strand))
 
 
 def decode_with_gene_model(genome, model: GeneModel, regions: Iterable[Interval],
