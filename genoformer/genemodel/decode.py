@@ -11,6 +11,10 @@ state durations are geometric beyond the minimum lengths, which the decoder hand
 * a donor, acceptor, start or stop: its window's log-odds (``signal_weight`` times the WAM's);
 * each gene: log(mean intergenic length) + log(mean exon length) (entering a gene, ending its last
   exon); each intron: log(mean exon length) + log(mean intron - min + 1) (ending an exon, an intron).
+
+Exon lengths beyond ``min_exon`` are geometric (an empirical exon length distribution would break the
+decoder's running maxima); introns are ``min_intron`` plus a geometric tail. The two strands are
+decoded separately, then of two genes overlapping on opposite strands the lower-scoring one is dropped.
 """
 from __future__ import annotations
 
