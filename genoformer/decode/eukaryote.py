@@ -22,6 +22,12 @@ sum at entry" (a running maximum) and a back-pointer. Transitions happen only at
     CDS_f -> OUT           after a stop codon at a position ≡ f (the stop is part of the CDS)
     CDS_f killed           by every stop codon at a position ≡ f (no in-frame stop inside a CDS)
 
+The per-base terms and signal scores come in a :class:`StrandScores`: from the network's class
+probabilities (above; the same coding log-odds in every frame, no signal scores) or from a learned
+gene model (``genoformer.genemodel``: frame-specific coding log-odds of a 3-periodic Markov chain,
+and each donor / acceptor / start / stop scored by a signal model, added when a path uses it).
+:func:`decode_strand` decodes one strand from such scores and returns the path's score too.
+
 Minimum exon and intron lengths are exact: an entry only becomes usable ``min_exon`` /
 ``min_intron`` bases later (per-state queues of pending entries, monotone so each stays short).
 Signals where the model gives the neighbouring classes less than ``prune`` probability are dropped
@@ -42,6 +48,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -61,7 +69,28 @@ NEG = float("-inf")
 EPS = 1e-6  # floor for the logs of probabilities
 
 
-def _events(codes, p_cds, p_intron, *, starts, stops, donors, acceptors, prune):
+@dataclass
+class StrandScores:
+    """What a path's score adds up on one strand (strand coordinates, ``n`` bases), against OUT.
+
+    ``cds``: (3, n + 1) prefix sums of the per-base log-odds of coding in frame f (codons starting
+    at positions ≡ f), or (1, n + 1) when the frame does not matter; ``intron``: (n + 1,) prefix sums
+    of intron log-odds. ``signals`` maps "donor" / "acceptor" / "start" / "stop" to (n + 1,) log-odds
+    of that signal at each position (an intron's first base, the base after its last, a codon's
+    first base), added when a path uses it; absent kinds add 0. ``keep`` maps "donor" / "acceptor" /
+    "start" to (n + 1,) masks of the candidate positions considered (absent: every one).
+    """
+
+    cds: np.ndarray
+    intron: np.ndarray
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    keep: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+_KIND_NAMES = ("donor", "acceptor", "start", "stop")
+
+
+def _events(codes, keep, *, starts, stops, donors, acceptors):
     """Signal positions (boundaries between bases) sorted by (position, kind), strand coordinates."""
     n = len(codes)
     words2, words3 = word_codes(codes, 2), word_codes(codes, 3)
@@ -69,16 +98,24 @@ def _events(codes, p_cds, p_intron, *, starts, stops, donors, acceptors, prune):
     stop_at = np.flatnonzero(word_mask(words3, stops, 3))
     donor_at = np.flatnonzero(word_mask(words2, donors, 2))  # intron begins at the G of GT
     acceptor_at = np.flatnonzero(word_mask(words2, acceptors, 2)) + 2  # intron ends after AG
-    # Drop signals the model gives no chance: the bases on either side must be plausible.
-    start_at = start_at[p_cds[start_at] >= prune]
     donor_at = donor_at[(donor_at >= 1) & (donor_at < n)]
-    donor_at = donor_at[(p_cds[donor_at - 1] >= prune) & (p_intron[donor_at] >= prune)]
     acceptor_at = acceptor_at[acceptor_at < n]
-    acceptor_at = acceptor_at[(p_intron[acceptor_at - 1] >= prune) & (p_cds[acceptor_at] >= prune)]
-    position = np.concatenate((donor_at, acceptor_at, start_at, stop_at))
-    kind = np.concatenate([np.full(len(a), k) for k, a in enumerate((donor_at, acceptor_at, start_at, stop_at))])
+    found = [donor_at, acceptor_at, start_at, stop_at]
+    for k, name in enumerate(_KIND_NAMES[:3]):  # stop codons are constraints, never dropped
+        if name in keep:
+            found[k] = found[k][keep[name][found[k]]]
+    position = np.concatenate(found)
+    kind = np.concatenate([np.full(len(a), k) for k, a in enumerate(found)])
     order = np.lexsort((kind, position))
     return position[order], kind[order]
+
+
+def _network_keep(p_cds, p_intron, prune):
+    """Candidate masks for the network path: the bases on either side of a signal must be plausible."""
+    cds_ok, intron_ok = np.append(p_cds >= prune, False), np.append(p_intron >= prune, False)  # (n + 1,)
+    before_cds, before_intron = np.roll(cds_ok, 1), np.roll(intron_ok, 1)  # base x - 1 (x >= 1)
+    before_cds[0] = before_intron[0] = False
+    return {"start": cds_ok, "donor": before_cds & intron_ok, "acceptor": before_intron & cds_ok}
 
 
 def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,21 +137,32 @@ def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray
     return phase1, phase2, forbidden
 
 
-def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *, min_exon, min_intron,
-             gene_penalty, intron_penalty, length):
-    """Best path through the signals; returns the genes as lists of CDS pieces (strand coordinates)."""
+def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min_intron, gene_penalty,
+             intron_penalty, length, open_ends=False):
+    """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), their
+    partial flags and scores (see :class:`StrandGenes`), and the path's score."""
     # Gather everything the loop reads as Python lists (indexing numpy scalars is slow).
     pos = position.tolist()
     kinds = kind.tolist()
-    c_at = cds_sums[position].tolist()
-    i_at = intron_sums[np.minimum(position, length)].tolist()
-    c_after_stop = cds_sums[np.minimum(position + 3, length)].tolist()
+    frames = np.arange(3) % len(scores.cds)
+    c_at = [scores.cds[frames[f], position].tolist() for f in range(3)]  # per frame
+    i_at = scores.intron[np.minimum(position, length)].tolist()
+    c_after_stop = scores.cds[frames[position % 3], np.minimum(position + 3, length)].tolist()
+    bonus = np.zeros(len(position))
+    for k, name in enumerate(_KIND_NAMES):
+        if name in scores.signals:
+            here = kind == k
+            bonus[here] = scores.signals[name][position[here]]
+    bonus = bonus.tolist()
     ph1, ph2, bad = phase1.tolist(), phase2.tolist(), forbidden.tolist()
 
     best = [NEG] * _N_STATES  # best (entry score - prefix sum at entry) per state
     node = [None] * _N_STATES  # back-pointer of that best entry: (kind, position, previous node)
     pending = [deque() for _ in range(_N_STATES)]  # (usable from, value, node), values increasing
     best[OUT] = 0.0
+    if open_ends:  # a gene already under way at the sequence's start: in any frame, or in an intron
+        for state in (CDS0, CDS1, CDS2, I0, I1X, I2X):
+            pending[state].append((0, -gene_penalty, ("P" if state < I0 else "Q", 0, None, 0.0)))
 
     def activate(state, x):  # pending entries usable at x become the state's best (callers check non-empty)
         queue = pending[state]
@@ -130,15 +178,14 @@ def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *
         x, k = pos[e], kinds[e]
         f = x % 3
         if k == _DONOR:
-            c_minus_i = c_at[e] - i_at[e] - intron_penalty
             # Frame f + j has j bases (mod 3) of an unfinished codon at the donor.
             for state, target in ((CDS0 + f, I0), (CDS0 + (f + 2) % 3, ph1[e]), (CDS0 + (f + 1) % 3, ph2[e])):
                 if pending[state]:
                     activate(state, x)
                 if best[state] > NEG:
-                    offer(target, x + min_intron, best[state] + c_minus_i, ("D", x, node[state]))
+                    leave = c_at[state - CDS0][e] - i_at[e] - intron_penalty + bonus[e]
+                    offer(target, x + min_intron, best[state] + leave, ("D", x, node[state], None))
         elif k == _ACCEPTOR:
-            i_minus_c = i_at[e] - c_at[e]
             no = bad[e]
             for sources, target in (
                 ((I0,), CDS0 + f),
@@ -152,34 +199,78 @@ def _viterbi(position, kind, cds_sums, intron_sums, phase1, phase2, forbidden, *
                     if best[state] > top:
                         top, back = best[state], node[state]
                 if top > NEG:
-                    offer(target, x + min_exon, top + i_minus_c, ("A", x, back))
+                    offer(target, x + min_exon, top + (i_at[e] - c_at[target - CDS0][e] + bonus[e]), ("A", x, back, None))
         elif k == _START:
             if pending[OUT]:
                 activate(OUT, x)
-            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[e], ("S", x, node[OUT]))
+            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[f][e] + bonus[e],
+                  ("S", x, node[OUT], best[OUT]))
         else:  # stop codon at x: ends the genes of its frame, then forbids that frame beyond it
             state = CDS0 + f
             if pending[state]:
                 activate(state, x + 3)
                 pending[state].clear()
             if best[state] > NEG:
-                offer(OUT, x + 3, best[state] + c_after_stop[e], ("E", x + 3, node[state]))
+                ended = best[state] + c_after_stop[e] + bonus[e]
+                offer(OUT, x + 3, ended, ("E", x + 3, node[state], ended))
                 best[state], node[state] = NEG, None
     if pending[OUT]:
         activate(OUT, length)
+    if open_ends:  # a gene still under way at the sequence's end: in a coding exon, or in an intron
+        c_end = scores.cds[frames, length].tolist()
+        for state in (CDS0, CDS1, CDS2, I0, I1T, I1X, I2TA, I2TG, I2X):
+            if pending[state]:
+                activate(state, length)
+            end = c_end[state - CDS0] if state < I0 else scores.intron[length]
+            if best[state] + end > best[OUT]:
+                best[OUT] = best[state] + end
+                node[OUT] = ("F" if state < I0 else "G", length, node[state], best[OUT])
 
-    genes, piece_end, pieces = [], None, []
+    genes, partial, gene_scores, piece_end, pieces, open_end, ended = [], [], [], None, [], "0", 0.0
     back = node[OUT]
-    while back is not None:  # walk the path backwards: E (A D)* S per gene
-        label, x, back = back
-        if label == "E" or label == "D":
+    while back is not None:  # walk the path backwards: (E|F|G) (A D)* (S|P|Q) per gene
+        label, x, back, path_score = back  # path_score: the path's score after a gene (E F G) / before it (S P Q)
+        if label in "EFG":
+            ended = path_score
+            open_end = "0" if label == "E" else "1"
+        if label in "EDF":
             piece_end = x
-        else:
-            pieces.append((x, piece_end))
-            if label == "S":
-                genes.append(pieces[::-1])
-                pieces = []
-    return genes[::-1]
+        elif label != "G":
+            if label != "Q":
+                pieces.append((x, piece_end))
+            if label in "SPQ":
+                if pieces:
+                    genes.append(pieces[::-1])
+                    partial.append("" if label == "S" and open_end == "0" else ("0" if label == "S" else "1") + open_end)
+                    gene_scores.append(ended - path_score)
+                pieces, open_end = [], "0"
+    return genes[::-1], partial[::-1], gene_scores[::-1], best[OUT]
+
+
+class StrandGenes(NamedTuple):
+    """Genes of one strand (lists of CDS pieces, strand coordinates), each one's partial flag ("" whole;
+    else two digits, 5' end then 3' end, 1 where the gene runs off the sequence) and score (its share
+    of the path's score, penalties included), and the path's score."""
+
+    genes: list[list[tuple[int, int]]]
+    partial: list[str]
+    gene_scores: list[float]
+    score: float
+
+
+def decode_strand(codes: np.ndarray, scores: StrandScores, *, start_codons: Sequence[str] = ("ATG",),
+                  stop_codons: Sequence[str] = STOP_CODONS, donors: Sequence[str] = ("GT", "GC"),
+                  acceptors: Sequence[str] = ("AG",), min_exon: int = 3, min_intron: int = 20,
+                  gene_penalty: float = 0.0, intron_penalty: float = 0.0, open_ends: bool = False) -> StrandGenes:
+    """The best-scoring genes of one strand (``codes`` from ``encode_bases``, strand coordinates) and that
+    path's score: the sum of ``scores``' terms over the path minus the penalties. With ``open_ends`` a
+    gene may run off either end of the sequence (in a coding exon in any frame, or in an intron)."""
+    position, kind = _events(codes, scores.keep, starts=start_codons, stops=stop_codons, donors=donors,
+                             acceptors=acceptors)
+    phase1, phase2, forbidden = _splice_context(codes, position)
+    return StrandGenes(*_viterbi(position, kind, scores, phase1, phase2, forbidden, min_exon=min_exon,
+                                 min_intron=min_intron, gene_penalty=gene_penalty, intron_penalty=intron_penalty,
+                                 length=len(codes), open_ends=open_ends))
 
 
 def _add_utrs(genes, five_sums, three_sums, length, max_utr):
@@ -253,12 +344,11 @@ def eukaryote_transcripts(
         strand_codes, strand_probs = strand_view(codes, probs, row)
         p_cds, p_intron = row_of(strand_probs, "CDS"), row_of(strand_probs, "intron")
         p_out = np.clip(1.0 - p_cds - p_intron, 0.0, 1.0)
-        position, kind = _events(strand_codes, p_cds, p_intron, starts=start_codons, stops=stop_codons,
-                                 donors=donors, acceptors=acceptors, prune=prune)
-        phase1, phase2, forbidden = _splice_context(strand_codes, position)
-        genes = _viterbi(position, kind, _log_odds_sums(p_cds, p_out), _log_odds_sums(p_intron, p_out),
-                         phase1, phase2, forbidden, min_exon=min_exon, min_intron=min_intron,
-                         gene_penalty=gene_penalty, intron_penalty=intron_penalty, length=n)
+        scores = StrandScores(cds=_log_odds_sums(p_cds, p_out)[None], intron=_log_odds_sums(p_intron, p_out),
+                              keep=_network_keep(p_cds, p_intron, prune))
+        genes = decode_strand(strand_codes, scores, start_codons=start_codons, stop_codons=stop_codons,
+                                 donors=donors, acceptors=acceptors, min_exon=min_exon, min_intron=min_intron,
+                                 gene_penalty=gene_penalty, intron_penalty=intron_penalty).genes
         genes = [cds for cds in genes if sum(e - s for s, e in cds) >= min_cds_length]
         p_intergenic = row_of(strand_probs, "intergenic") + row_of(strand_probs, "ncRNA")
         five = _log_odds_sums(row_of(strand_probs, "five_prime_UTR"), p_intergenic) if "five_prime_UTR" in index else None

@@ -1,0 +1,17 @@
+"""A gene model learned from the user's annotation: a generalised HMM of eukaryotic gene structure.
+
+Train it in seconds to minutes on a CPU from a FASTA and GFF3/GTF over training regions
+(:meth:`GeneModel.fit`), store it as JSON (:meth:`GeneModel.save` / :meth:`GeneModel.load`), and call
+genes with it alone, without a network (:func:`decode_with_gene_model`). Its parts:
+
+- ``training``: one coding transcript per gene, checked against the sequence, into per-base labels;
+- ``markov``: order-k chains (3-periodic coding, intron, intergenic);
+- ``signals``: first-order weight array matrices around donors, acceptors, starts and stops;
+- ``model``: the counts, fitting, and the model file;
+- ``decode``: the scores the exact Viterbi of ``genoformer.decode.eukaryote`` adds up.
+"""
+from genoformer.genemodel.decode import DecodeSettings, ScoringTables, decode_with_gene_model, gene_model_transcripts
+from genoformer.genemodel.model import FORMAT_VERSION, GeneModel
+
+__all__ = ["DecodeSettings", "FORMAT_VERSION", "GeneModel", "ScoringTables", "decode_with_gene_model",
+           "gene_model_transcripts"]

@@ -1,0 +1,191 @@
+"""The gene model: what is learned (counts, signal windows, lengths), fitting it, and its model folder.
+
+A gene model is stored as one JSON file, ``gene_model.json`` in its folder: plain counts (integers)
+and settings, never pickle. Log-probabilities are derived from the counts when loaded, so the file
+is exactly what was counted. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
+from another version, or one missing a field, is refused naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genoformer.decode.prokaryote import STOP_CODONS
+from genoformer.decode.segments import encode_bases
+from genoformer.errors import ConfigError, ModelFileError
+from genoformer.files import atomic_write
+from genoformer.genemodel.signals import WINDOWS
+from genoformer.genemodel.training import TrainingCounts, add_region, coding_transcripts
+from genoformer.genome.intervals import Interval
+
+FORMAT_VERSION = 1
+FILE_NAME = "gene_model.json"
+FEW_GENES = 200  # fewer training genes than this: the counts are thin, say so
+# A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
+MIN_SIGNAL_SHARE = 0.001
+_LENGTH_KINDS = ("intron", "single_exon", "initial_exon", "internal_exon", "terminal_exon", "intergenic")
+
+
+@dataclass
+class GeneModel:
+    """Counts learned from annotated genes; see :meth:`fit`. Decoding: :mod:`genoformer.genemodel.decode`."""
+
+    order: int
+    coding: np.ndarray  # (3, 4 ** (order + 1)) words ending at codon position 0, 1, 2
+    intron: np.ndarray  # (4 ** (order + 1),)
+    intergenic: np.ndarray  # (4 ** (order + 1),)
+    background: np.ndarray  # (4, 4) first-order intergenic pair counts
+    signals: dict[str, np.ndarray]  # kind -> (width, 4, 4) window pair counts
+    donors: dict[str, int]  # intron first two bases -> count
+    acceptors: dict[str, int]
+    start_codons: dict[str, int]
+    stop_codons: dict[str, int]
+    lengths: dict[str, list[int]]
+    report: dict[str, int] = field(default_factory=dict)
+    pseudocount: float = 1.0
+
+    # ------------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(cls, genome, annotation: pd.DataFrame, regions: Iterable[Interval], *, order: int = 5,
+            start_codons: Iterable[str] = ("ATG",), stop_codons: Iterable[str] = STOP_CODONS) -> "GeneModel":
+        """Learn from the coding genes of ``annotation`` (``read_annotation``) lying wholly inside
+        ``regions`` of ``genome`` (a :class:`~genoformer.genome.Genome`), one transcript per gene (the
+        longest CDS). Genes whose CDS is not a whole open reading frame are skipped and counted in
+        ``report``; fewer than ``FEW_GENES`` usable genes give a warning."""
+        if not 1 <= order <= 8:
+            raise ConfigError(f"gene model order must be between 1 and 8, got {order}")
+        counts = TrainingCounts(order=order)
+        start_codons, stop_codons = tuple(start_codons), tuple(stop_codons)
+        began = time.perf_counter()
+        by_record: dict[str, pd.DataFrame] = {}
+        for region in regions:
+            if region.name not in by_record:
+                by_record[region.name] = coding_transcripts(annotation, region.name)
+            pieces = by_record[region.name]
+            spans = pieces.groupby("transcript")[["start", "end"]].agg({"start": "min", "end": "max"})
+            inside = spans.index[(spans["start"] >= region.start) & (spans["end"] <= region.end)]
+            codes = encode_bases(genome.fetch(region.name, region.start, region.end))
+            add_region(counts, codes, pieces[pieces["transcript"].isin(inside)], region.start, start_codons, stop_codons)
+        used = counts.report["genes used"]
+        if used == 0:
+            raise ConfigError("no usable coding gene inside the training regions: nothing to learn a gene model from")
+        if used < FEW_GENES:
+            warnings.warn(f"the gene model learned from only {used} genes (fewer than {FEW_GENES}); "
+                          "its statistics will be noisy", stacklevel=2)
+        counts.report["training seconds"] = round(time.perf_counter() - began, 1)
+        return cls(order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
+                   background=counts.background, signals=counts.signals, donors=dict(counts.donors),
+                   acceptors=dict(counts.acceptors), start_codons=_with_defaults(counts.starts, start_codons),
+                   stop_codons=_with_defaults(counts.stops, stop_codons),
+                   lengths={k: sorted(v) for k, v in counts.lengths.items()}, report=dict(counts.report))
+
+    # ------------------------------------------------------------------ what the decoder uses
+
+    def signal_words(self, kind: str) -> tuple[str, ...]:
+        """Donor or acceptor dinucleotides common enough to be candidates (at least the canonical one)."""
+        seen = {"donor": self.donors, "acceptor": self.acceptors}[kind]
+        total = max(sum(seen.values()), 1)
+        common = [w for w, c in seen.items() if c >= MIN_SIGNAL_SHARE * total and "N" not in w]
+        return tuple(sorted(set(common) | {"donor": {"GT"}, "acceptor": {"AG"}}[kind]))
+
+    def mean_length(self, kind: str, floor: float = 1.0) -> float:
+        """Mean training length of ``kind`` ("exon": every exon kind pooled), ``floor`` without any."""
+        values = (sum((self.lengths[k] for k in _LENGTH_KINDS if k.endswith("_exon")), []) if kind == "exon"
+                  else self.lengths.get(kind)) or []
+        return max(float(np.mean(values)) if values else floor, floor)
+
+    # ------------------------------------------------------------------ files
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION, "order": self.order, "pseudocount": self.pseudocount,
+            "coding": self.coding.tolist(), "intron": self.intron.tolist(), "intergenic": self.intergenic.tolist(),
+            "background": self.background.tolist(), "signals": {k: v.tolist() for k, v in self.signals.items()},
+            "donors": self.donors, "acceptors": self.acceptors, "start_codons": self.start_codons,
+            "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/gene_model.json`` (atomically); returns its path."""
+        path = Path(folder) / FILE_NAME
+        with atomic_write(path) as handle:
+            json.dump(self.to_dict(), handle, separators=(",", ":"))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "GeneModel":
+        """Read a model folder written by :meth:`save`; refuses other versions and missing or malformed fields."""
+        path = Path(folder) / FILE_NAME
+        if not path.is_file():
+            raise ModelFileError(path, "gene model file not found (train one with GeneModel.fit and save it)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(path, f"not a readable JSON gene model ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelFileError(path, "not a gene model: expected a JSON object")
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | Path | None = None) -> "GeneModel":
+        def fail(name, why):
+            raise ModelFileError(path, f"gene model field {name!r}: {why}")
+
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            fail("format_version", f"this genoformer reads version {FORMAT_VERSION}, the file has {version!r}; "
+                                   "train the gene model again with this version")
+        missing = [name for name in ("order", "pseudocount", "coding", "intron", "intergenic", "background",
+                                     "signals", "donors", "acceptors", "start_codons", "stop_codons", "lengths")
+                   if name not in data]
+        if missing:
+            fail(missing[0], "missing")
+        order = data["order"]
+        if not isinstance(order, int) or not 1 <= order <= 8:
+            fail("order", f"must be an integer between 1 and 8, got {order!r}")
+        words = 4 ** (order + 1)
+
+        def array(name, value, shape):
+            try:
+                out = np.asarray(value, dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):
+                fail(name, "must hold whole-number counts")
+            if out.shape != shape or (out < 0).any():
+                fail(name, f"must be non-negative counts of shape {shape}, got shape {out.shape}")
+            return out
+
+        signals = data["signals"]
+        if not isinstance(signals, dict) or set(signals) != set(WINDOWS):
+            fail("signals", f"must have the kinds {sorted(WINDOWS)}")
+        tables = {k: array(f"signals.{k}", signals[k], (WINDOWS[k][1], 4, 4)) for k in WINDOWS}
+        lengths = data["lengths"]
+        if not isinstance(lengths, dict) or not all(isinstance(lengths.get(k), list) for k in _LENGTH_KINDS):
+            fail("lengths", f"must list the lengths of {list(_LENGTH_KINDS)}")
+        for name in ("donors", "acceptors", "start_codons", "stop_codons"):
+            if not isinstance(data[name], dict) or not all(isinstance(c, int) for c in data[name].values()):
+                fail(name, "must map words to counts")
+        pseudocount = data["pseudocount"]
+        if not isinstance(pseudocount, (int, float)) or not pseudocount > 0:
+            fail("pseudocount", f"must be a positive number, got {pseudocount!r}")
+        return cls(order=order, coding=array("coding", data["coding"], (3, words)),
+                   intron=array("intron", data["intron"], (words,)),
+                   intergenic=array("intergenic", data["intergenic"], (words,)),
+                   background=array("background", data["background"], (4, 4)), signals=tables,
+                   donors=dict(data["donors"]), acceptors=dict(data["acceptors"]),
+                   start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
+                   lengths={k: [int(x) for x in lengths[k]] for k in _LENGTH_KINDS},
+                   report=dict(data.get("report") or {}), pseudocount=float(pseudocount))
+
+
+def _with_defaults(seen: Counter, words: tuple[str, ...]) -> dict[str, int]:
+    """The codons to decode with: the given ones, with how often each began / ended a training gene."""
+    return {word: int(seen.get(word, 0)) for word in words}
