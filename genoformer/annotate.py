@@ -27,6 +27,7 @@ import pandas as pd
 from .decode import Stretch, decode_stretches, gene_decoder_options, self_trains
 from .errors import ConfigError, InputFileError
 from .files import exclusive_lock
+from .genemodel import GeneModel, decode_with_gene_model
 from .genome import Genome, Interval, LabelScheme
 
 EVIDENCE = ("network", "none")
@@ -116,6 +117,16 @@ def _device(name: str):
     return torch.device(name)
 
 
+def _gene_model(gene_model, evidence: str, organism: str | None):
+    """The learned gene model to call genes with, checked against the other choices; and the organism."""
+    if evidence != "none":
+        raise ConfigError("combining a network's evidence with a learned gene model is not built yet: call genes with "
+                          "the gene model alone (--gene-model DIR --evidence none) or with the network (--model DIR)")
+    if organism not in (None, "eukaryote"):
+        raise ConfigError(f"a learned gene model calls eukaryotic genes (exons and introns); got organism {organism!r}")
+    return (gene_model if isinstance(gene_model, GeneModel) else GeneModel.load(gene_model)), "eukaryote"
+
+
 def _stretch(genome: Genome, iv: Interval) -> Stretch:
     """A predicted stretch for the decoder. IDs are numbered per stretch, so a stretch that is not its
     whole record names itself in them (``chr1:1001-5000.g3``): several regions of one record must not
@@ -169,6 +180,7 @@ def annotate_genome(
     out: str | Path,
     *,
     evidence: str = "network",
+    gene_model: Any = None,
     records: list[str] | None = None,
     regions: str | Path | list | None = None,
     organism: str | None = None,
@@ -186,6 +198,8 @@ def annotate_genome(
 
     ``model`` is a :func:`load_model` result or a model folder; with ``evidence="none"`` it may be
     ``None`` (then ``organism`` is required) and only gives the scheme, organism and gene cost.
+    ``gene_model`` (a :class:`~genoformer.genemodel.GeneModel` or its folder; eukaryotes, with
+    ``evidence="none"``) calls the genes with that learned gene model instead of the decoder.
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
     PREFIX.bed and (with a network) one probability track per class and strand, each listing every
     annotated record once (zeros outside its regions). A lock file beside the outputs
@@ -203,6 +217,8 @@ def annotate_genome(
 
     if evidence not in EVIDENCE:
         raise ConfigError(f"evidence must be one of {EVIDENCE}, got {evidence!r}")
+    if gene_model is not None:
+        gene_model, organism = _gene_model(gene_model, evidence, organism)
     if model is None:
         if evidence == "network":
             raise ConfigError("annotating with a network needs a model (--model); evidence 'none' (--evidence none) "
@@ -279,7 +295,9 @@ def annotate_genome(
                           f"{min_stretch}-mer token; no predictions for it", file=sys.stderr)
                     continue
                 probs = probabilities(iv, update)
-                if not pooled:
+                if gene_model is not None:
+                    tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix))
+                elif not pooled:
                     tables += decode_stretches([_stretch(genome, iv)], lambda i, lazy: (
                         genome.fetch(iv.name, iv.start, iv.end), probs), scheme, organism, **decoder_options)
                 elif scratch is not None:

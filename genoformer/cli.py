@@ -24,6 +24,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 EXAMPLES = {
     "annotate": "genoformer annotate --model runs/default/tagger --fasta genome.fa --out runs/pred/genome",
+    "gene-model": "genoformer gene-model --fasta genome.fa --annotation genes.gff3 --regions train.bed --out models/genes",
     "evaluate": "genoformer evaluate --reference ref.gff3 --prediction pred.gff3 --regions held_out.bed --json metrics.json",
     "export": "genoformer export --checkpoint runs/pretrain/last.ckpt --out models/pretrained",
     "plan": "genoformer plan --config pipelines/pretrain_ecoli.yaml --length 1048576",
@@ -33,7 +34,7 @@ EXAMPLES = {
 
 # Options naming the user's files and folders: an OSError about one of them (or a file beside or
 # inside it) is the user's to fix and prints as one line; any other OSError is a bug, a traceback.
-PATH_OPTIONS = ("model", "fasta", "out", "regions", "reference", "prediction", "json", "checkpoint", "config")
+PATH_OPTIONS = ("model", "gene_model", "annotation", "fasta", "out", "regions", "reference", "prediction", "json", "checkpoint", "config")
 
 
 def positive_int(text: str) -> int:
@@ -173,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="none: no network; every base gets probabilities that favour none of the decoder's choices "
                         "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
                         "if given, else the default classes and decoder options of --organism")
+    p.add_argument("--gene-model", default=None,
+                   help="folder of a gene model learned by `genoformer gene-model` (eukaryotes): call genes with it "
+                        "alone, a classical gene finder (needs --evidence none; combining it with a network's "
+                        "evidence is not built yet)")
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or BGZF)")
     p.add_argument("--out", required=True, type=output_path, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")
     p.add_argument("--records", nargs="*", default=None, help="only these records")
@@ -196,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--closed-ends", action="store_true",
                    help="prokaryotes: no genes running off a record's (or region's) ends, for complete sequences "
                         "(Prodigal's -c; by default such genes are called and flagged partial)")
+
+    p = command("gene-model", "learn a eukaryotic gene model (signals, lengths, coding statistics) from an annotation")
+    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
+    p.add_argument("--annotation", required=True, help="its annotation (GFF3, GTF or GenBank): coding genes to learn from")
+    p.add_argument("--regions", default=None, help="BED file: learn only from genes wholly inside these (default: all records)")
+    p.add_argument("--order", type=positive_int, default=5, help="order of the coding and non-coding Markov chains (1-8)")
+    p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         # Batch schedulers stop jobs with SIGTERM: clean up (temporary files, locks) as for Ctrl-C.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            return getattr(commands, args.command)(args) or 0
+            return getattr(commands, args.command.replace("-", "_"))(args) or 0
         finally:
             signal.signal(signal.SIGTERM, previous)
     except GenoformerError as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from .errors import InputFileError
@@ -12,13 +13,30 @@ def annotate(args: argparse.Namespace) -> int:
     from .annotate import annotate_genome
 
     result = annotate_genome(
-        args.model, args.fasta, args.out, evidence=args.evidence, records=args.records, regions=args.regions,
+        args.model, args.fasta, args.out, evidence=args.evidence, gene_model=args.gene_model, records=args.records, regions=args.regions,
         organism=args.organism, window_length=args.window_length, batch_size=args.batch_size,
         both_strands=not args.single_strand, bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
         codon_weight=args.codon_weight, start_weight=args.start_weight, closed_ends=args.closed_ends or None,
     )
     for path in result.paths.values():
         print(path)
+    return 0
+
+
+def gene_model(args: argparse.Namespace) -> int:
+    from .genemodel import GeneModel
+    from .genome import Genome, Interval, read_annotation, read_bed_regions
+
+    genome = Genome(args.fasta)
+    if args.regions:
+        regions = read_bed_regions(args.regions)
+        for iv in regions:
+            genome.validate_interval(iv.name, iv.start, iv.end)
+    else:
+        regions = [Interval(name, 0, genome.lengths[name]) for name in genome.names]
+    model = GeneModel.fit(genome, read_annotation(args.annotation), regions, order=args.order)
+    print(model.save(args.out))
+    print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)
     return 0
 
 

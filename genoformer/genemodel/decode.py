@@ -160,15 +160,16 @@ def _without_strand_overlaps(called: list[tuple[float, Transcript]]) -> list[Tra
 
 
 def decode_with_gene_model(genome, model: GeneModel, regions: Iterable[Interval],
-                           settings: DecodeSettings | None = None) -> pd.DataFrame:
-    """An annotation table (``read_annotation``'s columns) of the genes called in each region of ``genome``."""
+                           settings: DecodeSettings | None = None, *, id_prefix: str | None = None) -> pd.DataFrame:
+    """An annotation table (``read_annotation``'s columns) of the genes called in each region of ``genome``.
+    Feature IDs begin with ``id_prefix`` (default: the region, ``name_start``)."""
     tables = ScoringTables(model, settings or DecodeSettings())
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())  # feature scores are 0: there are no class probabilities
     tables_out = []
     for region in regions:
         transcripts = gene_model_transcripts(genome.fetch(region.name, region.start, region.end), tables)
         table = transcript_table(region.name, transcripts, no_probabilities,
-                                 id_prefix=f"{region.name}_{region.start}")
+                                 id_prefix=id_prefix or f"{region.name}_{region.start}")
         table["start"] += region.start
         table["end"] += region.start
         tables_out.append(table)
