@@ -1,10 +1,16 @@
 """genoformer: long-context genomic sequence modelling with a Reformer.
 
-Data flows one way, and so do the imports::
+Data flows one way, and so do the imports, each layer using only those before it::
 
-    genome/ (FASTA, windows, annotations → labels) → tokenize/ → datasets/ → model/
-    → tasks/ (Lightning) → predict.py → decode/ → export/, evaluate/ → annotate.py, report.py
-    → pipeline.py → commands.py, cli.py
+    errors.py, files.py → genome/ (FASTA, windows, annotations → labels) → tokenize/
+    → datasets/ (windows → token ids and labels; stitching windows' probabilities back)
+    → model/ (torch, no Lightning: config, rotary, attention, chunked, reversible, reformer, heads,
+      networks, memory, runtime, io) → tasks/ (Lightning) → predict.py
+    → decode/, export/, evaluate/ (siblings, on genome/) → annotate.py → report.py → pipeline.py
+    → commands.py → cli.py
+
+One arrow runs back: tasks/tagging.py decodes and scores the validation stretches each epoch with
+decode/ and evaluate/ (which themselves use only genome/).
 
 In Python, annotate a genome with a trained model::
 

@@ -1,9 +1,8 @@
 """Per-base class probabilities over whole records from a tagging network.
 
-Windows overlap by half; each window's probabilities are weighted by distance from its nearer
-edge (a tent that is 1 at the edges and grows linearly to the centre), so a base is decided by the
-windows that see it with the most context on both sides. Optionally the reverse complement is
-predicted too and averaged in, which makes the two strands' calls consistent.
+Windows overlap by half and are stitched back with tent weights (:mod:`genoformer.datasets.stitch`),
+so a base is decided by the windows that see it with the most context on both sides. Optionally the
+reverse complement is predicted too and averaged in, which makes the two strands' calls consistent.
 
 Memory holds one record's probabilities at a time, ``(2, classes, length)`` float32, plus one
 batch of windows: it does not grow with the number of records.
@@ -15,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .datasets.stitch import ProbabilityStitcher
 from .errors import ConfigError
 from .genome import Genome, Interval
 from .tokenize import Tokenizer
@@ -26,36 +26,6 @@ def tile_record(name: str, length: int, window_length: int, stride: int) -> list
         return [Interval(name, 0, length)]
     starts = list(range(0, length - window_length, stride)) + [length - window_length]
     return [Interval(name, s, s + window_length) for s in starts]
-
-
-def edge_weights(n: int) -> np.ndarray:
-    """Tent weights over a window of n bases: 1 at the edges, about n/2 in the middle."""
-    position = np.arange(n, dtype=np.float32)
-    return 1.0 + np.minimum(position, n - 1 - position)
-
-
-class ProbabilityStitcher:
-    """Weighted average of overlapping windows' per-base probabilities along one stretch."""
-
-    def __init__(self, length: int, n_classes: int, offset: int = 0):
-        self.offset = offset
-        self.total = np.zeros((2, n_classes, length), dtype=np.float32)  # (strands, classes, bases)
-        self.weight = np.zeros(length, dtype=np.float32)
-
-    def add(self, start: int, probs: np.ndarray) -> None:
-        """Add one window's probabilities ``(2, classes, n)`` beginning at genome position ``start``."""
-        n = probs.shape[-1]
-        lo = start - self.offset
-        w = edge_weights(n)
-        self.total[:, :, lo : lo + n] += probs * w
-        self.weight[lo : lo + n] += w
-
-    def result(self) -> np.ndarray:
-        """Averaged probabilities ``(2, classes, length)``; bases no window covered get uniform ones."""
-        covered = self.weight > 0
-        out = np.full_like(self.total, 1.0 / self.total.shape[1])
-        out[:, :, covered] = self.total[:, :, covered] / self.weight[covered]
-        return out
 
 
 def _batches(genome: Genome, windows: list[Interval], tokenizer: Tokenizer, window_length: int,

@@ -12,9 +12,8 @@ from Bio.SeqFeature import FeatureLocation, SeqFeature
 from Bio.SeqRecord import SeqRecord
 
 from genoformer.errors import AnnotationError
-from genoformer.genome.annotation import (
-    ANNOTATION_COLUMNS, check_against_genome, detect_format, genbank_to_fasta, make_annotation, read_annotation,
-)
+from genoformer.genome.annotation import detect_format, genbank_to_fasta, read_annotation
+from genoformer.genome.annotation_table import ANNOTATION_COLUMNS, check_against_genome, make_annotation
 
 from .conftest import (
     ATHALIANA_GFF, CELEGANS_GFF, ECOLI_GENBANK_SLICES, ECOLI_GFF, NO_SEQUENCE_GENBANK, read_genbank_slice,

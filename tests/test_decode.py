@@ -18,7 +18,8 @@ from genoformer.decode.prokaryote import (
 )
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError
-from genoformer.genome.annotation import ANNOTATION_COLUMNS, read_annotation
+from genoformer.genome.annotation import read_annotation
+from genoformer.genome.annotation_table import ANNOTATION_COLUMNS
 from genoformer.genome.labels import LabelScheme, label_track
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, ECOLI_FASTA, ECOLI_GFF

@@ -13,7 +13,8 @@ from genoformer.errors import GenoformerError
 from genoformer.export import write_bed, write_bed12, write_bedgraph, write_bigwig, write_class_tracks, write_gff3
 from genoformer.export.gff3 import cds_phase
 from genoformer.decode import decode_record
-from genoformer.genome.annotation import make_annotation, read_annotation
+from genoformer.genome.annotation import read_annotation
+from genoformer.genome.annotation_table import make_annotation
 from genoformer.genome.labels import LabelScheme, label_track
 
 COLUMNS = ["seqid", "source", "type", "start", "end", "score", "strand", "phase", "id", "parent",

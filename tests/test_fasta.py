@@ -18,6 +18,7 @@ from .conftest import ECOLI_FIRST_70, fasta_bytes, write_bgzf
 from genoformer.errors import FastaError, RegionError
 from genoformer.genome import Genome
 from genoformer.genome import fasta as fasta_module
+from genoformer.genome import fasta_scan
 from genoformer.genome.fasta import reverse_complement
 
 
@@ -186,7 +187,7 @@ def test_unequal_lines_and_unwrapped_records_are_rewrapped(write_fasta, capsys):
 )
 def test_scan_is_independent_of_block_size(tmp_path, monkeypatch, lengths, width, newline, block, seed):
     """Lines and CRLF pairs split across scan blocks of any size give the same index and sequence."""
-    monkeypatch.setattr(fasta_module, "_SCAN_BLOCK", block)
+    monkeypatch.setattr(fasta_scan, "_SCAN_BLOCK", block)
     monkeypatch.setenv("GENOFORMER_CACHE", str(tmp_path / f"cache{seed}-{block}"))
     rng = random.Random(seed)
     records = {f"s{i} description {i}": random_seq(rng, n) for i, n in enumerate(lengths)}
@@ -344,7 +345,7 @@ def test_malformed_fasta_names_file_record_and_line(write_fasta, text, expected)
 
 
 def test_invalid_character_in_a_line_spanning_scan_blocks(write_fasta, monkeypatch):
-    monkeypatch.setattr(fasta_module, "_SCAN_BLOCK", 16)
+    monkeypatch.setattr(fasta_scan, "_SCAN_BLOCK", 16)
     path = write_fasta(b">first\nACGT\n>long\n" + b"A" * 100 + b"*" + b"C" * 50 + b"\n")
     with pytest.raises(FastaError, match=r"record 'long', line 4: invalid character '\*' at column 101"):
         Genome(path)
@@ -359,7 +360,7 @@ def test_truncated_and_foreign_compression(lambda_fasta, tmp_path):
     blocks = tmp_path / "blocks.fa.gz"
     write_bgzf(blocks, fasta_bytes({"r": "ACGT" * 50_000}))
     cut_at_block = tmp_path / "cut_at_block.fa.gz"
-    cut_at_block.write_bytes(blocks.read_bytes()[: int(fasta_module._bgzf_blocks(blocks)[2, 0])])
+    cut_at_block.write_bytes(blocks.read_bytes()[: int(fasta_scan.bgzf_blocks(blocks)[2, 0])])
     with pytest.raises(FastaError, match=r"cut_at_block\.fa\.gz: BGZF file ends without its end-of-file block"):
         Genome(cut_at_block)
     bz = tmp_path / "genome.fa.bz2"

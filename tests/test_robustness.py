@@ -269,7 +269,7 @@ def test_a_window_longer_than_the_record_is_clipped_to_it(model, fasta, tmp_path
 
 @pytest.mark.parametrize("tokenizer", ["nucleotide", "kmer3"])
 def test_the_tokenizer_encodes_exactly_the_characters_the_fasta_check_accepts(tokenizer):
-    from genoformer.genome.fasta import _VALID
+    from genoformer.genome.fasta_scan import _VALID
     from genoformer.tokenize import KmerTokenizer, NucleotideTokenizer
 
     tok = NucleotideTokenizer() if tokenizer == "nucleotide" else KmerTokenizer(3)

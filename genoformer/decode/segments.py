@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from genoformer.genome.annotation import ANNOTATION_COLUMNS as COLUMNS, make_annotation
+from genoformer.genome.annotation_table import ANNOTATION_COLUMNS as COLUMNS, make_annotation
 
 SOURCE = "genoformer"
 STRANDS = ("+", "-")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from genoformer.genome.annotation import parent_lists
+from genoformer.genome.annotation_table import parent_lists
 
 # Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
 _NOT_TRANSCRIPTS = {"protein", "polypeptide"}

@@ -37,7 +37,7 @@ from genoformer.errors import RegionError
 from genoformer.evaluate.features import coding_parts, exon_counts, gene_counts, is_pseudo, transcript_keys
 from genoformer.evaluate.nucleotide import binary_counts, coding_track, confusion, paint
 from genoformer.files import atomic_write
-from genoformer.genome.annotation import check_against_genome
+from genoformer.genome.annotation_table import check_against_genome
 from genoformer.genome.labels import LabelIndex, LabelScheme
 
 # Share of reference coding transcripts with several CDS parts below which a genome counts as

@@ -17,7 +17,7 @@ import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_write
-from genoformer.genome.annotation import parent_lists
+from genoformer.genome.annotation_table import parent_lists
 
 # Rows that make up a transcript's structure; their parent is the transcript.
 PART_TYPES = ("exon", "CDS", "five_prime_UTR", "three_prime_UTR")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from genoformer.errors import GenoformerError
 from genoformer.files import atomic_write
-from genoformer.genome.annotation import parent_lists
+from genoformer.genome.annotation_table import parent_lists
 
 # Tags GFF3 reserves (upper-case first letter); every other tag is written lower-case first.
 RESERVED_TAGS = (

@@ -2,7 +2,8 @@
 
 All coordinates are 0-based half-open (see :mod:`genoformer.genome.fasta`).
 """
-from .annotation import check_against_genome, genbank_to_fasta, make_annotation, read_annotation
+from .annotation import genbank_to_fasta, read_annotation
+from .annotation_table import check_against_genome, make_annotation
 from .fasta import Genome
 from .intervals import Interval, read_bed_regions, subtract_intervals
 from .labels import LabelIndex, LabelScheme, label_track

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from genoformer.errors import ConfigError, RegionError
-from genoformer.genome.annotation import parent_lists
+from genoformer.genome.annotation_table import parent_lists
 
 GENE_STRUCTURE_CLASSES = ("intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR", "ncRNA")
 KINDS = ("gene_structure", "regions")

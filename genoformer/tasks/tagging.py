@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..datasets.stitch import ProbabilityStitcher
 from ..datasets.windows import IGNORE_LABEL
 from ..decode import Stretch, decode_stretches, gene_decoder_options
 from ..errors import ConfigError
@@ -15,7 +16,6 @@ from ..evaluate import evaluate
 from ..genome import LabelScheme
 from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerTagger
-from ..predict import ProbabilityStitcher
 from .base import ReformerTask
 from .metrics import ConfusionMatrix
 
