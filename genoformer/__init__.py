@@ -5,12 +5,13 @@ Data flows one way, and so do the imports, each layer using only those before it
     errors.py, files.py → genome/ (FASTA, windows, annotations → labels) → tokenize/
     → datasets/ (windows → token ids and labels; stitching windows' probabilities back)
     → model/ (torch, no Lightning: config, rotary, attention, chunked, reversible, reformer, heads,
-      networks, memory, runtime, io) → tasks/ (Lightning) → predict.py
-    → decode/, export/, evaluate/ (siblings, on genome/) → annotate.py → report.py → pipeline.py
-    → commands.py → cli.py
+      networks, memory, runtime, io) → tasks/ (Lightning) → predict.py → export/
+    → annotate.py → report.py → pipeline.py → commands.py → cli.py
 
-One arrow runs back: tasks/tagging.py decodes and scores the validation stretches each epoch with
-decode/ and evaluate/ (which themselves use only genome/).
+Beside that line stand three gene-structure libraries that use only genome/ (and each other):
+decode/ (per-base probabilities → gene models), genemodel/ (a gene model learned from an
+annotation, decoded by decode/) and evaluate/ (scores against a reference). tasks/ uses decode/
+and evaluate/ for its gene-level validation scores, annotate.py for its calls, with the same code.
 
 In Python, annotate a genome with a trained model::
 
