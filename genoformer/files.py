@@ -140,15 +140,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         with _naming(Path(path)), open(target, mode, **open_kwargs) as handle:
             yield handle
         return
+    with _replacing(path, target) as tmp, _naming(Path(path)), open(tmp, mode, **open_kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike, target: Path) -> Iterator[Path]:
+    """A temporary sibling of ``target`` that replaces it when the block ends, and is removed if the
+    block fails; OSErrors name ``path``, the name the user gave."""
     with _naming(Path(path)):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_sibling(target)
     try:
+        yield tmp
         with _naming(Path(path)):
-            with open(tmp, mode, **open_kwargs) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -166,17 +173,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with _naming(Path(path)):
             yield Path(path)
         return
-    with _naming(Path(path)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_sibling(target)
-    try:
-        with _naming(Path(path)):
-            yield tmp
-            os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _replacing(path, target) as tmp, _naming(Path(path)):
+        yield tmp
 
 
 @contextlib.contextmanager

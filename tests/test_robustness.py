@@ -351,21 +351,18 @@ def test_evaluate_refuses_a_prediction_on_other_records(gff, tmp_path, capsys):
         "prediction: 'chr1'), so nothing could match; rename one side's records")
 
 
-def test_evaluate_says_why_a_bed_reference_of_genes_counts_nothing(gff, tmp_path, capsys):
-    bed = tmp_path / "genes.bed"
-    bed.write_text("c1\t10\t70\tgene\t0\t+\nc1\t100\t160\tgene\t0\t-\n")
+@pytest.mark.parametrize("lines, message", [
+    ("c1\t10\t70\tgene\t0\t+\nc1\t100\t160\tgene\t0\t-\n",
+     "no CDS feature, so no base or gene of the reference counts: read 2 'gene' (a BED line's name column is "
+     "its type); the scores compare CDS features (BED: name 'CDS', or BED12)"),
+    ("# held out\nc1\t-5\t70\tCDS\t0\t+\n", "line 2: start coordinate '-5' is not a non-negative integer"),
+], ids=["a reference of genes counts nothing", "a negative start names its line"])
+def test_evaluate_says_what_is_wrong_with_a_bed_reference(gff, tmp_path, capsys, lines, message):
+    bed = tmp_path / "reference.bed"
+    bed.write_text(lines)
     status = cli.main(["evaluate", "--reference", str(bed), "--prediction", str(gff)])
-    assert one_error_line(capsys, status) == (
-        f"genoformer: error: {bed}: no CDS feature, so no base or gene of the reference counts: read 2 'gene' "
-        "(a BED line's name column is its type); the scores compare CDS features (BED: name 'CDS', or BED12)")
-
-
-def test_a_negative_bed_start_is_named_with_its_line(gff, tmp_path, capsys):
-    bed = tmp_path / "negative.bed"
-    bed.write_text("# held out\nc1\t-5\t70\tCDS\t0\t+\n")
-    status = cli.main(["evaluate", "--reference", str(bed), "--prediction", str(gff)])
-    assert one_error_line(capsys, status) == (
-        f"genoformer: error: {bed}, line 2: start coordinate '-5' is not a non-negative integer")
+    sep = ", " if message.startswith("line") else ": "
+    assert one_error_line(capsys, status) == f"genoformer: error: {bed}{sep}{message}"
 
 
 # --------------------------------------------------------------------------- names in GFF3 files
