@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window-length", type=positive_int, default=None, help="bases per window (default: the model's training window)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     p.add_argument("--single-strand", action="store_true", help="do not average with the reverse-complement prediction")
-    p.add_argument("--bigwig", action="store_true", help="also write bigWig tracks (needs pyBigWig)")
+    p.add_argument("--bigwig", action="store_true", help="write the probability tracks as bigWig instead of bedGraph (needs pyBigWig)")
     p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--gene-cost", type=non_negative_float, default=None,
                    help="prokaryotes: cost per called gene in summed coding log-odds (default: the model's, "
