@@ -135,8 +135,9 @@ def _stretch(genome: Genome, iv: Interval) -> Stretch:
     return Stretch(iv.name, iv.start, None if whole else f"{iv.name}:{iv.start + 1}-{iv.end}")
 
 
-def _stretches(genome: Genome, fasta, records, regions) -> list[Interval]:
-    """The stretches to annotate, grouped by record (in order of each record's first stretch)."""
+def genome_stretches(genome: Genome, fasta, records=None, regions=None) -> list[Interval]:
+    """The stretches of ``genome`` to work on: the ``regions`` (a BED path or Intervals, checked against the
+    genome), else the ``records`` (default: all) whole; grouped by record (in order of each record's first stretch)."""
     from .genome import read_bed_regions
 
     if regions is not None:
@@ -245,7 +246,7 @@ def annotate_genome(
         dev = _device(device)
         network.to(dev)
     genome = Genome(fasta)
-    stretches = _stretches(genome, fasta, records, regions)
+    stretches = genome_stretches(genome, fasta, records, regions)
     min_stretch = model.tokenizer.k if network is not None else 1
 
     def probabilities(iv: Interval, progress) -> np.ndarray:  # (2, classes, len(iv))
@@ -294,15 +295,17 @@ def annotate_genome(
                     print(f"genoformer: {fasta}: record {iv.name!r} [{iv.start}, {iv.end}) is shorter than one "
                           f"{min_stretch}-mer token; no predictions for it", file=sys.stderr)
                     continue
-                probs = probabilities(iv, update)
-                if gene_model is not None:
+                if gene_model is not None:  # the gene model reads the sequence alone: no probabilities
                     tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix))
-                elif not pooled:
+                    continue
+                probs = probabilities(iv, update)
+                if not pooled:
                     tables += decode_stretches([_stretch(genome, iv)], lambda i, lazy: (
                         genome.fetch(iv.name, iv.start, iv.end), probs), scheme, organism, **decoder_options)
                 elif scratch is not None:
-                    np.save(scratch / f"{len(waiting)}.npy", probs)
-                    waiting.append((iv, scratch / f"{len(waiting)}.npy"))
+                    path = scratch / f"{len(waiting)}.npy"
+                    np.save(path, probs)
+                    waiting.append((iv, path))
                 else:
                     waiting.append((iv, None))
                 if tracked:

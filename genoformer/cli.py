@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -240,6 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"genoformer: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -263,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         # Batch schedulers stop jobs with SIGTERM: clean up (temporary files, locks) as for Ctrl-C.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            return getattr(commands, args.command.replace("-", "_"))(args) or 0
+            with warnings.catch_warnings():
+                # The library's warnings (e.g. a gene model learned from few genes) reach a user as one line.
+                warnings.showwarning = _one_line_warning
+                return getattr(commands, args.command.replace("-", "_"))(args) or 0
         finally:
             signal.signal(signal.SIGTERM, previous)
     except GenoformerError as exc:

@@ -24,16 +24,12 @@ def annotate(args: argparse.Namespace) -> int:
 
 
 def gene_model(args: argparse.Namespace) -> int:
+    from .annotate import genome_stretches
     from .genemodel import GeneModel
-    from .genome import Genome, Interval, read_annotation, read_bed_regions
+    from .genome import Genome, read_annotation
 
     genome = Genome(args.fasta)
-    if args.regions:
-        regions = read_bed_regions(args.regions)
-        for iv in regions:
-            genome.validate_interval(iv.name, iv.start, iv.end)
-    else:
-        regions = [Interval(name, 0, genome.lengths[name]) for name in genome.names]
+    regions = genome_stretches(genome, args.fasta, regions=args.regions)
     model = GeneModel.fit(genome, read_annotation(args.annotation), regions, order=args.order)
     print(model.save(args.out))
     print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)

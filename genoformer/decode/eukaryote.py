@@ -145,7 +145,8 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
     pos = position.tolist()
     kinds = kind.tolist()
     frames = np.arange(3) % len(scores.cds)
-    c_at = [scores.cds[frames[f], position].tolist() for f in range(3)]  # per frame
+    rows = [scores.cds[r, position].tolist() for r in range(len(scores.cds))]  # one row: the network's, all frames
+    c_at = [rows[frames[f]] for f in range(3)]  # per frame
     i_at = scores.intron[np.minimum(position, length)].tolist()
     c_after_stop = scores.cds[frames[position % 3], np.minimum(position + 3, length)].tolist()
     bonus = np.zeros(len(position))

@@ -23,7 +23,7 @@ from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.signals import WINDOWS
-from genoformer.genemodel.training import TrainingCounts, add_region, coding_transcripts
+from genoformer.genemodel.training import LENGTH_KINDS, TrainingCounts, add_region, coding_transcripts
 from genoformer.genome.intervals import Interval
 
 FORMAT_VERSION = 1
@@ -31,7 +31,6 @@ FILE_NAME = "gene_model.json"
 FEW_GENES = 200  # fewer training genes than this: the counts are thin, say so
 # A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
 MIN_SIGNAL_SHARE = 0.001
-_LENGTH_KINDS = ("intron", "single_exon", "initial_exon", "internal_exon", "terminal_exon", "intergenic")
 
 
 @dataclass
@@ -99,7 +98,7 @@ class GeneModel:
 
     def mean_length(self, kind: str, floor: float = 1.0) -> float:
         """Mean training length of ``kind`` ("exon": every exon kind pooled), ``floor`` without any."""
-        values = (sum((self.lengths[k] for k in _LENGTH_KINDS if k.endswith("_exon")), []) if kind == "exon"
+        values = (sum((self.lengths[k] for k in LENGTH_KINDS if k.endswith("_exon")), []) if kind == "exon"
                   else self.lengths.get(kind)) or []
         return max(float(np.mean(values)) if values else floor, floor)
 
@@ -168,8 +167,8 @@ class GeneModel:
             fail("signals", f"must have the kinds {sorted(WINDOWS)}")
         tables = {k: array(f"signals.{k}", signals[k], (WINDOWS[k][1], 4, 4)) for k in WINDOWS}
         lengths = data["lengths"]
-        if not isinstance(lengths, dict) or not all(isinstance(lengths.get(k), list) for k in _LENGTH_KINDS):
-            fail("lengths", f"must list the lengths of {list(_LENGTH_KINDS)}")
+        if not isinstance(lengths, dict) or not all(isinstance(lengths.get(k), list) for k in LENGTH_KINDS):
+            fail("lengths", f"must list the lengths of {list(LENGTH_KINDS)}")
         for name in ("donors", "acceptors", "start_codons", "stop_codons"):
             if not isinstance(data[name], dict) or not all(isinstance(c, int) for c in data[name].values()):
                 fail(name, "must map words to counts")
@@ -182,7 +181,7 @@ class GeneModel:
                    background=array("background", data["background"], (4, 4)), signals=tables,
                    donors=dict(data["donors"]), acceptors=dict(data["acceptors"]),
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
-                   lengths={k: [int(x) for x in lengths[k]] for k in _LENGTH_KINDS},
+                   lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
                    report=dict(data.get("report") or {}), pseudocount=float(pseudocount))
 
 

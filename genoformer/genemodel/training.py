@@ -20,10 +20,15 @@ import pandas as pd
 from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index
 from genoformer.genemodel.markov import count_words, ending_words
 from genoformer.genemodel.signals import WINDOWS, count_sites
+from genoformer.genome.annotation_table import parent_lists
 
 UNUSED, INTERGENIC, INTRON, CODING = -1, 0, 1, 2
 _CDS_TYPES = ("CDS", "stop_codon")  # GTF leaves the stop codon out of CDS rows
 _LETTERS = "ACGT"
+
+
+# The lengths counted in training, one list each.
+LENGTH_KINDS = ("intron", "single_exon", "initial_exon", "internal_exon", "terminal_exon", "intergenic")
 
 
 @dataclass
@@ -40,8 +45,7 @@ class TrainingCounts:
     acceptors: Counter = field(default_factory=Counter)  # its last two
     starts: Counter = field(default_factory=Counter)
     stops: Counter = field(default_factory=Counter)
-    lengths: dict = field(default_factory=lambda: {name: [] for name in (
-        "intron", "single_exon", "initial_exon", "internal_exon", "terminal_exon", "intergenic")})
+    lengths: dict = field(default_factory=lambda: {name: [] for name in LENGTH_KINDS})
     report: Counter = field(default_factory=Counter)  # genes used, and skipped per reason
 
     def __post_init__(self):
@@ -58,7 +62,9 @@ def coding_transcripts(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
     rows = annotation[(annotation["seqid"] == name) & annotation["type"].isin(_CDS_TYPES)]
     pseudo = rows["attributes"].map(lambda a: isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true")
     rows = rows[~pseudo.to_numpy(dtype=bool)]
-    first_parent = rows["parent"].map(lambda p: p.split(",")[0] if isinstance(p, str) and p else None)
+    # An ID may hold an (escaped) comma: split Parent against the table's known IDs.
+    parents = parent_lists([p if isinstance(p, str) and p else None for p in rows["parent"]], annotation["id"].tolist())
+    first_parent = pd.Series([listed[0] if listed else None for listed in parents], index=rows.index, dtype=object)
     transcript = rows["transcript_id"].where(rows["transcript_id"].notna(), first_parent)
     transcript = transcript.where(transcript.notna(), rows["id"])
     gene = rows["gene_id"].where(rows["gene_id"].notna(), transcript)
