@@ -125,7 +125,7 @@ class GeneModel:
         """Read a model folder written by :meth:`save`; refuses other versions and missing or malformed fields."""
         path = Path(folder) / FILE_NAME
         if not path.is_file():
-            raise ModelFileError(path, "gene model file not found (train one with GeneModel.fit and save it)")
+            raise ModelFileError(path, "gene model file not found (learn one with `genoformer gene-model`, or GeneModel.fit and save)")
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
