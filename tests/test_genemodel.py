@@ -10,7 +10,7 @@ import pytest
 
 from genoformer.decode.eukaryote import StrandScores, decode_strand
 from genoformer.decode.segments import encode_bases, prefix_sums
-from genoformer.errors import ConfigError, ModelFileError
+from genoformer.errors import ModelFileError
 from genoformer.evaluate import evaluate
 from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model, gene_model_transcripts
 from genoformer.genome import Genome, Interval, read_annotation
@@ -169,19 +169,6 @@ def test_gene_model_from_four_slices_finds_the_coding_sequence_of_the_fifth(atha
     assert baseline_f1 < 0.3 and baseline_exon_f1 < 0.05
 
 
-def test_fitting_on_fewer_than_200_genes_warns_with_the_count(athaliana):
-    genome, annotation = athaliana
-    with pytest.warns(UserWarning, match=r"only \d+ genes"):
-        model = GeneModel.fit(genome, annotation, [Interval("Chr1", 0, genome.lengths["Chr1"])])
-    assert model.report["genes used"] < 200
-
-
-def test_fitting_refuses_regions_without_a_coding_gene(athaliana):
-    genome, annotation = athaliana
-    with pytest.raises(ConfigError, match="no usable coding gene"):
-        GeneModel.fit(genome, annotation, [Interval("ChrC", 0, 500)])
-
-
 # --------------------------------------------------------------------------- the model file
 
 def test_a_saved_gene_model_loads_back_equal_and_decodes_the_same(tmp_path, athaliana, trained):
@@ -208,6 +195,22 @@ def test_loading_refuses_another_version_or_a_missing_or_broken_field_naming_fil
     path.write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match=f"gene_model.json.*'{field}'"):
         GeneModel.load(tmp_path)
+
+
+@pytest.mark.parametrize("change, told", [
+    (lambda d: d.update(format_version=0), "reads version 1, the file has 0; learn the gene model again with this version"),
+    (lambda d: d.pop("format_version"), "the file has None; learn the gene model again"),
+    (lambda d: d.pop("lengths"), "'lengths': missing: the file is incomplete or was not written by genoformer; learn"),
+])
+def test_a_gene_model_file_from_another_version_or_missing_a_field_says_to_learn_it_again(tmp_path, trained, change, told):
+    path = trained.save(tmp_path)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelFileError) as refused:
+        GeneModel.load(tmp_path)
+    assert str(refused.value).startswith(f"{path}: gene model field ")
+    assert told in str(refused.value) and str(refused.value).endswith("(`genoformer gene-model`)")
 
 
 def test_loading_refuses_a_folder_without_a_gene_model_or_a_file_that_is_not_json(tmp_path):

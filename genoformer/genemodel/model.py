@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,12 +22,13 @@ from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.signals import WINDOWS
-from genoformer.genemodel.training import LENGTH_KINDS, TrainingCounts, add_region, coding_transcripts
+from genoformer.genemodel.training import (
+    LENGTH_KINDS, TrainingCounts, add_region, check_training_genes, coding_transcripts,
+)
 from genoformer.genome.intervals import Interval
 
 FORMAT_VERSION = 1
 FILE_NAME = "gene_model.json"
-FEW_GENES = 200  # fewer training genes than this: the counts are thin, say so
 # A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
 MIN_SIGNAL_SHARE = 0.001
 
@@ -59,13 +59,16 @@ class GeneModel:
         """Learn from the coding genes of ``annotation`` (``read_annotation``) lying wholly inside
         ``regions`` of ``genome`` (a :class:`~genoformer.genome.Genome`), one transcript per gene (the
         longest CDS). Genes whose CDS is not a whole open reading frame are skipped and counted in
-        ``report``; fewer than ``FEW_GENES`` usable genes give a warning."""
+        ``report``. Refused, naming the annotation file: regions without a coding gene, an annotation whose CDS
+        mostly do not fit the sequence, introns mostly not GT-AG / GC-AG / AT-AC; fewer than ``FEW_GENES``
+        usable genes give a warning."""
         if not 1 <= order <= 8:
             raise ConfigError(f"gene model order must be between 1 and 8, got {order}")
         counts = TrainingCounts(order=order)
         start_codons, stop_codons = tuple(start_codons), tuple(stop_codons)
         began = time.perf_counter()
         by_record: dict[str, pd.DataFrame] = {}
+        regions = list(regions)
         for region in regions:
             if region.name not in by_record:
                 by_record[region.name] = coding_transcripts(annotation, region.name)
@@ -74,12 +77,7 @@ class GeneModel:
             inside = spans.index[(spans["start"] >= region.start) & (spans["end"] <= region.end)]
             codes = encode_bases(genome.fetch(region.name, region.start, region.end))
             add_region(counts, codes, pieces[pieces["transcript"].isin(inside)], region.start, start_codons, stop_codons)
-        used = counts.report["genes used"]
-        if used == 0:
-            raise ConfigError("no usable coding gene inside the training regions: nothing to learn a gene model from")
-        if used < FEW_GENES:
-            warnings.warn(f"the gene model learned from only {used} genes (fewer than {FEW_GENES}); "
-                          "its statistics will be noisy", stacklevel=2)
+        check_training_genes(counts, annotation, genome.path, regions)
         counts.report["training seconds"] = round(time.perf_counter() - began, 1)
         return cls(order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
                    background=counts.background, signals=counts.signals, donors=dict(counts.donors),
@@ -142,12 +140,13 @@ class GeneModel:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             fail("format_version", f"this genoformer reads version {FORMAT_VERSION}, the file has {version!r}; "
-                                   "train the gene model again with this version")
+                                   "learn the gene model again with this version (`genoformer gene-model`)")
         missing = [name for name in ("order", "pseudocount", "coding", "intron", "intergenic", "background",
                                      "signals", "donors", "acceptors", "start_codons", "stop_codons", "lengths")
                    if name not in data]
         if missing:
-            fail(missing[0], "missing")
+            fail(missing[0], "missing: the file is incomplete or was not written by genoformer; learn the gene "
+                             "model again (`genoformer gene-model`)")
         order = data["order"]
         if not isinstance(order, int) or not 1 <= order <= 8:
             fail("order", f"must be an integer between 1 and 8, got {order!r}")

@@ -11,6 +11,7 @@ Genes must lie wholly inside a region.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,14 +19,23 @@ import numpy as np
 import pandas as pd
 
 from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index
+from genoformer.errors import AnnotationError
 from genoformer.genemodel.markov import count_words, ending_words
 from genoformer.genemodel.signals import WINDOWS, count_sites
 from genoformer.genome.annotation_table import parent_lists
+from genoformer.genome.intervals import Interval
 
 UNUSED, INTERGENIC, INTRON, CODING = -1, 0, 1, 2
 _CDS_TYPES = ("CDS", "stop_codon")  # GTF leaves the stop codon out of CDS rows
 _LETTERS = "ACGT"
 
+# Why a gene's CDS does not fit the sequence (see _check); in a good annotation few genes fail (A. thaliana
+# chromosome 1, 0-24 Mb: 20 of 5,440), so when most do, the annotation does not belong to this FASTA.
+_MISFITS = ("CDS length not a multiple of 3", "no start codon", "no stop codon", "in-frame stop codon")
+MAX_MISFIT_SHARE = 0.5
+CANONICAL_INTRONS = ("GT-AG", "GC-AG", "AT-AC")
+MIN_CANONICAL_SHARE = 0.5  # A. thaliana: 99% of introns are GT-AG or GC-AG
+FEW_GENES = 200  # fewer training genes than this: the counts are thin, say so
 
 # The lengths counted in training, one list each.
 LENGTH_KINDS = ("intron", "single_exon", "initial_exon", "internal_exon", "terminal_exon", "intergenic")
@@ -43,6 +53,7 @@ class TrainingCounts:
     signals: dict = field(default_factory=dict)  # kind -> (width, 4, 4) window counts
     donors: Counter = field(default_factory=Counter)  # an intron's first two bases
     acceptors: Counter = field(default_factory=Counter)  # its last two
+    introns: Counter = field(default_factory=Counter)  # "GT-AG": an intron's first and last two bases
     starts: Counter = field(default_factory=Counter)
     stops: Counter = field(default_factory=Counter)
     lengths: dict = field(default_factory=lambda: {name: [] for name in LENGTH_KINDS})
@@ -141,8 +152,10 @@ def add_region(counts: TrainingCounts, codes: np.ndarray, pieces: pd.DataFrame, 
         for (_, donor), (acceptor, _) in zip(exons, exons[1:]):
             sites["donor"][strand].append(donor)
             sites["acceptor"][strand].append(acceptor)
-            counts.donors[_word(view[donor:donor + 2])] += 1
-            counts.acceptors[_word(view[acceptor - 2:acceptor])] += 1
+            donor_word, acceptor_word = _word(view[donor:donor + 2]), _word(view[acceptor - 2:acceptor])
+            counts.donors[donor_word] += 1
+            counts.acceptors[acceptor_word] += 1
+            counts.introns[f"{donor_word}-{acceptor_word}"] += 1
             counts.lengths["intron"].append(acceptor - donor)
         counts.starts[_word(spliced[:3])] += 1
         counts.stops[_word(spliced[-3:])] += 1
@@ -196,3 +209,50 @@ def _count_strand(counts: TrainingCounts, view: np.ndarray, labels: np.ndarray, 
         offset, width = WINDOWS[kind]
         counts.signals[kind] += count_sites(view, at, offset, width)
 
+
+
+def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta, regions: list[Interval]) -> None:
+    """Refuse training genes a gene model cannot be learned from, naming the annotation file and what to
+    do; warn when they are few. ``counts`` as :func:`add_region` left them for ``regions`` of ``fasta``."""
+    path = annotation.attrs.get("path", "the annotation")
+    report = counts.report
+    seen = sum(n for key, n in report.items() if key == "genes used" or key.startswith("skipped: "))
+    if seen == 0:
+        names = sorted({region.name for region in regions})
+        with_cds = sorted(set(annotation.loc[annotation["type"].isin(_CDS_TYPES), "seqid"]))
+        on_records = [name for name in names if name in with_cds]
+        why = ("no coding gene lies wholly inside them" if on_records else
+               f"it has no CDS rows on {', '.join(map(repr, names[:5]))} (its CDS rows are on: "
+               f"{', '.join(with_cds[:5]) or 'no record'}{', ...' if len(with_cds) > 5 else ''})")
+        raise AnnotationError(path, f"nothing to learn a gene model from in the training regions "
+                                    f"{_describe(regions)} of {fasta}: {why}; train on regions that hold "
+                                    "annotated coding genes, with record names as the FASTA has them")
+    misfits = {reason: report[f"skipped: {reason}"] for reason in _MISFITS if report[f"skipped: {reason}"]}
+    if sum(misfits.values()) > MAX_MISFIT_SHARE * seen:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in misfits.items())
+        raise AnnotationError(path, f"{sum(misfits.values())} of the {seen} coding genes in the training regions "
+                                    f"do not fit the sequence of {fasta} ({reasons}): the CDS coordinates and phases "
+                                    "contradict this FASTA; check that the annotation and the FASTA come from the "
+                                    "same assembly, with the same record names and 1-based coordinates")
+    used = report["genes used"]
+    if used == 0:
+        reasons = ", ".join(f"{key.removeprefix('skipped: ')}: {n}" for key, n in report.items() if n)
+        raise AnnotationError(path, f"no usable coding gene in the training regions {_describe(regions)} of "
+                                    f"{fasta} ({reasons}); train on regions that hold complete coding genes")
+    introns = sum(counts.introns.values())
+    canonical = sum(counts.introns[pair] for pair in CANONICAL_INTRONS)
+    if introns and canonical < MIN_CANONICAL_SHARE * introns:
+        common = ", ".join(f"{pair} {n}" for pair, n in counts.introns.most_common(3))
+        raise AnnotationError(path, f"{introns - canonical} of the {introns} introns of the training genes are not "
+                                    f"{', '.join(CANONICAL_INTRONS)} (most common: {common}): the gene model's splice "
+                                    f"signals are built for canonical introns; check that the exon coordinates fit "
+                                    f"{fasta} (same assembly), or use a gene finder made for this species' splicing")
+    if used < FEW_GENES:
+        warnings.warn(f"{path}: the gene model learned from only {used} genes (fewer than {FEW_GENES}); its "
+                      "statistics will be noisy: train on more of the genome if you can", stacklevel=3)
+
+
+def _describe(regions: list[Interval], most: int = 3) -> str:
+    """``NC_1:1-500, NC_1:900-1,200 and 4 more`` (1-based, inclusive)."""
+    shown = ", ".join(f"{r.name}:{r.start + 1:,}-{r.end:,}" for r in regions[:most])
+    return shown + (f" and {len(regions) - most} more" if len(regions) > most else "")
