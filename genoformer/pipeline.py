@@ -178,6 +178,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         minutes = config[stage]["max_minutes"]
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
             raise ConfigError(f"{path}: {stage}.max_minutes must be a number of minutes > 0 (or null), got {minutes!r}")
+    order = config["genemodel"]["order"]
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 8:
+        raise ConfigError(f"{path}: genemodel.order must be a whole number from 1 to 8, got {order!r}")
     from .decode import PROKARYOTE_OPTIONS, gene_decoder_options
 
     try:  # optional, so the defaults cannot type-check them; checked now, not after training

@@ -298,6 +298,7 @@ def test_shipped_lightning_cli_config_parses():
     ({"annotate": {"closed_ends": "yes"}}, "annotate.closed_ends must be true or false, got 'yes'"),
     ({"finetune": {"max_minutes": 0}}, "finetune.max_minutes must be a number of minutes > 0 \\(or null\\), got 0"),
     ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
+    ({"genemodel": {"order": 12}}, "genemodel.order must be a whole number from 1 to 8, got 12"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},
       "annotate": {"codon_weight": 5}}, "annotate.codon_weight applies to the prokaryote gene decoder only"),
 ])
