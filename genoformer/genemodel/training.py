@@ -210,7 +210,6 @@ def _count_strand(counts: TrainingCounts, view: np.ndarray, labels: np.ndarray, 
         counts.signals[kind] += count_sites(view, at, offset, width)
 
 
-
 def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta, regions: list[Interval]) -> None:
     """Refuse training genes a gene model cannot be learned from, naming the annotation file and what to
     do; warn when they are few. ``counts`` as :func:`add_region` left them for ``regions`` of ``fasta``."""
@@ -224,7 +223,7 @@ def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta
         why = ("no coding gene lies wholly inside them" if on_records else
                f"it has no CDS rows on {', '.join(map(repr, names[:5]))} (its CDS rows are on: "
                f"{', '.join(with_cds[:5]) or 'no record'}{', ...' if len(with_cds) > 5 else ''})")
-        raise AnnotationError(path, f"nothing to learn a gene model from in the training regions "
+        raise AnnotationError(path, "nothing to learn a gene model from in the training regions "
                                     f"{_describe(regions)} of {fasta}: {why}; train on regions that hold "
                                     "annotated coding genes, with record names as the FASTA has them")
     misfits = {reason: report[f"skipped: {reason}"] for reason in _MISFITS if report[f"skipped: {reason}"]}
@@ -245,7 +244,7 @@ def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta
         common = ", ".join(f"{pair} {n}" for pair, n in counts.introns.most_common(3))
         raise AnnotationError(path, f"{introns - canonical} of the {introns} introns of the training genes are not "
                                     f"{', '.join(CANONICAL_INTRONS)} (most common: {common}): the gene model's splice "
-                                    f"signals are built for canonical introns; check that the exon coordinates fit "
+                                    "signals are built for canonical introns; check that the exon coordinates fit "
                                     f"{fasta} (same assembly), or use a gene finder made for this species' splicing")
     if used < FEW_GENES:
         warnings.warn(f"{path}: the gene model learned from only {used} genes (fewer than {FEW_GENES}); its "
