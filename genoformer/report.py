@@ -109,8 +109,8 @@ def _beats(model: float | None, alone: float | None) -> bool:
 
 def network_against_others(label: str, model: dict, others: dict[str, dict],
                            organism: str = "prokaryote") -> list[str]:
-    """Markdown lines: the ``organism``'s headline measures of the model's annotation (``label``) and of each
-    other annotation of the same regions (label -> results), and plainly whether the network beat each."""
+    """Markdown lines: the ``organism``'s headline measures of the run's own annotation (``label``) and of each
+    other annotation of the same regions (label -> results), and plainly whether the run's own beat each."""
     rows = {label: model, **others}
     measures = [(name, keys) for name, keys in HEADLINES[organism]
                 if any(_headline(result, keys) is not None for result in rows.values())]
@@ -125,11 +125,11 @@ def network_against_others(label: str, model: dict, others: dict[str, dict],
         won = [name for name, m, a in scored if _beats(m, a)]
         lost = [name for name, m, a in scored if not _beats(m, a)]
         if not lost:
-            lines.append(f"**The network beat the {other}** on every measure.")
+            lines.append(f"**{label} beat the {other}** on every measure.")
         elif not won:
-            lines.append(f"**The network did not beat the {other}** on any measure.")
+            lines.append(f"**{label} did not beat the {other}** on any measure.")
         else:
-            lines.append(f"**The network beat the {other} only on {', '.join(won)}**; not on "
+            lines.append(f"**{label} beat the {other} only on {', '.join(won)}**; not on "
                          f"{', '.join(lost)} (equal or worse).")
     return lines + [""]
 

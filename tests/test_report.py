@@ -32,22 +32,22 @@ def test_report_says_plainly_when_the_network_did_not_beat_the_decoder_alone():
     lines = network_against_decoder(_results(0.95, 0.85, 0.70, 0.90), _results(0.966, 0.879, 0.807, 0.941))
     assert lines[2] == "| genoformer (network + decoder) | 0.950 | 0.850 | 0.700 | 0.900 |"
     assert lines[3] == "| decoder alone (no network) | 0.966 | 0.879 | 0.807 | 0.941 |"
-    assert "**The network did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
+    assert "**genoformer (network + decoder) did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
 
 
 def test_report_names_the_measures_the_network_won_and_lost():
     text = "\n".join(network_against_decoder(_results(0.97, 0.90, 0.80, 0.941), _results(0.966, 0.879, 0.807, 0.941)))
-    assert ("**The network beat the decoder alone (no network) only on strand-aware MCC, either-strand MCC**; not on "
+    assert ("**genoformer (network + decoder) beat the decoder alone (no network) only on strand-aware MCC, either-strand MCC**; not on "
             "exact-gene F1, stop-exact gene F1 (equal or worse).") in text
     text = "\n".join(network_against_decoder(_results(0.99, 0.95, 0.9, 0.97), _results(0.966, 0.879, 0.807, 0.941)))
-    assert "**The network beat the decoder alone (no network)** on every measure." in text
+    assert "**genoformer (network + decoder) beat the decoder alone (no network)** on every measure." in text
 
 
 def test_report_does_not_credit_the_network_with_measures_it_left_undefined():
     """A model that called nothing has no MCC or precision (n/a): that is no win over the decoder alone."""
     lines = network_against_decoder(_results(None, None, None, None), _results(0.966, 0.879, 0.807, 0.941))
     assert lines[2] == "| genoformer (network + decoder) | n/a | n/a | n/a | n/a |"
-    assert "**The network did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
+    assert "**genoformer (network + decoder) did not beat the decoder alone (no network)** on any measure" in "\n".join(lines)
 
 
 def test_a_eukaryote_report_sets_every_annotation_side_by_side_on_gene_finder_measures():
@@ -62,5 +62,5 @@ def test_a_eukaryote_report_sets_every_annotation_side_by_side_on_gene_finder_me
     assert lines[2:5] == ["| genoformer (network + decoder) | 0.590 | 0.580 | 0.600 | 0.200 | 0.050 |",
                           "| decoder alone (no network) | 0.290 | 0.280 | 0.300 | 0.100 | 0.000 |",
                           "| gene model alone (no network) | 0.940 | 0.930 | 0.950 | 0.800 | 0.550 |"]
-    assert "**The network beat the decoder alone (no network)** on every measure." in lines
-    assert "**The network did not beat the gene model alone (no network)** on any measure." in lines
+    assert "**genoformer (network + decoder) beat the decoder alone (no network)** on every measure." in lines
+    assert "**genoformer (network + decoder) did not beat the gene model alone (no network)** on any measure." in lines
