@@ -40,6 +40,7 @@ def test_config_round_trips_through_json():
     (dict(pad_token_id=10), "pad_token_id"),
     (dict(head_group_size=3), "head_group_size"),
     (dict(causal="yes"), "true or false"),
+    (dict(reversible="sometimes"), 'true, false or "auto"'),
 ])
 def test_config_validation(changes, words):
     if words is None:
