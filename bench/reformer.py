@@ -1,12 +1,15 @@
 """Reformer forward+backward against Hugging Face, reformer-pytorch and full attention.
 
     .venv/bin/python bench/reformer.py [--quick] [--lengths 4096,16384,...] [--hashes 4,2]
-        [--tools hf,reformer-pytorch,full,genoformer,genoformer-bf16] [--timeout 600]
+        [--tools hf,reformer-pytorch,full,genoformer,genoformer-auto,genoformer-bf16] [--timeout 600]
         [--depths 2,6,12] [--depth-length 16384] [--max-rss-gb 20] [--json results.json]
+        [--recipes-before 8c36586]
 
 Every configuration runs in a fresh process (bench/_measure.py): batch 1, random token ids,
 forward + backward of the mean square of every 6th hidden state, fp32 unless the tool name says
-bf16 (CPU autocast, backward outside the autocast context). Model: d_model 256, 4 heads of 64,
+bf16 (CPU autocast, backward outside the autocast context). `genoformer` is the reversible stack
+(memory-lean: `reversible=True`), `genoformer-auto` the default `reversible="auto"` (activations kept
+and no recompute where they fit in memory, as at these lengths on a large machine). Model: d_model 256, 4 heads of 64,
 feed-forward 1024, depth 6, vocabulary 10, no dropout, chunk/bucket 64, n_hashes as given. Seconds are the best of up to three
 steps (one step once a step takes 20 s or more); peak RSS is the whole child process's.
 
@@ -20,6 +23,8 @@ A peer is skipped at larger lengths once it failed or took more than --slow seco
 a linear extrapolation of its peak RSS passes --max-rss-gb; full attention also when its quadratic
 time extrapolation passes --timeout. The main table's last columns give genoformer's tokens/s ratio
 and peak-memory ratio to the faster Reformer peer at the same n_hashes and to full attention.
+`--recipes-before REV` then prints bench/recipes.py's table: the recipes' own training tokens/s with
+the code of git revision REV and with the working tree.
 """
 from __future__ import annotations
 
@@ -45,11 +50,10 @@ from bench._measure import measure  # noqa: E402
 D_MODEL, N_HEADS, D_FF, DEPTH, CHUNK, VOCAB = 256, 4, 1024, 6, 64, 10
 # peers' feed-forward runs over pieces of this many tokens (their own chunking options)
 FF_CHUNK_TOKENS = 4096
-LSH_TOOLS = ("hf", "reformer-pytorch", "genoformer", "genoformer-bf16")
-ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-bf16")
+ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-auto", "genoformer-bf16")
 PEERS = ("hf", "reformer-pytorch")
 LABELS = {"hf": "HF Reformer", "reformer-pytorch": "reformer-pytorch", "full": "full attention (SDPA)",
-          "genoformer": "genoformer", "genoformer-bf16": "genoformer bf16"}
+          "genoformer": "genoformer", "genoformer-auto": "genoformer auto", "genoformer-bf16": "genoformer bf16"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,12 +102,13 @@ def build_genoformer(length: int, *, n_hashes: int, depth: int = DEPTH, **overri
 
 
 def genoformer_config(n_hashes: int, depth: int = DEPTH, **overrides):
-    """The benchmark configuration; `overrides` set other ReformerConfig fields (memory knobs)."""
+    """The benchmark configuration; `overrides` set other ReformerConfig fields (memory knobs, and
+    `reversible`: the reversible stack unless overridden)."""
     from genoformer.model import ReformerConfig
 
-    return ReformerConfig(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF,
-                          attention="lsh", chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0,
-                          reversible=True, **overrides)
+    settings = dict(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF, attention="lsh",
+                    chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0, reversible=True)
+    return ReformerConfig(**{**settings, **overrides})
 
 
 def _largest_factor_up_to_sqrt(n: int) -> int:
@@ -157,8 +162,11 @@ def _sinusoid(length: int, d_model: int, device) -> torch.Tensor:
 def tool_spec(tool: str, n_hashes: int | None, depth: int = DEPTH) -> tuple[str, dict, bool]:
     """(builder, kwargs, bf16) for one table column."""
     builder = {"hf": "build_hf", "reformer-pytorch": "build_reformer_pytorch", "full": "build_full",
-               "genoformer": "build_genoformer", "genoformer-bf16": "build_genoformer"}[tool]
+               "genoformer": "build_genoformer", "genoformer-auto": "build_genoformer",
+               "genoformer-bf16": "build_genoformer"}[tool]
     kwargs = {"depth": depth} if tool == "full" else {"n_hashes": n_hashes, "depth": depth}
+    if tool == "genoformer-auto":
+        kwargs["reversible"] = "auto"
     return f"bench.reformer:{builder}", kwargs, tool == "genoformer-bf16"
 
 
@@ -301,6 +309,7 @@ def parse_args(argv=None):
     parser.add_argument("--depth-length", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's record here")
+    parser.add_argument("--recipes-before", metavar="REV", help="then the recipes' tokens/s: REV against the working tree")
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths = [4096, 16384]
@@ -346,6 +355,11 @@ def main(argv=None) -> None:
         print(depth_table(args, results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if args.recipes_before:
+        from bench import recipes
+
+        print(f"\nRecipes' training tokens/s, {args.recipes_before} against the working tree:\n", flush=True)
+        recipes.main(["--before", args.recipes_before, "--threads", str(args.threads or 0)])
 
 
 if __name__ == "__main__":
