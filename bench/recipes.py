@@ -10,7 +10,9 @@ depth 4, d_ff 256, [local, lsh], 2 hash rounds, dropout 0.05. Each measurement i
 builds the stage's task and data module as the pipeline does (same settings and seed) and trains
 `--warmup` + `--steps` steps with the recipe's `trainer:` section (validation, checkpoints and logging
 off); a step's time runs from one batch's start to the next's (data loading, Lightning, optimiser
-included); tokens/s is the median over the timed steps.
+included); tokens/s is the median over the timed steps, of wall time and of the process's CPU time
+(on a machine shared with other jobs wall time includes waiting for a core, CPU time does not; with
+`--threads 1` CPU seconds are the step's work).
 
 `--before REV` also measures the code of git revision REV (its `genoformer/` exported into a temporary
 folder), interleaved run by run with the working tree's, and prints the ratio of medians over `--runs`;
@@ -18,7 +20,8 @@ the loss of every step is compared too: an exact fast path gives the same curve 
 
 `--profile` times one training step's parts instead (manual steps without Lightning, in one process):
 the reversible stack against the ordinary one (the recompute), torch.profiler self-CPU time grouped by
-what the operators do, data loading per batch, and Lightning's own time per step.
+what the operators do, data loading per batch, and the same task's step through Lightning (its
+overhead: the difference to the manual step).
 
 On a machine shared with other jobs, `--threads 1` keeps torch's worker threads from waiting on each
 other (with 2 threads on 2 busy cores, steps ran 7x slower than with 1).
@@ -47,6 +50,8 @@ PROFILE_GROUPS = {
     "projections + feed-forward (mm, addmm, gelu)": ("aten::mm", "aten::addmm", "aten::gelu", "aten::linear"),
     "hashing + sorting (sort, argmax, randn)": ("aten::sort", "aten::argmax", "aten::randn", "normal_"),
     "layer norms": ("layer_norm",),
+    "elementwise arithmetic and copies": ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::copy_",
+                                          "aten::fill_", "aten::cat", "aten::sum", "aten::where", "aten::zero"),
     "optimiser (AdamW)": ("_foreach", "Optimizer.step"),
 }
 
@@ -78,36 +83,44 @@ def build(recipe: str, stage: str, overrides: dict):
     return config, task, datamodule
 
 
-def timed_fit(spec: dict) -> dict:
+def fit_timed(task, datamodule, trainer_settings: dict, warmup: int, steps: int) -> dict:
+    """Train `warmup` + `steps` steps; the timed steps' medians (wall and CPU seconds) and every loss."""
     import pytorch_lightning as pl
-    import torch
 
     class StepTimes(pl.Callback):
         def __init__(self):
             self.starts, self.losses, self.tokens = [], [], 0
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            self.starts.append(time.perf_counter())
+            self.starts.append((time.perf_counter(), time.process_time()))
             self.tokens = batch["input_ids"].numel()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.end = time.perf_counter()
+            self.end = (time.perf_counter(), time.process_time())
             self.losses.append(float(outputs["loss"]))
 
-    pl.seed_everything(0, verbose=False)
-    config, task, datamodule = build(spec["recipe"], spec["stage"], spec["overrides"])
     timer = StepTimes()
-    trainer_settings = {**config["trainer"], **({"precision": spec["precision"]} if spec["precision"] else {})}
-    trainer = pl.Trainer(**trainer_settings, max_steps=spec["warmup"] + spec["steps"], limit_val_batches=0,
+    trainer = pl.Trainer(**trainer_settings, max_steps=warmup + steps, limit_val_batches=0,
                          logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                          num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[timer])
     trainer.fit(task, datamodule=datamodule)
     ends = timer.starts[1:] + [timer.end]
-    seconds = [e - s for s, e in zip(timer.starts, ends)][spec["warmup"]:]
-    step = statistics.median(seconds)
-    return dict(seconds_per_step=step, tokens_per_step=timer.tokens, tokens_per_s=timer.tokens / step,
-                losses=timer.losses, threads=torch.get_num_threads())
+    wall, cpu = ([e[i] - s[i] for s, e in zip(timer.starts, ends)][warmup:] for i in (0, 1))
+    step, cpu_step = statistics.median(wall), statistics.median(cpu)
+    return dict(seconds_per_step=step, cpu_seconds_per_step=cpu_step, tokens_per_step=timer.tokens,
+                tokens_per_s=timer.tokens / step, tokens_per_cpu_s=timer.tokens / cpu_step, losses=timer.losses)
+
+
+def timed_fit(spec: dict) -> dict:
+    import pytorch_lightning as pl
+    import torch
+
+    pl.seed_everything(0, verbose=False)
+    config, task, datamodule = build(spec["recipe"], spec["stage"], spec["overrides"])
+    trainer_settings = {**config["trainer"], **({"precision": spec["precision"]} if spec["precision"] else {})}
+    result = fit_timed(task, datamodule, trainer_settings, spec["warmup"], spec["steps"])
+    return {**result, "threads": torch.get_num_threads()}
 
 
 def profile(spec: dict) -> dict:
@@ -115,7 +128,8 @@ def profile(spec: dict) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    _, task, datamodule = build(spec["recipe"], spec["stage"], spec["overrides"])
+    config, task, datamodule = build(spec["recipe"], spec["stage"], spec["overrides"])
+    log = task.log
     task.log = lambda *args, **kwargs: None  # no trainer attached
     started = time.perf_counter()
     batches = [batch for _, batch in zip(range(4), datamodule.loader(datamodule.train_dataset()))]
@@ -150,6 +164,9 @@ def profile(spec: dict) -> dict:
             group = next((g for g, names in PROFILE_GROUPS.items() if any(n in event.key for n in names)), "other")
             groups[group] += event.self_cpu_time_total / 1e6
         result[f"profile, reversible={reversible}"] = groups
+    task.log = log
+    lightning = fit_timed(task, datamodule, config["trainer"], 1, 3)  # the ordinary stack, as set last
+    result["lightning step"] = lightning["seconds_per_step"]
     return result
 
 
@@ -198,8 +215,9 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def throughput_table(args, results: dict) -> str:
-    header = ["recipe · stage"] + [f"{name}: tokens/s (runs)" for name in results] + \
+def throughput_table(args, results: dict, key: str) -> str:
+    """Medians (and every run) of `key` ("tokens_per_s" or "tokens_per_cpu_s") per recipe stage."""
+    header = ["recipe · stage"] + [f"{name} (runs)" for name in results] + \
              (["ratio of medians", "max |Δ loss|"] if len(results) == 2 else [])
     rows = []
     for recipe in args.recipes:
@@ -207,14 +225,13 @@ def throughput_table(args, results: dict) -> str:
             row, medians, losses = [f"{recipe} · {stage}"], [], []
             for runs in results.values():
                 done = [r for r in runs[recipe, stage] if "error" not in r]
-                rates = [r["tokens_per_s"] for r in done]
+                rates = [r[key] for r in done]
                 medians.append(statistics.median(rates) if rates else None)
                 losses.append(done[0]["losses"] if done else None)
                 errors = [r["error"] for r in runs[recipe, stage] if "error" in r]
                 row.append(f"**{medians[-1]:,.0f}** ({', '.join(f'{x:,.0f}' for x in rates)})" if rates else errors[0])
             if len(results) == 2:
-                ok = None not in medians
-                row.append(f"{medians[1] / medians[0]:.2f}×" if ok else "—")
+                row.append(f"{medians[1] / medians[0]:.2f}×" if None not in medians else "—")
                 row.append(f"{max(abs(a - b) for a, b in zip(*losses)):.1e}" if None not in losses else "—")
             rows.append(row)
     return markdown(header, rows)
@@ -231,6 +248,7 @@ def profile_table(args, results: dict) -> str:
                 for group in r["profile, reversible=True"]]
         rows.append(["**step (median of 3, wall)**", f"**{rev:.2f}**", f"**{ordinary:.2f}**"])
         rows.append(["data loading per batch (main process)", f"{r['data loading per batch']:.3f}", ""])
+        rows.append(["Lightning step (median of 3, wall)", "", f"{r['lightning step']:.2f}"])
         blocks.append(f"{recipe} · {stage} ({r['tokens_per_step']:,} tokens a step; reversible recompute "
                       f"= {rev - ordinary:.2f} s, {(rev - ordinary) / rev:.0%} of the reversible step)\n\n"
                       + markdown(["part (self CPU s, one step)", "reversible stack", "ordinary stack (kept activations)"],
@@ -276,9 +294,12 @@ def main(argv=None) -> None:
                         for name, code in codes.items():
                             record = run_child({**base, "recipe": recipe, "stage": stage}, code)
                             results[name][recipe, stage].append(record)
-                            print(f"  run {run + 1}, {recipe} · {stage}, {name}: "
-                                  f"{record.get('tokens_per_s', record.get('error'))}", file=sys.stderr, flush=True)
-            print(throughput_table(args, results))
+                            print(f"  run {run + 1}, {recipe} · {stage}, {name}: {record.get('tokens_per_s', 0):,.0f} "
+                                  f"tok/s, {record.get('tokens_per_cpu_s', 0):,.0f} tok/CPU-s {record.get('error', '')}",
+                                  file=sys.stderr, flush=True)
+            print("Training tokens/s (wall):\n\n" + throughput_table(args, results, "tokens_per_s"))
+            print("\nTraining tokens per CPU second (the process's own CPU time):\n\n"
+                  + throughput_table(args, results, "tokens_per_cpu_s"))
             table = {name: {f"{r} {s}": v for (r, s), v in by.items()} for name, by in results.items()}
     if args.json:
         Path(args.json).write_text(json.dumps(table if not args.profile else

@@ -134,3 +134,25 @@ def test_fit_with_ddp_on_two_cpu_processes_ends_with_the_single_process_weights(
     assert len(moved) > len(single) // 2  # training changed the weights: the comparison is not vacuous
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_pipeline_trains_on_two_cpu_processes_through_its_trainer_section(tmp_path, ecoli_slice):
+    """The pipeline hands its `trainer:` section to Lightning: `strategy: ddp_spawn` (workers spawned for
+    each fit, the pipeline itself runs once) trains on 2 processes and goes on to export the model."""
+    fasta, gff = ecoli_slice
+    config = {
+        "name": "ddp", "seed": 0,
+        "data": {"fasta": [str(fasta)], "annotation": [str(gff)], "organism": "prokaryote"},
+        "model": {"tokenizer": "nucleotide", **TINY},
+        "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"},
+        "pretrain": {"enabled": False},
+        "finetune": {"window_length": 256, "batch_size": 2, "max_steps": 2, "warmup_steps": 1, "loss": "ce"},
+    }
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "genoformer.cli", "pipeline", "--config", str(path), "--out",
+                             str(tmp_path / "run"), "--stages", "finetune"], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Starting with 2 processes" in result.stderr
+    assert (tmp_path / "run" / "finetune" / "model" / "model.safetensors").is_file()
