@@ -81,10 +81,12 @@ class Plan:
 
 
 def available_bytes(device: torch.device) -> float:
-    """Free memory now: GPU memory for CUDA, ``MemAvailable`` for the CPU."""
+    """Free memory now: GPU memory for CUDA (what the device has free plus what torch's caching allocator
+    holds unused, so a second step does not see the first step's cached blocks as taken), ``MemAvailable``
+    for the CPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return float(free)
+        return float(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     with open("/proc/meminfo") as handle:
         for line in handle:
             if line.startswith("MemAvailable:"):
@@ -94,8 +96,13 @@ def available_bytes(device: torch.device) -> float:
 
 def kept_activation_bytes(config: ReformerConfig, tokens: int) -> float:
     """Upper estimate of the bytes an ordinary (non-reversible) training step over ``tokens`` (batch x
-    padded length) keeps for backward, in float32 (bf16 autocast keeps less)."""
-    return 4.0 * tokens * config.depth * (_KEPT_PER_D_MODEL * config.d_model + _KEPT_PER_D_FF * config.d_ff)
+    padded length) keeps for backward, in float32 (bf16 autocast keeps less). With attention dropout the
+    chunked kernel also keeps its draws: a byte per query, key chunk (3) x chunk key and hash round."""
+    per_token = 4.0 * config.depth * (_KEPT_PER_D_MODEL * config.d_model + _KEPT_PER_D_FF * config.d_ff)
+    if config.attention_dropout:
+        rounds = sum({"lsh": config.n_hashes, "local": 1}.get(kind, 0) for kind in config.layer_types)
+        per_token += config.n_heads * 3 * config.chunk_size * rounds
+    return tokens * per_token
 
 
 def activations_fit(config: ReformerConfig, tokens: int, device: torch.device) -> bool:
@@ -235,12 +242,11 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     if precision not in ("32", "bf16-mixed"):
         raise ConfigError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    padded_tokens = batch_size * -(-length // config.chunk_size) * config.chunk_size
+    padded = -(-length // config.chunk_size) * config.chunk_size
     if config.reversible == "auto":  # probe the stack the planned step will run, whatever the probes' size
-        keeps = not inference and activations_fit(config, padded_tokens, device)
+        keeps = not inference and activations_fit(config, batch_size * padded, device)
         config = dataclasses.replace(config, reversible=not keeps)
     if config.head_group_size is None:  # probe with the head grouping the long call will use
-        padded = -(-length // config.chunk_size) * config.chunk_size
         heads = config.head_groups(batch_size * padded, device.type)[0]
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)
     if probe_lengths is None:
