@@ -53,7 +53,8 @@ class ReformerConfig:
         reversible: ``True`` runs the RevNet stack that stores only its output and recomputes each block's
             activations in backward; ``False`` runs the same coupling (Y1 = X1 + F(X2), Y2 = X2 + G(Y1))
             as an ordinary residual stack whose activations autograd keeps: the same result, no
-            recompute (1.4-1.7x the training tokens/s of the recipes' models on a CPU), more memory.
+            recompute, more memory (with the kept attention-dropout draws, 1.8-2.0x the training
+            tokens per CPU second of the recipes' models: docs/training.md).
             ``"auto"`` decides per training call: activations are kept when the memory planner's
             estimate of them fits (``genoformer.model.memory.activations_fit``), the reversible stack
             runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
