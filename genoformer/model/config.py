@@ -55,7 +55,7 @@ class ReformerConfig:
             as an ordinary residual stack whose activations autograd keeps: the same result, no
             recompute, more memory (with the kept attention-dropout draws, 1.8-2.0x the training
             tokens per CPU second of the recipes' models: docs/training.md).
-            ``"auto"`` decides per training call: activations are kept when the memory planner's
+            ``"auto"`` (the default; ``None`` means the same) decides per training call: activations are kept when the memory planner's
             estimate of them fits (``genoformer.model.memory.activations_fit``), the reversible stack
             runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
         pad_token_id: id used to pad inputs to a chunk multiple inside the model.
@@ -110,7 +110,9 @@ class ReformerConfig:
     dropout: float = 0.0
     attention_dropout: float = 0.0
     causal: bool = False
-    reversible: bool | str = "auto"
+    # None stands for "auto" (and becomes it): a default of no fixed type lets the pipeline's config check,
+    # which holds values to their default's type, accept true, false and "auto" alike.
+    reversible: bool | str | None = None
     pad_token_id: int = 0
     rotary_base: float = 10000.0
     layer_norm_eps: float = 1e-5
@@ -224,6 +226,8 @@ class ReformerConfig:
         for name in self._BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"model config {name!r} must be true or false, got {getattr(self, name)!r}")
+        if self.reversible is None:
+            self.reversible = "auto"
         if not isinstance(self.reversible, bool) and self.reversible != "auto":
             raise ConfigError(f"model config 'reversible' must be true, false or \"auto\", got {self.reversible!r}")
         if isinstance(self.attention, tuple):
