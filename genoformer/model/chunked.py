@@ -235,7 +235,6 @@ class _ChunkedAttention(torch.autograd.Function):
         with torch.autocast(q.device.type, enabled=False):
             delta = _row_dot(d_out, out)
             dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, ctx.spec, ctx.masks)
-        ctx.masks = None
         return dq, dk, dv, None, None, None, None
 
 
