@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-import pytorch_lightning as pl
 import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
