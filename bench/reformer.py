@@ -1,14 +1,19 @@
 """Reformer forward+backward against Hugging Face, reformer-pytorch and full attention.
 
     .venv/bin/python bench/reformer.py [--quick] [--lengths 4096,16384,...] [--hashes 4,2]
-        [--tools hf,reformer-pytorch,full,genoformer,genoformer-bf16] [--timeout 600]
+        [--tools hf,reformer-pytorch,full,genoformer,genoformer-auto,genoformer-bf16] [--timeout 600]
         [--depths 2,6,12] [--depth-length 16384] [--max-rss-gb 20] [--json results.json]
+        [--recipes-before 8c36586]
 
 Every configuration runs in a fresh process (bench/_measure.py): batch 1, random token ids,
 forward + backward of the mean square of every 6th hidden state, fp32 unless the tool name says
-bf16 (CPU autocast, backward outside the autocast context). Model: d_model 256, 4 heads of 64,
+bf16 (CPU autocast, backward outside the autocast context). `genoformer` is the reversible stack
+(memory-lean: `reversible=True`), `genoformer-auto` the default `reversible="auto"` (activations kept
+and no recompute where they fit in memory, as at these lengths on a large machine). Model: d_model 256, 4 heads of 64,
 feed-forward 1024, depth 6, vocabulary 10, no dropout, chunk/bucket 64, n_hashes as given. Seconds are the best of up to three
-steps (one step once a step takes 20 s or more); peak RSS is the whole child process's.
+steps (one step once a step takes 20 s or more); peak RSS is the whole child process's. The table is
+printed twice: tokens/s on wall time, then on that step's CPU time (on a machine shared with other jobs,
+run with --threads 1 and read the second).
 
 Attention span: genoformer and Hugging Face look one chunk back and one ahead (encoder);
 reformer-pytorch can only look one chunk back (no look-ahead option), so its span is narrower.
@@ -20,6 +25,8 @@ A peer is skipped at larger lengths once it failed or took more than --slow seco
 a linear extrapolation of its peak RSS passes --max-rss-gb; full attention also when its quadratic
 time extrapolation passes --timeout. The main table's last columns give genoformer's tokens/s ratio
 and peak-memory ratio to the faster Reformer peer at the same n_hashes and to full attention.
+`--recipes-before REV` then prints bench/recipes.py's table: the recipes' own training tokens/s with
+the code of git revision REV and with the working tree.
 """
 from __future__ import annotations
 
@@ -45,11 +52,10 @@ from bench._measure import measure  # noqa: E402
 D_MODEL, N_HEADS, D_FF, DEPTH, CHUNK, VOCAB = 256, 4, 1024, 6, 64, 10
 # peers' feed-forward runs over pieces of this many tokens (their own chunking options)
 FF_CHUNK_TOKENS = 4096
-LSH_TOOLS = ("hf", "reformer-pytorch", "genoformer", "genoformer-bf16")
-ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-bf16")
+ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-auto", "genoformer-bf16")
 PEERS = ("hf", "reformer-pytorch")
 LABELS = {"hf": "HF Reformer", "reformer-pytorch": "reformer-pytorch", "full": "full attention (SDPA)",
-          "genoformer": "genoformer", "genoformer-bf16": "genoformer bf16"}
+          "genoformer": "genoformer", "genoformer-auto": "genoformer auto", "genoformer-bf16": "genoformer bf16"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,12 +104,13 @@ def build_genoformer(length: int, *, n_hashes: int, depth: int = DEPTH, **overri
 
 
 def genoformer_config(n_hashes: int, depth: int = DEPTH, **overrides):
-    """The benchmark configuration; `overrides` set other ReformerConfig fields (memory knobs)."""
+    """The benchmark configuration; `overrides` set other ReformerConfig fields (memory knobs, and
+    `reversible`: the reversible stack unless overridden)."""
     from genoformer.model import ReformerConfig
 
-    return ReformerConfig(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF,
-                          attention="lsh", chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0,
-                          reversible=True, **overrides)
+    settings = dict(vocab_size=VOCAB, d_model=D_MODEL, n_heads=N_HEADS, depth=depth, d_ff=D_FF, attention="lsh",
+                    chunk_size=CHUNK, n_hashes=n_hashes, dropout=0.0, reversible=True)
+    return ReformerConfig(**{**settings, **overrides})
 
 
 def _largest_factor_up_to_sqrt(n: int) -> int:
@@ -157,8 +164,11 @@ def _sinusoid(length: int, d_model: int, device) -> torch.Tensor:
 def tool_spec(tool: str, n_hashes: int | None, depth: int = DEPTH) -> tuple[str, dict, bool]:
     """(builder, kwargs, bf16) for one table column."""
     builder = {"hf": "build_hf", "reformer-pytorch": "build_reformer_pytorch", "full": "build_full",
-               "genoformer": "build_genoformer", "genoformer-bf16": "build_genoformer"}[tool]
+               "genoformer": "build_genoformer", "genoformer-auto": "build_genoformer",
+               "genoformer-bf16": "build_genoformer"}[tool]
     kwargs = {"depth": depth} if tool == "full" else {"n_hashes": n_hashes, "depth": depth}
+    if tool == "genoformer-auto":
+        kwargs["reversible"] = "auto"
     return f"bench.reformer:{builder}", kwargs, tool == "genoformer-bf16"
 
 
@@ -195,36 +205,40 @@ def run_one(tool: str, n_hashes: int | None, length: int, depth: int, args) -> d
     record = measure(builder, length, kwargs=kwargs, bf16=bf16, timeout=args.timeout,
                      max_rss_gb=args.max_rss_gb, threads=args.threads)
     record.update(tool=tool, n_hashes=n_hashes, depth=depth)
+    if record["status"] == "ok":  # on a shared machine wall time includes waiting for a core, CPU time does not
+        record["cpu_tokens_per_s"] = length / record["cpu_seconds"]
     print(f"  {column_label(tool, n_hashes)}, depth {depth}, {length:,} tokens: {cell(record)}"
           + (f" (step CPU time {record['cpu_seconds']:.1f} s)" if record["status"] == "ok" else ""),
           file=sys.stderr, flush=True)
     return record
 
 
-def cell(record: dict | None, *, short: bool = False) -> str:
+def cell(record: dict | None, *, short: bool = False, rate: str = "tokens_per_s") -> str:
     if record is None:
         return "—"
     if record["status"] != "ok":
         return record["status"][:70]
     if short:
         return f"{record['seconds']:.1f} s · {record['peak_rss_gb']:.2f} GB"
-    return f"{record['seconds']:.1f} s · {record['tokens_per_s']:,.0f} tok/s · {record['peak_rss_gb']:.2f} GB"
+    seconds = record["seconds" if rate == "tokens_per_s" else "cpu_seconds"]
+    return f"{seconds:.1f} s · {record[rate]:,.0f} tok/s · {record['peak_rss_gb']:.2f} GB"
 
 
-def ratio_cell(mine: dict | None, peers: list[dict | None], full: dict | None) -> str:
-    """genoformer's tokens/s and peak-RSS ratios to the faster Reformer peer and to full attention."""
+def ratio_cell(mine: dict | None, peers: list[dict | None], full: dict | None, rate: str = "tokens_per_s") -> str:
+    """genoformer's tokens/s (``rate``: on wall or CPU time) and peak-RSS ratios to the faster Reformer
+    peer and to full attention."""
     if mine is None or mine["status"] != "ok":
         return "—"
     parts = []
     done = [p for p in peers if p is not None and p["status"] == "ok"]
     if done:
-        fastest = max(done, key=lambda p: p["tokens_per_s"])
-        parts.append(f"{mine['tokens_per_s'] / fastest['tokens_per_s']:.2f}× tok/s, "
+        fastest = max(done, key=lambda p: p[rate])
+        parts.append(f"{mine[rate] / fastest[rate]:.2f}× tok/s, "
                      f"{mine['peak_rss_gb'] / fastest['peak_rss_gb']:.2f}× mem vs {LABELS[fastest['tool']]}")
     elif any(p is not None for p in peers):
         parts.append("Reformer peers failed or skipped")
     if full is not None and full["status"] == "ok":
-        parts.append(f"{mine['tokens_per_s'] / full['tokens_per_s']:.2f}× tok/s, "
+        parts.append(f"{mine[rate] / full[rate]:.2f}× tok/s, "
                      f"{mine['peak_rss_gb'] / full['peak_rss_gb']:.2f}× mem vs full")
     return "; ".join(parts) or "—"
 
@@ -235,17 +249,17 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main_table(args, results: list[dict]) -> str:
+def main_table(args, results: list[dict], rate: str = "tokens_per_s") -> str:
     cols = columns(args.tools, args.hashes)
     mine_cols = [(t, h) for t, h in cols if t.startswith("genoformer")]
     header = ["tokens"] + [column_label(t, h) for t, h in cols] + [f"{column_label(t, h)}: ratio" for t, h in mine_cols]
     rows = []
     for length in args.lengths:
         at = {(r["tool"], r["n_hashes"]): r for r in results if r["length"] == length and r["depth"] == DEPTH}
-        row = [f"{length:,}"] + [cell(at.get(c)) for c in cols]
+        row = [f"{length:,}"] + [cell(at.get(c), rate=rate) for c in cols]
         for tool, h in mine_cols:
             peers = [at.get((p, h)) for p in PEERS if p in args.tools]
-            row.append(ratio_cell(at.get((tool, h)), peers, at.get(("full", None))))
+            row.append(ratio_cell(at.get((tool, h)), peers, at.get(("full", None)), rate))
         rows.append(row)
     return markdown(header, rows)
 
@@ -301,6 +315,7 @@ def parse_args(argv=None):
     parser.add_argument("--depth-length", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's record here")
+    parser.add_argument("--recipes-before", metavar="REV", help="then the recipes' tokens/s: REV against the working tree")
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths = [4096, 16384]
@@ -341,11 +356,19 @@ def main(argv=None) -> None:
           "Cells: seconds per step · tokens/s · peak RSS of the whole process. "
           "reformer-pytorch looks one chunk back only (cannot look ahead); HF and genoformer look one back and one ahead.\n")
     print(main_table(args, results))
+    print("\nThe same on each step's CPU time (the process's own: what to read on a machine shared with other "
+          "jobs, with --threads 1):\n")
+    print(main_table(args, results, "cpu_tokens_per_s"))
     if args.depths:
         print(f"\nPeak RSS by depth at {args.depth_length:,} tokens, {args.hashes[0]} hashes:\n")
         print(depth_table(args, results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if args.recipes_before:
+        from bench import recipes
+
+        print(f"\nRecipes' training tokens/s, {args.recipes_before} against the working tree:\n", flush=True)
+        recipes.main(["--before", args.recipes_before, "--threads", str(args.threads or 0)])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import yaml
 
 from genoformer.errors import MemoryPlanError
 from genoformer.model import ReformerConfig
-from genoformer.model.memory import _probe, _TensorBytes, plan
+from genoformer.model.memory import _probe, _TensorBytes, kept_activation_bytes, plan
+from genoformer.model.networks import ReformerForMaskedLM
 
 # Wide enough that activations, not the interpreter, dominate the probes' peak memory.
 SETTINGS = dict(d_model=128, n_heads=4, depth=2, d_ff=256, attention=["local", "lsh"], chunk_size=64, n_hashes=2)
@@ -54,3 +55,20 @@ def test_plan_command_prints_the_prediction(tmp_path):
                              "--length", "8192"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "training step at 8,192 tokens" in result.stdout and "bytes/token" in result.stdout
+
+
+@pytest.mark.parametrize("settings", [
+    dict(SETTINGS, dropout=0.05, attention_dropout=0.05),  # the recipes' model
+    dict(SETTINGS, d_model=64, n_heads=2, d_ff=512, n_hashes=8, chunk_size=32, dropout=0.1, attention_dropout=0.1),
+])
+def test_kept_activation_estimate_bounds_what_an_ordinary_training_step_keeps(settings):
+    """reversible="auto" keeps activations by this estimate: it must not under-state them (nor be loose)."""
+    config = ReformerConfig(vocab_size=10, reversible=False, **settings)
+    network = ReformerForMaskedLM(config).train()
+    ids = torch.randint(0, 10, (2, 1024))
+    with _TensorBytes() as counted:
+        hidden = network(ids)  # what autograd keeps for backward, and the output
+        kept = counted.live
+    del hidden
+    estimate = kept_activation_bytes(config, ids.numel())
+    assert 0.6 * estimate <= kept <= estimate

@@ -25,6 +25,12 @@ def test_config_round_trips_through_json():
     assert ReformerConfig(vocab_size=5).layer_types == ("lsh",) * 6
 
 
+def test_reversible_defaults_to_auto_and_null_means_auto():
+    assert ReformerConfig(vocab_size=5).reversible == "auto"
+    assert ReformerConfig(vocab_size=5, reversible=None).reversible == "auto"
+    assert ReformerConfig.setting_defaults()["reversible"] is None  # the pipeline then takes true, false or "auto"
+
+
 @pytest.mark.parametrize("changes, words", [
     (dict(d_model=30, n_heads=4), "divisible"),
     (dict(d_model=12, n_heads=4), "even"),
@@ -40,6 +46,7 @@ def test_config_round_trips_through_json():
     (dict(pad_token_id=10), "pad_token_id"),
     (dict(head_group_size=3), "head_group_size"),
     (dict(causal="yes"), "true or false"),
+    (dict(reversible="sometimes"), 'true, false or "auto"'),
 ])
 def test_config_validation(changes, words):
     if words is None:

@@ -1,16 +1,18 @@
-"""The reversible stack: exact replay, mixed precision, memory independent of depth, DDP safety."""
+"""The reversible stack: exact replay, mixed precision, memory independent of depth, DDP safety;
+``reversible="auto"``: the ordinary stack when the activations fit, the same results."""
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from genoformer.model import Reformer, ReformerConfig
+from genoformer.model import Reformer, ReformerConfig, memory
+from genoformer.model.reversible import ReversibleStack
 
 
 def config(**kw):
     base = dict(vocab_size=12, d_model=32, n_heads=4, depth=3, d_ff=64, chunk_size=8, n_hashes=2,
                 attention=["lsh", "local", "full"], dropout=0.2, attention_dropout=0.1,
-                head_group_size=2, ff_chunk_size=24, attention_chunk_tokens=64)
+                head_group_size=2, ff_chunk_size=24, attention_chunk_tokens=64, reversible=True)
     return ReformerConfig(**{**base, **kw})
 
 
@@ -199,3 +201,58 @@ def test_replay_uses_the_forward_hashing_not_a_fresh_one():
     model.zero_grad()
     (model(ids, mask).pow(2) * mask[..., None]).sum().backward()
     assert relative([p.grad for p in model.parameters()], first) > 1e-6
+
+
+def stacks_run(model, ids, mask, monkeypatch) -> list[str]:
+    """Which stack each of a training call and an inference call ran."""
+    ran = []
+    original = ReversibleStack.apply
+    monkeypatch.setattr(ReversibleStack, "apply", lambda *a: ran.append("reversible") or original(*a))
+    model.train()
+    model(ids, mask).sum().backward()
+    with torch.no_grad():
+        model(ids, mask)
+    return ran
+
+
+def test_auto_keeps_activations_when_they_fit_and_recomputes_when_they_do_not(monkeypatch):
+    model = Reformer(config(reversible="auto"))
+    ids, mask = batch()
+    assert stacks_run(model, ids, mask, monkeypatch) == []
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024.0)  # a step's activations cannot fit
+    assert stacks_run(model, ids, mask, monkeypatch) == ["reversible"]
+
+
+def test_auto_gives_the_reversible_results_within_float32_rounding():
+    """The fast path (ordinary backprop through kept activations, kept attention-dropout draws) computes
+    what the reversible stack computes: same output and gradients up to float32 rounding (dropout on)."""
+    torch.manual_seed(7)
+    model = Reformer(config()).train()
+    ids, mask = batch(seed=7)
+    out_rev, grads_rev = run(model, ids, mask, reversible=True)
+    out_auto, grads_auto = run(model, ids, mask, reversible="auto")
+    torch.testing.assert_close(out_auto, out_rev, rtol=1e-5, atol=1e-5)
+    assert relative(grads_auto, grads_rev) <= 1e-5
+
+
+def test_kept_attention_dropout_draws_equal_redrawn_ones_bit_for_bit(monkeypatch):
+    from genoformer.model import chunked
+
+    draws = []
+    original_draw = chunked._DropoutMasks._draw
+    monkeypatch.setattr(chunked._DropoutMasks, "_draw", lambda self, *a: draws.append(1) or original_draw(self, *a))
+    torch.manual_seed(8)
+    model = Reformer(config(attention=["lsh", "local"], depth=2, dropout=0.0, attention_dropout=0.3)).train()
+    ids, mask = batch(seed=8)
+    _, kept = run(model, ids, mask, reversible=False)
+    drawn_once = len(draws)
+
+    class Redrawing(chunked._DropoutMasks):
+        def __init__(self, spec):
+            super().__init__(spec)
+            self.kept = None
+
+    monkeypatch.setattr(chunked, "_DropoutMasks", Redrawing)
+    _, redrawn = run(model, ids, mask, reversible=False)
+    assert len(draws) - drawn_once == 2 * drawn_once > 0  # backward drew them again
+    assert all(torch.equal(a, b) for a, b in zip(kept, redrawn))

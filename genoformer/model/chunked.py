@@ -25,6 +25,7 @@ class ChunkSpec:
     self_penalty: add SELF_PENALTY to a token's own logit (shared QK).
     shared_keys: keys are the unit-normalised queries (LSH's shared QK), normalised as each step gathers
         them, so no full-length key tensor or key gradient exists; key gradients flow into the queries.
+    keep_dropout_masks: the forward keeps its attention-dropout draws for backward (see `_DropoutMasks`).
     """
 
     chunk: int
@@ -37,6 +38,7 @@ class ChunkSpec:
     dropout_seed: int
     rows_per_step: int
     shared_keys: bool = False
+    keep_dropout_masks: bool = False
 
 
 @dataclass
@@ -114,10 +116,34 @@ def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: ChunkSpec, 
             yield _Step(r, a, n, rows[q].view(-1), rows[x].view(-1), inside, bias)
 
 
-def _probs_dropout(spec: ChunkSpec, r: int, a: int, shape, device, dtype) -> torch.Tensor:
-    g = seeded_generator(mix_seed(spec.dropout_seed, r, a), device)
-    keep = torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - spec.dropout, generator=g)
-    return keep.div_(1.0 - spec.dropout)
+class _DropoutMasks:
+    """Attention-probability dropout multipliers of each kernel step (0 or 1/(1-p), shaped like the
+    step's probabilities), drawn from (seed, round, first chunk). Backward redraws them, unless the
+    forward kept its draws (``spec.keep_dropout_masks``: one byte per probability; the Reformer asks for
+    it only when it keeps activations anyway), which saves the redraw. Drawing into a bool tensor
+    takes the same draws as into a float one, so both ways give the same multipliers bit for bit."""
+
+    def __init__(self, spec: ChunkSpec):
+        self.spec = spec
+        self.kept: list[torch.Tensor] | None = [] if spec.keep_dropout_masks else None
+
+    def _draw(self, step: "_Step", shape, device) -> torch.Tensor:
+        g = seeded_generator(mix_seed(self.spec.dropout_seed, step.r, step.a), device)
+        return torch.empty(shape, device=device, dtype=torch.bool).bernoulli_(1.0 - self.spec.dropout, generator=g)
+
+    def _multipliers(self, draws: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return draws.to(dtype).div_(1.0 - self.spec.dropout)
+
+    def forward(self, step: "_Step", shape, device, dtype) -> torch.Tensor:
+        draws = self._draw(step, shape, device)
+        if self.kept is not None:
+            self.kept.append(draws)
+        return self._multipliers(draws, dtype)
+
+    def backward(self, index: int, step: "_Step", shape, device, dtype) -> torch.Tensor:
+        """The multipliers of the ``index``-th step (steps run in the forward's order)."""
+        draws = self.kept[index] if self.kept is not None else self._draw(step, shape, device)
+        return self._multipliers(draws, dtype)
 
 
 class _StepOperands:
@@ -196,10 +222,11 @@ class _ChunkedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, perm, sbuckets, key_real, spec: ChunkSpec):
+        masks = _DropoutMasks(spec) if spec.dropout else None
         with torch.autocast(q.device.type, enabled=False):
-            out, lse = _chunked_forward(q, k, v, perm, sbuckets, key_real, spec)
+            out, lse = _chunked_forward(q, k, v, perm, sbuckets, key_real, spec, masks)
         ctx.save_for_backward(q, k, v, perm, sbuckets, key_real, out, lse)
-        ctx.spec = spec
+        ctx.spec, ctx.masks = spec, masks
         return out
 
     @staticmethod
@@ -207,7 +234,7 @@ class _ChunkedAttention(torch.autograd.Function):
         q, k, v, perm, sbuckets, key_real, out, lse = ctx.saved_tensors
         with torch.autocast(q.device.type, enabled=False):
             delta = _row_dot(d_out, out)
-            dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, ctx.spec)
+            dq, dk, dv = _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, ctx.spec, ctx.masks)
         return dq, dk, dv, None, None, None, None
 
 
@@ -217,7 +244,7 @@ def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a.reshape(-1, a.shape[-1]).to(acc), b.reshape(-1, b.shape[-1]).to(acc))
 
 
-def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
+def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec, masks: _DropoutMasks | None):
     n_rows, length, d = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)
     qf, vf = q.reshape(-1, d), v.reshape(-1, d)
@@ -233,8 +260,8 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
         m = p.amax(dim=(0, 3), keepdim=True)
         p.sub_(m).exp_()
         total = p.sum(dim=(0, 3), keepdim=True)[0]  # (n*N, c, 1)
-        if spec.dropout:
-            p.mul_(_probs_dropout(spec, step.r, step.a, p.shape, q.device, acc))
+        if masks is not None:
+            p.mul_(masks.forward(step, p.shape, q.device, acc))
         o = _weighted_values(p, ops, spec, acc).div_(total).view(-1, d)
         step_lse = (m[0] + total.log()).view(-1)
         if step.r == 0:
@@ -249,7 +276,7 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec):
     return out.view(n_rows, length, d), lse
 
 
-def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec):
+def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec, masks: _DropoutMasks | None):
     """Gradients (dq, dk, dv) from the forward's final log-sum-exp and delta = rowsum(dO * O).
     With shared keys dk is None: the key gradients are already folded into dq."""
     n_rows, length, d = q.shape
@@ -262,12 +289,12 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec
         torch.empty(qf.shape, dtype=acc, device=q.device)  # round 0 writes every row
     dk = None if spec.shared_keys else torch.zeros(kf.shape, dtype=acc, device=q.device)
     dv = torch.zeros(vf.shape, dtype=acc, device=q.device)
-    for step in _steps(n_rows, length, perm, sbuckets, key_real, spec, q.device):
+    for index, step in enumerate(_steps(n_rows, length, perm, sbuckets, key_real, spec, q.device)):
         ops = _StepOperands(qf, kf, vf, step, spec)
         d_o = dof.index_select(0, step.q_rows).view(-1, c, d)
         p = _scores(ops, step.bias, spec, acc)
         p.sub_(lse.index_select(0, step.q_rows).view(-1, c, 1)).exp_()  # probabilities over all rounds
-        keep = _probs_dropout(spec, step.r, step.a, p.shape, q.device, acc) if spec.dropout else None
+        keep = None if masks is None else masks.backward(index, step, p.shape, q.device, acc)
         # key/value-chunk gradients (n+span, N, c, d): the own-chunk offset (first) writes the middle
         # n chunks, the edge chunks start at zero, the other offsets add
         lo = min(spec.offsets)

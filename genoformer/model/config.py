@@ -50,8 +50,14 @@ class ReformerConfig:
         attention: ``"lsh"``, ``"local"`` or ``"full"`` for every layer, or a list of those: one per
             layer, or a shorter pattern repeated to ``depth`` (``["local", "lsh"]`` alternates).
         causal: decoder mode (a token sees only earlier positions) instead of a bidirectional encoder.
-        reversible: ``True`` runs the RevNet stack that stores only its output; ``False`` runs the same
-            weights as an ordinary residual stack (activations kept by autograd).
+        reversible: ``True`` runs the RevNet stack that stores only its output and recomputes each block's
+            activations in backward; ``False`` runs the same coupling (Y1 = X1 + F(X2), Y2 = X2 + G(Y1))
+            as an ordinary residual stack whose activations autograd keeps: the same result, no
+            recompute, more memory (with the kept attention-dropout draws, 1.8-2.0x the training
+            tokens per CPU second of the recipes' models: docs/training.md).
+            ``"auto"`` (the default; ``None`` means the same) decides per training call: activations are kept when the memory planner's
+            estimate of them fits (``genoformer.model.memory.activations_fit``), the reversible stack
+            runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
         pad_token_id: id used to pad inputs to a chunk multiple inside the model.
         rotary_base: base of the rotary position frequencies (positions are computed on the fly, so
             any length works).
@@ -104,7 +110,9 @@ class ReformerConfig:
     dropout: float = 0.0
     attention_dropout: float = 0.0
     causal: bool = False
-    reversible: bool = True
+    # None stands for "auto" (and becomes it): a default of no fixed type lets the pipeline's config check,
+    # which holds values to their default's type, accept true, false and "auto" alike.
+    reversible: bool | str | None = None
     pad_token_id: int = 0
     rotary_base: float = 10000.0
     layer_norm_eps: float = 1e-5
@@ -197,7 +205,7 @@ class ReformerConfig:
                    "pad_token_id", "seed", "ff_chunk_size")
     _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size", "attention_chunk_tokens")
     _FLOAT_FIELDS = ("dropout", "attention_dropout", "rotary_base", "layer_norm_eps", "init_std")
-    _BOOL_FIELDS = ("causal", "reversible", "tie_word_embeddings", "low_precision_streams")
+    _BOOL_FIELDS = ("causal", "tie_word_embeddings", "low_precision_streams")
 
     def _check_types(self) -> None:
         def is_int(v):
@@ -218,6 +226,10 @@ class ReformerConfig:
         for name in self._BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"model config {name!r} must be true or false, got {getattr(self, name)!r}")
+        if self.reversible is None:
+            self.reversible = "auto"
+        if not isinstance(self.reversible, bool) and self.reversible != "auto":
+            raise ConfigError(f"model config 'reversible' must be true, false or \"auto\", got {self.reversible!r}")
         if isinstance(self.attention, tuple):
             self.attention = list(self.attention)
         if not isinstance(self.attention, (str, list)):

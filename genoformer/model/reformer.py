@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genoformer.model.config import ReformerConfig
+from genoformer.model.memory import activations_fit
 from genoformer.model.reversible import ReversibleBlock, ReversibleStack
 from genoformer.model.runtime import ForwardContext, mix_seed, release_host_memory
 
@@ -116,7 +117,8 @@ class Reformer(nn.Module):
         ctx = self._context(input_ids, attention_mask)
         ids = F.pad(input_ids, (0, ctx.padded_length - length), value=self.config.pad_token_id)
         x = self.embedding(ids)
-        if not self.config.reversible:
+        ctx.keeps_activations = self._keeps_activations(ids.numel(), x.device)
+        if ctx.keeps_activations:
             x1 = x2 = x
             for block in self.blocks:
                 x1, x2 = block(x1, x2, ctx)
@@ -137,6 +139,14 @@ class Reformer(nn.Module):
             chunk = merged[:, s:s + self.config.ff_chunk_size]
             chunk.copy_(self.norm(chunk))
         return merged[:, :length]
+
+    def _keeps_activations(self, tokens: int, device: torch.device) -> bool:
+        """Whether this call runs the ordinary residual stack (autograd keeps the activations) rather
+        than the reversible one: ``config.reversible`` False, or "auto" with gradients wanted and the
+        activations' estimate fitting in memory."""
+        if self.config.reversible == "auto":
+            return torch.is_grad_enabled() and activations_fit(self.config, tokens, device)
+        return not self.config.reversible
 
     def _stream_dtype(self, x: torch.Tensor) -> torch.dtype:
         """The reversible streams' dtype: the autocast dtype under autocast (unless the config keeps

@@ -77,6 +77,7 @@ class ForwardContext:
     n_hashes: int
     head_groups: list[slice]
     attention_rows: int
+    keeps_activations: bool = False  # the model runs its ordinary stack (see Reformer); kernels may keep more
 
     @classmethod
     def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
