@@ -179,6 +179,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         minutes = config[stage]["max_minutes"]
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
             raise ConfigError(f"{path}: {stage}.max_minutes must be a number of minutes > 0 (or null), got {minutes!r}")
+    if config["trainer"]["strategy"] == "ddp":
+        # Lightning's "ddp" starts each extra process by running this whole command again: every rank
+        # would export, annotate and evaluate, and later stages would launch processes of their own.
+        raise ConfigError(f"{path}: trainer.strategy ddp reruns the whole pipeline in each process: use ddp_spawn "
+                          "(the same data parallelism, started from inside the training stage)")
     order = config["genemodel"]["order"]
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 8:
         raise ConfigError(f"{path}: genemodel.order must be a whole number from 1 to 8, got {order!r}")
@@ -189,6 +194,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     except ConfigError as error:
         raise ConfigError(f"{path}: annotate.{error}") from None
     return config
+
+
+def _world_size(trainer: dict) -> int:
+    """How many training processes a ``trainer`` section starts (data-parallel strategies only)."""
+    devices = trainer["devices"]
+    per_node = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    parallel = str(trainer["strategy"]).startswith(("ddp", "fsdp"))
+    return per_node * trainer["num_nodes"] if parallel else 1
 
 
 def encoder_settings(model: dict) -> dict:
@@ -300,7 +313,8 @@ class Pipeline:
             regions=data["train_regions"], val_regions=data["val_regions"], test_regions=data["test_regions"],
             val_fraction=0.0 if data["val_regions"] else 0.05, test_fraction=0.0,
             window_length=stage_cfg["window_length"], batch_size=stage_cfg["batch_size"],
-            windows_per_epoch=stage_cfg["batch_size"] * steps_per_epoch,
+            # an epoch counts every process's batches, so the validation planned at the end runs once
+            windows_per_epoch=stage_cfg["batch_size"] * _world_size(c["trainer"]) * steps_per_epoch,
             max_eval_windows=None if classes_data else 64, num_workers=stage_cfg["num_workers"], seed=c["seed"],
             tokenizer=task.tokenizer,
         )

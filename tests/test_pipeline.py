@@ -215,6 +215,7 @@ def test_set_overrides_config_keys_with_yaml_values():
     ("max_steps", "--set 'max_steps': expected KEY=VALUE"),
     ("data.fasta.x=1", "--set 'data.fasta.x=1': 'data.fasta' is not a section"),
     ("seed=[1", "--set 'seed=\\[1': the value is not valid YAML"),
+    ("trainer.strategy=ddp", "trainer.strategy ddp reruns the whole pipeline in each process: use ddp_spawn"),
 ])
 def test_set_errors_name_the_override(tmp_path, item, message):
     with pytest.raises(ConfigError, match=message):
