@@ -155,6 +155,37 @@ def summary_scores(scores: dict) -> dict:
     return out
 
 
+def regional_scores(reference: pd.DataFrame, prediction: pd.DataFrame, regions: Sequence[Interval],
+                    lengths: dict[str, int], margin: int = 200_000) -> dict:
+    """``evaluate(reference, prediction, lengths=lengths, regions=regions, prokaryote=False)``'s
+    :func:`summary_scores`, computed
+    on each record's stretch around the regions (``margin`` bases either side) rather than the whole record.
+
+    The evaluator's nucleotide counts build whole-record tracks: a minute per call on a 30 Mb chromosome,
+    which a weight search repeats dozens of times. Its counts only depend on features touching the
+    regions and on positions relative to one another, so the features lying wholly in each stretch are
+    moved to its start; features crossing a stretch's edge are dropped (a gene longer than ``margin``
+    that reaches a region would be scored differently)."""
+    from genoformer.evaluate import evaluate
+
+    windows = {}
+    for iv in regions:
+        lo, hi = windows.get(iv.name, (iv.start, iv.end))
+        windows[iv.name] = (min(lo, iv.start), max(hi, iv.end))
+    windows = {name: (max(0, lo - margin), min(lengths[name], hi + margin)) for name, (lo, hi) in windows.items()}
+
+    def local(table: pd.DataFrame) -> pd.DataFrame:
+        parts = []
+        for name, (lo, hi) in windows.items():
+            rows = table[(table["seqid"] == name) & (table["start"] >= lo) & (table["end"] <= hi)]
+            parts.append(rows.assign(start=rows["start"] - lo, end=rows["end"] - lo))
+        return pd.concat(parts) if parts else table.iloc[:0]
+
+    shifted = [Interval(iv.name, iv.start - windows[iv.name][0], iv.end - windows[iv.name][0]) for iv in regions]
+    return summary_scores(evaluate(local(reference), local(prediction), lengths={
+        name: hi - lo for name, (lo, hi) in windows.items()}, regions=shifted, prokaryote=False))
+
+
 class _Stretch:
     """One validation stretch prepared once: both strands' gene-model terms and network log-odds."""
 
@@ -185,8 +216,6 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
     gene model alone, so the fit never scores below it on these regions). Fitting and scoring on the same
     regions is optimistic: score the result on other regions.
     """
-    from genoformer.evaluate import evaluate
-
     grid = grid or SEARCH_GRID
     unknown = set(grid) - set(EvidenceWeights.__dataclass_fields__)
     if unknown:
@@ -197,7 +226,6 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
     stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end), probabilities(iv), classes)
                  for iv in regions]
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())
-    reference = annotation[annotation["seqid"].isin({iv.name for iv in regions})]
     tried: dict[EvidenceWeights, dict] = {}
     trials: list[dict] = []
 
@@ -210,7 +238,7 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
                 table[["start", "end"]] += iv.start
                 tables_out.append(table)
             prediction = pd.concat(tables_out, ignore_index=True)
-            tried[weights] = summary_scores(evaluate(reference, prediction, lengths=genome.lengths, regions=regions))
+            tried[weights] = regional_scores(annotation, prediction, regions, genome.lengths)
             trials.append({"weights": asdict(weights), **tried[weights]})
             if progress:
                 progress(f"evidence weights {asdict(weights)}: {tried[weights]}")
