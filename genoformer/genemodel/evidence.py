@@ -36,11 +36,7 @@ WEIGHTS_FILE = "evidence_weights.json"
 WEIGHTS_FORMAT = "genoformer evidence weights"
 WEIGHTS_VERSION = 1
 # The coordinate search's values per weight (tried in turn, each with the others held at their best).
-SEARCH_GRID = {
-    "cds": (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
-    "intron": (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
-    "cap": (0.5, 1.0, 2.0, 4.0, 8.0),
-}
+SEARCH_GRID = {"cds": (0.0, 0.1, 0.25, 0.5, 1.0), "intron": (0.0, 0.1, 0.25, 0.5, 1.0), "cap": (1.0, 2.0, 4.0, 8.0)}
 OBJECTIVE = "mean of nucleotide CDS F1, CDS exon F1 and gene F1"
 
 
