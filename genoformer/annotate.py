@@ -27,7 +27,7 @@ import pandas as pd
 from .decode import Stretch, decode_stretches, gene_decoder_options, self_trains
 from .errors import ConfigError, InputFileError
 from .files import exclusive_lock
-from .genemodel import GeneModel, decode_with_gene_model
+from .genemodel import EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model
 from .genome import Genome, Interval, LabelScheme
 
 EVIDENCE = ("network", "none")
@@ -117,14 +117,26 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _gene_model(gene_model, evidence: str, organism: str | None):
-    """The learned gene model to call genes with, checked against the other choices; and the organism."""
-    if evidence != "none":
-        raise ConfigError("combining a network's evidence with a learned gene model is not built yet: call genes with "
-                          "the gene model alone (--gene-model DIR --evidence none) or with the network (--model DIR)")
+def _gene_model(gene_model, organism: str | None):
+    """The learned gene model to call genes with, checked against the organism; and the organism."""
     if organism not in (None, "eukaryote"):
         raise ConfigError(f"a learned gene model calls eukaryotic genes (exons and introns); got organism {organism!r}")
     return (gene_model if isinstance(gene_model, GeneModel) else GeneModel.load(gene_model)), "eukaryote"
+
+
+def _evidence_weights(weights, gene_model_folder, evidence: str):
+    """The weights of the network's evidence in the gene model's scores (``evidence`` "network"): given,
+    read from a file, or the gene model folder's ``evidence_weights.json``."""
+    if evidence == "none":
+        if weights is not None:
+            raise ConfigError("evidence weights combine a network with the gene model: they need --evidence network")
+        return None
+    if isinstance(weights, EvidenceWeights):
+        return weights
+    if weights is None and gene_model_folder is None:
+        raise ConfigError("a gene model given as an object needs its evidence weights (evidence_weights=) to combine "
+                          "it with a network")
+    return EvidenceWeights.load(weights if weights is not None else gene_model_folder)
 
 
 def _stretch(genome: Genome, iv: Interval) -> Stretch:
@@ -194,13 +206,17 @@ def annotate_genome(
     codon_weight: float | None = None,
     start_weight: float | None = None,
     closed_ends: bool | None = None,
+    evidence_weights: EvidenceWeights | str | Path | None = None,
 ) -> Annotation:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
     ``model`` is a :func:`load_model` result or a model folder; with ``evidence="none"`` it may be
     ``None`` (then ``organism`` is required) and only gives the scheme, organism and gene cost.
-    ``gene_model`` (a :class:`~genoformer.genemodel.GeneModel` or its folder; eukaryotes, with
-    ``evidence="none"``) calls the genes with that learned gene model instead of the decoder.
+    ``gene_model`` (a :class:`~genoformer.genemodel.GeneModel` or its folder; eukaryotes) calls the genes
+    with that learned gene model instead of the decoder: alone with ``evidence="none"``, else with the
+    network's probabilities weighed into its scores by ``evidence_weights`` (an
+    :class:`~genoformer.genemodel.EvidenceWeights` or its JSON file; default: the gene model folder's
+    ``evidence_weights.json``, written by ``genoformer combine`` / :func:`genoformer.combine.fit_evidence`).
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
     PREFIX.bed and (with a network) one probability track per class and strand, each listing every
     annotated record once (zeros outside its regions). A lock file beside the outputs
@@ -218,8 +234,13 @@ def annotate_genome(
 
     if evidence not in EVIDENCE:
         raise ConfigError(f"evidence must be one of {EVIDENCE}, got {evidence!r}")
+    weights = None
     if gene_model is not None:
-        gene_model, organism = _gene_model(gene_model, evidence, organism)
+        folder = None if isinstance(gene_model, GeneModel) else gene_model
+        weights = _evidence_weights(evidence_weights, folder, evidence)
+        gene_model, organism = _gene_model(gene_model, organism)
+    elif evidence_weights is not None:
+        raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
     if model is None:
         if evidence == "network":
             raise ConfigError("annotating with a network needs a model (--model); evidence 'none' (--evidence none) "
@@ -245,6 +266,7 @@ def annotate_genome(
                               "set --window-length")
         dev = _device(device)
         network.to(dev)
+    combined = combined_evidence(weights, scheme.classes) if weights is not None else None
     genome = Genome(fasta)
     stretches = genome_stretches(genome, fasta, records, regions)
     min_stretch = model.tokenizer.k if network is not None else 1
@@ -295,11 +317,14 @@ def annotate_genome(
                     print(f"genoformer: {fasta}: record {iv.name!r} [{iv.start}, {iv.end}) is shorter than one "
                           f"{min_stretch}-mer token; no predictions for it", file=sys.stderr)
                     continue
-                if gene_model is not None:  # the gene model reads the sequence alone: no probabilities
+                if gene_model is not None and network is None:  # the gene model reads the sequence alone
                     tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix))
                     continue
                 probs = probabilities(iv, update)
-                if not pooled:
+                if gene_model is not None:  # the network's evidence weighed into the gene model's scores
+                    tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix,
+                                                         evidence=lambda _, p=probs: combined(p)))
+                elif not pooled:
                     tables += decode_stretches([_stretch(genome, iv)], lambda i, lazy: (
                         genome.fetch(iv.name, iv.start, iv.end), probs), scheme, organism, **decoder_options)
                 elif scratch is not None:

@@ -26,6 +26,8 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 EXAMPLES = {
     "annotate": "genoformer annotate --model runs/default/tagger --fasta genome.fa --out runs/pred/genome",
     "gene-model": "genoformer gene-model --fasta genome.fa --annotation genes.gff3 --regions train.bed --out models/genes",
+    "combine": "genoformer combine --model runs/x/finetune/model --gene-model models/genes --fasta genome.fa "
+               "--annotation genes.gff3 --regions val.bed",
     "evaluate": "genoformer evaluate --reference ref.gff3 --prediction pred.gff3 --regions held_out.bed --json metrics.json",
     "export": "genoformer export --checkpoint runs/pretrain/last.ckpt --out models/pretrained",
     "plan": "genoformer plan --config pipelines/pretrain_ecoli.yaml --length 1048576",
@@ -35,7 +37,8 @@ EXAMPLES = {
 
 # Options naming the user's files and folders: an OSError about one of them (or a file beside or
 # inside it) is the user's to fix and prints as one line; any other OSError is a bug, a traceback.
-PATH_OPTIONS = ("model", "gene_model", "annotation", "fasta", "out", "regions", "reference", "prediction", "json", "checkpoint", "config")
+PATH_OPTIONS = ("model", "gene_model", "annotation", "fasta", "out", "regions", "reference", "prediction", "json", "checkpoint", "config",
+                "evidence_weights")
 
 
 def positive_int(text: str) -> int:
@@ -176,9 +179,12 @@ def _parser() -> argparse.ArgumentParser:
                         "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
                         "if given, else the default classes and decoder options of --organism")
     p.add_argument("--gene-model", default=None,
-                   help="folder of a gene model learned by `genoformer gene-model` (eukaryotes): call genes with it "
-                        "alone, a classical gene finder (needs --evidence none; combining it with a network's "
-                        "evidence is not built yet)")
+                   help="folder of a gene model learned by `genoformer gene-model` (eukaryotes): call genes with it, "
+                        "alone (--evidence none: a classical gene finder) or with --model's per-base probabilities "
+                        "weighed into its scores by the weights `genoformer combine` fitted")
+    p.add_argument("--evidence-weights", default=None,
+                   help="with --gene-model and a network: the weights file to use (default: the gene model folder's "
+                        "evidence_weights.json, written by `genoformer combine`)")
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or BGZF)")
     p.add_argument("--out", required=True, type=output_path, help="output prefix: PREFIX.gff3, PREFIX.bed, PREFIX.<class>.bedgraph")
     p.add_argument("--records", nargs="*", default=None, help="only these records")
@@ -209,6 +215,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", default=None, help="BED file: learn only from genes wholly inside these (default: all records)")
     p.add_argument("--order", type=positive_int, default=5, help="order of the coding and non-coding Markov chains (1-8)")
     p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
+
+    p = command("combine", "fit how much a tagging model's evidence counts in a gene model's scores, on validation regions")
+    p.add_argument("--model", required=True, help="tagging model folder (gene-structure classes)")
+    p.add_argument("--gene-model", required=True, help="gene model folder written by `genoformer gene-model`")
+    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
+    p.add_argument("--annotation", required=True, help="its reference annotation (GFF3, GTF or GenBank), to score against")
+    p.add_argument("--regions", required=True, help="BED file: the validation regions to fit on (not the training or test ones)")
+    p.add_argument("--out", default=None, type=output_path,
+                   help="weights file to write (default: GENE_MODEL/evidence_weights.json, where annotate looks)")
+    p.add_argument("--window-length", type=positive_int, default=None, help="bases per window (default: the model's training window)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     p = command("evaluate", "score a predicted annotation against a reference (nucleotide, exon and gene level)")
     p.add_argument("--reference", required=True, help="reference annotation (GFF3, GTF, BED or GenBank)")

@@ -17,6 +17,7 @@ def annotate(args: argparse.Namespace) -> int:
         organism=args.organism, window_length=args.window_length, batch_size=args.batch_size,
         both_strands=not args.single_strand, bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
         codon_weight=args.codon_weight, start_weight=args.start_weight, closed_ends=args.closed_ends or None,
+        evidence_weights=args.evidence_weights,
     )
     for path in result.paths.values():
         print(path)
@@ -33,6 +34,18 @@ def gene_model(args: argparse.Namespace) -> int:
     model = GeneModel.fit(genome, read_annotation(args.annotation), regions, order=args.order)
     print(model.save(args.out))
     print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)
+    return 0
+
+
+def combine(args: argparse.Namespace) -> int:
+    from .combine import fit_evidence
+
+    fit = fit_evidence(args.model, args.gene_model, args.fasta, args.annotation, args.regions, out=args.out,
+                       window_length=args.window_length, batch_size=args.batch_size, device=args.device,
+                       progress=lambda line: print(line, file=sys.stderr))
+    print(fit.path)
+    print("weights " + ", ".join(f"{k} {v:g}" for k, v in vars(fit.weights).items()) + "; validation "
+          + ", ".join(f"{k} {v:.4f}" for k, v in fit.scores.items()), file=sys.stderr)
     return 0
 
 

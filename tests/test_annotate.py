@@ -172,11 +172,12 @@ def test_a_gene_model_learned_through_the_cli_finds_genes_of_a_held_out_athalian
     assert scores["exon"]["f1"] > 0.5 and scores["gene"]["f1"] > 0.3
 
 
-def test_a_gene_model_with_a_network_or_for_a_prokaryote_is_refused(tmp_path, capsys):
+def test_a_gene_model_with_a_network_but_no_fitted_weights_or_for_a_prokaryote_is_refused(tmp_path, capsys):
     (tmp_path / "train.bed").write_text("Chr1\t0\t304276\n")
     assert main(["gene-model", "--fasta", str(ATHALIANA_FASTA), "--annotation", str(ATHALIANA_GFF),
                  "--regions", str(tmp_path / "train.bed"), "--out", str(tmp_path / "genes")]) == 0
-    for extra, message in ((["--evidence", "network"], "not built yet"),
+    for extra, message in ((["--evidence", "network"], "evidence weights file not found: fit the weights of a network "
+                                                        "and this gene model on validation regions with `genoformer combine`"),
                            (["--evidence", "none", "--organism", "prokaryote"], "calls eukaryotic genes")):
         capsys.readouterr()
         assert main(["annotate", "--gene-model", str(tmp_path / "genes"), "--fasta", str(ATHALIANA_FASTA),

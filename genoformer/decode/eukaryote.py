@@ -303,8 +303,28 @@ def _add_utrs(genes, five_sums, three_sums, length, max_utr):
     ]
 
 
+def _log_odds(p_in: np.ndarray, p_out: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(p_in, EPS, 1.0)) - np.log(np.clip(p_out, EPS, 1.0))
+
+
 def _log_odds_sums(p_in: np.ndarray, p_out: np.ndarray) -> np.ndarray:
-    return prefix_sums(np.log(np.clip(p_in, EPS, 1.0)) - np.log(np.clip(p_out, EPS, 1.0)))
+    return prefix_sums(_log_odds(p_in, p_out))
+
+
+def _coding_rows(strand_probs: np.ndarray, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One strand's P(CDS), P(intron) and P(outside) = the rest, (n,) each (float64; 0 for an absent class)."""
+    zeros = np.zeros(strand_probs.shape[1], dtype=np.float64)
+    p_cds, p_intron = (strand_probs[index[name]].astype(np.float64) if name in index else zeros
+                       for name in ("CDS", "intron"))
+    return p_cds, p_intron, np.clip(1.0 - p_cds - p_intron, 0.0, 1.0)
+
+
+def network_log_odds(strand_probs: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One strand's per-base log-odds (n,) of CDS and of intron against the outside (everything else),
+    from its (n_classes, n) probabilities in strand coordinates: the terms a path's score adds up when the
+    network alone is decoded, and the network's evidence a learned gene model adds to its own."""
+    p_cds, p_intron, p_out = _coding_rows(strand_probs, {name: i for i, name in enumerate(classes)})
+    return _log_odds(p_cds, p_out), _log_odds(p_intron, p_out)
 
 
 def eukaryote_transcripts(
@@ -343,8 +363,7 @@ def eukaryote_transcripts(
     transcripts = []
     for row, strand in enumerate(("+", "-")):
         strand_codes, strand_probs = strand_view(codes, probs, row)
-        p_cds, p_intron = row_of(strand_probs, "CDS"), row_of(strand_probs, "intron")
-        p_out = np.clip(1.0 - p_cds - p_intron, 0.0, 1.0)
+        p_cds, p_intron, p_out = _coding_rows(strand_probs, index)
         scores = StrandScores(cds=_log_odds_sums(p_cds, p_out)[None], intron=_log_odds_sums(p_intron, p_out),
                               keep=_network_keep(p_cds, p_intron, prune))
         genes = decode_strand(strand_codes, scores, start_codons=start_codons, stop_codons=stop_codons,

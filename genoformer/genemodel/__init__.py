@@ -8,10 +8,15 @@ genes with it alone, without a network (:func:`decode_with_gene_model`). Its par
 - ``markov``: order-k chains (3-periodic coding, intron, intergenic);
 - ``signals``: first-order weight array matrices around donors, acceptors, starts and stops;
 - ``model``: the counts, fitting, and the model file;
-- ``decode``: the scores the exact Viterbi of ``genoformer.decode.eukaryote`` adds up.
+- ``decode``: the scores the exact Viterbi of ``genoformer.decode.eukaryote`` adds up;
+- ``evidence``: a network's per-base probabilities weighed into those scores, the weights' file and fit.
 """
-from genoformer.genemodel.decode import DecodeSettings, ScoringTables, decode_with_gene_model, gene_model_transcripts
+from genoformer.genemodel.decode import (
+    DecodeSettings, ScoringTables, StrandEvidence, decode_with_gene_model, gene_model_transcripts,
+)
+from genoformer.genemodel.evidence import EvidenceFit, EvidenceWeights, combined_evidence, fit_evidence_weights
 from genoformer.genemodel.model import FORMAT_VERSION, GeneModel
 
-__all__ = ["DecodeSettings", "FORMAT_VERSION", "GeneModel", "ScoringTables", "decode_with_gene_model",
+__all__ = ["DecodeSettings", "EvidenceFit", "EvidenceWeights", "FORMAT_VERSION", "GeneModel", "ScoringTables",
+           "StrandEvidence", "combined_evidence", "decode_with_gene_model", "fit_evidence_weights",
            "gene_model_transcripts"]

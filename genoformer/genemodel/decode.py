@@ -19,8 +19,9 @@ decoded separately, then of two genes overlapping on opposite strands the lower-
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -82,8 +83,8 @@ class ScoringTables:
         self.donors, self.acceptors = model.signal_words("donor"), model.signal_words("acceptor")
         self.starts, self.stops = tuple(model.start_codons), tuple(model.stop_codons)
 
-    def strand_scores(self, codes: np.ndarray) -> StrandScores:
-        """The decoder's terms for one strand (``codes`` in strand coordinates)."""
+    def strand_terms(self, codes: np.ndarray) -> StrandTerms:
+        """The per-base terms and signal scores of one strand (``codes`` in strand coordinates)."""
         n = len(codes)
         words = ending_words(codes, self.model.order)  # (n,)
         by_position = self.coding[:, words]  # (3, n) log-odds of each base at codon position p
@@ -99,7 +100,11 @@ class ScoringTables:
             values = np.zeros(n + 1)
             values[at] = score_sites(codes, at, self.signals[kind], offset)
             signals[kind] = values
-        return StrandScores(cds=prefix_sums(cds), intron=prefix_sums(intron), signals=signals)
+        return StrandTerms(cds=cds, intron=intron, signals=signals)
+
+    def strand_scores(self, codes: np.ndarray, evidence: StrandEvidence | None = None) -> StrandScores:
+        """The decoder's terms for one strand (``codes`` in strand coordinates), plus ``evidence`` if given."""
+        return self.strand_terms(codes).scores(evidence)
 
     def candidates(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         """Positions of each signal kind as the decoder finds them (boundaries, strand coordinates)."""
@@ -111,33 +116,69 @@ class ScoringTables:
             "stop": np.flatnonzero(word_mask(words3, self.stops, 3)),
         }
 
-    def decode(self, codes: np.ndarray) -> StrandGenes:
-        """Best genes of one strand (CDS pieces, strand coordinates), their partial flags, the path's score."""
-        return decode_strand(codes, self.strand_scores(codes), start_codons=self.starts, stop_codons=self.stops,
+    def decode(self, codes: np.ndarray, scores: StrandScores | None = None) -> StrandGenes:
+        """Best genes of one strand (CDS pieces, strand coordinates), their partial flags, the path's score;
+        ``scores``: the strand's (default: the gene model's alone, :meth:`strand_scores`)."""
+        scores = self.strand_scores(codes) if scores is None else scores
+        return decode_strand(codes, scores, start_codons=self.starts, stop_codons=self.stops,
                              donors=self.donors, acceptors=self.acceptors, min_exon=self.settings.min_exon,
                              min_intron=self.min_intron, gene_penalty=self.gene_penalty,
                              intron_penalty=self.intron_penalty, open_ends=self.settings.open_ends)
 
 
-def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables,
-                           settings: DecodeSettings | None = None) -> list[Transcript]:
+    def transcripts(self, decoded: Sequence[StrandGenes], length: int) -> list[Transcript]:
+        """The genes of both strands (``decoded``: the + strand's, then the − strand's) as transcripts in
+        forward coordinates, CDS only; too short ones dropped, and unless ``strand_overlaps`` of two genes
+        overlapping on opposite strands the lower-scoring one."""
+        called = []  # (score, transcript)
+        for strand, genes in zip(("+", "-"), decoded):
+            for cds, partial, score in zip(genes.genes, genes.partial, genes.gene_scores):
+                if sum(e - s for s, e in cds) < self.settings.min_cds_length:
+                    continue
+                if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
+                    cds, partial = [(length - e, length - s) for s, e in cds[::-1]], partial[::-1]
+                called.append((score, Transcript(strand=strand, cds=cds, partial=partial)))
+        if self.settings.strand_overlaps:
+            return [transcript for _, transcript in called]
+        return _without_strand_overlaps(called)
+
+
+class StrandEvidence(NamedTuple):
+    """Extra per-base terms (n,) one strand's path scores add, strand coordinates: ``cds`` on each coding
+    base (every frame), ``intron`` on each intron base (e.g. a network's weighted log-odds)."""
+
+    cds: np.ndarray
+    intron: np.ndarray
+
+
+@dataclass(frozen=True)
+class StrandTerms:
+    """One strand's per-base gene-model terms before summing: ``cds`` (3, n) coding log-odds per frame,
+    ``intron`` (n,), ``signals`` as :class:`StrandScores`' (n + 1,) per kind."""
+
+    cds: np.ndarray
+    intron: np.ndarray
+    signals: dict[str, np.ndarray]
+
+    def scores(self, evidence: StrandEvidence | None = None) -> StrandScores:
+        """The decoder's prefix-summed scores, with ``evidence``'s terms added to each base."""
+        cds, intron = self.cds, self.intron
+        if evidence is not None:
+            cds, intron = cds + evidence.cds, intron + evidence.intron
+        return StrandScores(cds=prefix_sums(cds), intron=prefix_sums(intron), signals=self.signals)
+
+
+def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables, settings: DecodeSettings | None = None,
+                           evidence: Sequence[StrandEvidence] | None = None) -> list[Transcript]:
     """Genes on both strands of ``sequence`` (forward coordinates), CDS only (no UTRs); genes running
-    off the sequence carry ``partial`` flags (left edge, right edge)."""
+    off the sequence carry ``partial`` flags (left edge, right edge). ``evidence``: extra terms for the
+    + strand and the − strand (each in its strand's coordinates), added to the gene model's."""
     tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
     codes = encode_bases(sequence)
-    n = len(codes)
-    called = []  # (score, transcript)
-    for strand, view in (("+", codes), ("-", reverse_complement_codes(codes))):
-        decoded = tables.decode(view)
-        for cds, partial, score in zip(decoded.genes, decoded.partial, decoded.gene_scores):
-            if sum(e - s for s, e in cds) < tables.settings.min_cds_length:
-                continue
-            if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
-                cds, partial = [(n - e, n - s) for s, e in cds[::-1]], partial[::-1]
-            called.append((score, Transcript(strand=strand, cds=cds, partial=partial)))
-    if tables.settings.strand_overlaps:
-        return [transcript for _, transcript in called]
-    return _without_strand_overlaps(called)
+    views = (codes, reverse_complement_codes(codes))
+    decoded = [tables.decode(view, tables.strand_scores(view, None if evidence is None else evidence[row]))
+               for row, view in enumerate(views)]
+    return tables.transcripts(decoded, len(codes))
 
 
 def _without_strand_overlaps(called: list[tuple[float, Transcript]]) -> list[Transcript]:
@@ -159,17 +200,22 @@ def _without_strand_overlaps(called: list[tuple[float, Transcript]]) -> list[Tra
     return sorted(kept, key=lambda t: (t.start, t.strand))
 
 
-def decode_with_gene_model(genome, model: GeneModel, regions: Iterable[Interval],
-                           settings: DecodeSettings | None = None, *, id_prefix: str | None = None) -> pd.DataFrame:
+def decode_with_gene_model(genome, model: GeneModel | ScoringTables, regions: Iterable[Interval],
+                           settings: DecodeSettings | None = None, *, id_prefix: str | None = None,
+                           evidence: Callable[[Interval], tuple[Sequence[StrandEvidence], StrandSums]] | None = None,
+                           ) -> pd.DataFrame:
     """An annotation table (``read_annotation``'s columns) of the genes called in each region of ``genome``.
-    Feature IDs begin with ``id_prefix`` (default: the region, ``name_start``)."""
-    tables = ScoringTables(model, settings or DecodeSettings())
+    Feature IDs begin with ``id_prefix`` (default: the region, ``name_start``). ``evidence(region)``, if
+    given, gives the region's extra terms per strand (:func:`gene_model_transcripts`) and the class
+    probability sums that score its features (else feature scores are 0)."""
+    tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())  # feature scores are 0: there are no class probabilities
     tables_out = []
     for region in regions:
-        transcripts = gene_model_transcripts(genome.fetch(region.name, region.start, region.end), tables)
-        table = transcript_table(region.name, transcripts, no_probabilities,
-                                 id_prefix=id_prefix or f"{region.name}_{region.start}")
+        extra, sums = evidence(region) if evidence is not None else (None, no_probabilities)
+        transcripts = gene_model_transcripts(genome.fetch(region.name, region.start, region.end), tables,
+                                             evidence=extra)
+        table = transcript_table(region.name, transcripts, sums, id_prefix=id_prefix or f"{region.name}_{region.start}")
         table["start"] += region.start
         table["end"] += region.start
         tables_out.append(table)
