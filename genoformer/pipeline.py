@@ -1,4 +1,5 @@
-"""The end-to-end job: pretrain → fine-tune → (eukaryotes) fit a gene model → annotate → evaluate → report.
+"""The end-to-end job: pretrain → fine-tune → (eukaryotes) fit a gene model and the network's weight in it
+→ annotate → evaluate → report.
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
@@ -8,7 +9,8 @@ training stage that was interrupted resumes from its last checkpoint. Stages can
 
 The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
 decoder with the same options given no network (``evidence="none"``), and, with a ``genemodel``
-stage, by the learned gene model alone. All are scored side by side, and the report says whether
+stage, by the learned gene model alone and (the run's own, with validation regions to fit the
+``combine`` stage's weights on) by the gene model with the network's evidence weighed in. All are scored side by side, and the report says whether
 the network beat each: a gene decoder with open-reading-frame rules and self-trained statistics
 calls most prokaryotic genes by itself, and a learned gene model most eukaryotic ones.
 
@@ -24,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,11 +36,12 @@ import yaml
 
 from .errors import ConfigError, InputFileError
 from .files import atomic_write
+from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
 from .model.config import DEFAULT_TOKENIZER, ReformerConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
-STAGES = ("pretrain", "finetune", "genemodel", "annotate", "evaluate", "report")
+STAGES = ("pretrain", "finetune", "genemodel", "combine", "annotate", "evaluate", "report")
 PLAN_FROM_TOKENS = 1 << 16  # batches this large are checked by the memory planner before training
 PACKAGE_PREFIX = "package:"  # package:NAME/PATH: a file inside an installed Python (data) package
 # The optional extra that installs each data package a config's package: paths may name.
@@ -58,6 +62,7 @@ class Row:
 # The first row left is the run's own: its files are genome0.gff3 ..., its scores metrics.json's top level,
 # and the report sets it against each other row.
 ROWS = (
+    Row("network_gene_model", "network", True, "genoformer (network + gene model)"),
     Row("network", "network", False, "genoformer (network + decoder)"),
     Row("decoder_alone", "none", False, "decoder alone (no network)"),
     Row("gene_model_alone", "none", True, "gene model alone (no network)"),
@@ -88,6 +93,7 @@ DEPENDS = {
     "pretrain": ("seed", "data", "model", "trainer", "pretrain"),
     "finetune": ("seed", "data", "model", "trainer", "pretrain", "finetune"),
     "genemodel": ("data", "genemodel"),
+    "combine": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
     "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
     "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
     "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
@@ -385,16 +391,44 @@ class Pipeline:
         c = self.config
         if not c["data"]["annotation"]:
             raise ConfigError("the genemodel stage learns from an annotation: set data.annotation")
-        stretches = {fasta: found for fasta in c["data"]["fasta"] if (found := self.training_stretches(Genome(fasta)))}
-        if len(stretches) != 1:
-            raise ConfigError(f"a gene model learns one genome's genes from one FASTA; training stretches are in "
-                              f"{len(stretches)} of data.fasta ({', '.join(stretches) or 'none'}): set "
-                              "data.train_regions to stretches of one of them (or genemodel.enabled: false)")
-        (fasta, regions), = stretches.items()
+        fasta = self.gene_model_fasta()
+        regions = self.training_stretches(Genome(fasta))
         annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
         model = GeneModel.fit(Genome(fasta), read_annotation(annotation), regions, order=c["genemodel"]["order"])
         model.save(folder / "model")
         return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
+
+    def combine(self, folder: Path) -> dict:
+        """Fit the weights of the network's evidence in the gene model's scores on the validation regions
+        (:func:`genoformer.combine.fit_evidence`), so the run's own annotation weighs the network by what
+        it added there (weight 0: the gene model alone)."""
+        from .combine import fit_evidence
+        from .genome import Genome, read_bed_regions
+
+        c, a = self.config, self.config["annotate"]
+        fasta = self.gene_model_fasta()
+        names = set(Genome(fasta).lengths)
+        regions = [iv for path in c["data"]["val_regions"] for iv in read_bed_regions(path) if iv.name in names]
+        if not regions:
+            raise ConfigError(f"the combine stage fits its weights on validation regions of {fasta} (the gene model's "
+                              "genome): data.val_regions has none there")
+        fit = fit_evidence(a["model"] or self.folder("finetune") / "model", self.folder("genemodel") / "model", fasta,
+                           c["data"]["annotation"][c["data"]["fasta"].index(fasta)], regions,
+                           out=folder / EVIDENCE_WEIGHTS_FILE, window_length=a["window_length"], batch_size=a["batch_size"],
+                           both_strands=a["both_strands"], progress=_log)
+        return {"outputs": [str(fit.path.relative_to(self.out))], "weights": dataclasses.asdict(fit.weights),
+                "scores": fit.scores}
+
+    def gene_model_fasta(self) -> str:
+        """The one FASTA whose genome the gene model learns (and the combination is fitted on)."""
+        from .genome import Genome
+
+        stretches = [fasta for fasta in self.config["data"]["fasta"] if self.training_stretches(Genome(fasta))]
+        if len(stretches) != 1:
+            raise ConfigError(f"a gene model learns one genome's genes from one FASTA; training stretches are in "
+                              f"{len(stretches)} of data.fasta ({', '.join(stretches) or 'none'}): set "
+                              "data.train_regions to stretches of one of them (or genemodel.enabled: false)")
+        return stretches[0]
 
     def training_stretches(self, genome) -> list:
         """The stretches of ``genome`` trained on: its ``train_regions`` (else its whole records) less the
@@ -418,10 +452,23 @@ class Pipeline:
     def rows(self) -> tuple[Row, ...]:
         """The annotations the annotate stage makes of each genome: the model's, the decoder alone's where the
         labels are gene structures (which the gene decoder reads), the gene model's with a genemodel stage."""
+        return tuple(row for row in ROWS if self.makes(row))
+
+    def makes(self, row: Row) -> bool:
+        """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
+        genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
-        return tuple(row for row in ROWS
-                     if (row.evidence == "network" or gene_structure)
-                     and (not row.gene_model or self.config["genemodel"]["enabled"]))
+        if row.gene_model and not self.config["genemodel"]["enabled"]:
+            return False
+        if row.gene_model and row.evidence == "network":
+            return gene_structure and self.combines()
+        return row.evidence == "network" or gene_structure
+
+    def combines(self) -> bool:
+        """Whether the combine stage runs: a gene model, a gene-structure network and validation regions."""
+        c = self.config
+        return (c["genemodel"]["enabled"] and c["data"]["classes"] == "gene_structure"
+                and bool(c["data"]["val_regions"]))
 
     def held_out(self) -> list | None:
         from .genome import read_bed_regions
@@ -436,6 +483,7 @@ class Pipeline:
         c, a = self.config, self.config["annotate"]
         model = load_model(a["model"] or self.folder("finetune") / "model")
         gene_model = self.folder("genemodel") / "model"
+        weights = self.folder("combine") / EVIDENCE_WEIGHTS_FILE
         held_out = self.held_out()
         outputs = []
         for i, fasta in enumerate(c["data"]["fasta"]):
@@ -446,6 +494,7 @@ class Pipeline:
                 result = annotate_genome(
                     model, fasta, self.prediction(i, row), evidence=row.evidence,
                     gene_model=gene_model if row.gene_model else None, regions=regions,
+                    evidence_weights=weights if row.gene_model and row.evidence == "network" else None,
                     organism=c["data"]["organism"], window_length=a["window_length"], batch_size=a["batch_size"],
                     both_strands=a["both_strands"], bigwig=a["bigwig"], gene_cost=a["gene_cost"],
                     codon_weight=a["codon_weight"], start_weight=a["start_weight"], closed_ends=a["closed_ends"])
@@ -489,7 +538,7 @@ class Pipeline:
                       for strand, sign in (("plus", "+"), ("minus", "−"))}
             plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"),
                               {label: path for label, path in tracks.items() if path.is_file()})
-        outputs = [item for stage in ("finetune", "genemodel", "annotate", "evaluate")
+        outputs = [item for stage in ("finetune", "genemodel", "combine", "annotate", "evaluate")
                    for item in records.get(stage, {}).get("outputs", [])]
         paths = write_report(folder, name=c["name"], records=records, metrics=metrics, label=own.label,
                              others=others, outputs=outputs, organism=c["data"]["organism"], plot=plot)
@@ -509,6 +558,8 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
     for stage in ("pretrain", "genemodel"):
         if not config[stage]["enabled"] and stage in wanted:
             wanted.remove(stage)
+    if "combine" in wanted and not pipeline.combines():
+        wanted.remove("combine")
     if not config["data"]["annotation"]:
         wanted = [s for s in wanted if s == "pretrain"]
     for stage in wanted:

