@@ -11,7 +11,8 @@ import yaml
 
 from genoformer.errors import MemoryPlanError
 from genoformer.model import ReformerConfig
-from genoformer.model.memory import _probe, _TensorBytes, kept_activation_bytes, plan
+from genoformer.model.activations import kept_activation_bytes
+from genoformer.model.memory import _probe, _TensorBytes, plan
 from genoformer.model.networks import ReformerForMaskedLM
 
 # Wide enough that activations, not the interpreter, dominate the probes' peak memory.

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from genoformer.model import Reformer, ReformerConfig, memory
+from genoformer.model import Reformer, ReformerConfig, activations
 from genoformer.model.reversible import ReversibleStack
 
 
@@ -219,7 +219,7 @@ def test_auto_keeps_activations_when_they_fit_and_recomputes_when_they_do_not(mo
     model = Reformer(config(reversible="auto"))
     ids, mask = batch()
     assert stacks_run(model, ids, mask, monkeypatch) == []
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024.0)  # a step's activations cannot fit
+    monkeypatch.setattr(activations, "available_bytes", lambda device: 1024.0)  # a step's activations cannot fit
     assert stacks_run(model, ids, mask, monkeypatch) == ["reversible"]
 
 

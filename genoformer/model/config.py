@@ -56,7 +56,7 @@ class ReformerConfig:
             recompute, more memory (with the kept attention-dropout draws, 1.8-2.0x the training
             tokens per CPU second of the recipes' models: docs/training.md).
             ``"auto"`` (the default; ``None`` means the same) decides per training call: activations are kept when the memory planner's
-            estimate of them fits (``genoformer.model.memory.activations_fit``), the reversible stack
+            estimate of them fits (``genoformer.model.activations.activations_fit``), the reversible stack
             runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
         pad_token_id: id used to pad inputs to a chunk multiple inside the model.
         rotary_base: base of the rotary position frequencies (positions are computed on the fly, so

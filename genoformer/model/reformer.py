@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genoformer.model.config import ReformerConfig
-from genoformer.model.memory import activations_fit
+from genoformer.model.activations import activations_fit
 from genoformer.model.reversible import ReversibleBlock, ReversibleStack
 from genoformer.model.runtime import ForwardContext, mix_seed, release_host_memory
 
