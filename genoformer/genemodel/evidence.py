@@ -106,9 +106,8 @@ class EvidenceWeights:
         unknown = sorted(set(weights) - set(names))
         missing = [name for name in names if name not in weights]
         if unknown or missing:
-            raise ModelFileError(path, f"evidence weights field 'weights': {'unknown ' + str(unknown) if unknown else ''}"
-                                       f"{' and ' if unknown and missing else ''}"
-                                       f"{'missing ' + str(missing) if missing else ''} (expected {names})")
+            problems = [f"{kind} {found}" for kind, found in (("unknown", unknown), ("missing", missing)) if found]
+            raise ModelFileError(path, f"evidence weights field 'weights': {' and '.join(problems)} (expected {names})")
         try:
             return cls(**weights)
         except ConfigError as exc:
@@ -248,9 +247,9 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
     for _ in range(rounds):
         before = best
         for name, values in grid.items():
-            candidates = [replace(best, **{name: value}) for value in values]
             if name == "cap" and best.cds == best.intron == 0:
                 continue  # the cap of zero weights changes nothing
+            candidates = [replace(best, **{name: value}) for value in values]
             best = max(candidates + [best], key=lambda w: (score(w), -w.cds - w.intron))
         if best == before:
             break

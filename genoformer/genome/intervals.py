@@ -5,7 +5,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -36,6 +36,13 @@ class Interval:
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
+
+
+def read_bed_files(paths: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Interval]:
+    """The regions of one BED file or of several (:func:`read_bed_regions`), in order; none for ``None``."""
+    if paths is None:
+        return []
+    return [iv for path in ([paths] if isinstance(paths, (str, os.PathLike)) else paths) for iv in read_bed_regions(path)]
 
 
 def read_bed_regions(path: str | os.PathLike) -> list[Interval]:

@@ -21,15 +21,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 from ..datasets.windows import LabelFn, RandomWindowDataset, ResumableLoader, TiledWindowDataset, WindowStream
 from ..errors import ConfigError
 from ..genome import (Genome, GenomeWindows, Interval, LabelIndex, LabelScheme, check_against_genome,
-                      read_annotation, read_bed_regions, subtract_intervals)
+                      read_annotation, read_bed_files, subtract_intervals)
 from ..tokenize import NucleotideTokenizer, Tokenizer
 
 Split = Literal["train", "val", "test"]
-
-
-def _read_regions(paths: str | list[str] | None) -> list[Interval]:
-    """The regions of one BED file or of several, in order."""
-    return [iv for path in ([paths] if isinstance(paths, str) else paths or []) for iv in read_bed_regions(path)]
 
 
 class GenomeDataModule(pl.LightningDataModule):
@@ -109,8 +104,8 @@ class GenomeDataModule(pl.LightningDataModule):
     def splits(self) -> list[dict[Split, list[Interval]]]:
         """Per FASTA file: the train/val/test intervals, disjoint."""
         hp = self.hparams
-        region_filter = _read_regions(hp.regions) if hp.regions else None
-        held = {"val": _read_regions(hp.val_regions), "test": _read_regions(hp.test_regions)}
+        region_filter = read_bed_files(hp.regions) if hp.regions else None
+        held = {"val": read_bed_files(hp.val_regions), "test": read_bed_files(hp.test_regions)}
         whole = {"val": set(hp.val_records or []), "test": set(hp.test_records or [])}
         known = {name for g in self.genomes for name in g.names}
         for split, names in whole.items():
