@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genoformer.decode.eukaryote import StrandScores, decode_strand
+from genoformer.decode.eukaryote import LengthScores, StrandScores, decode_strand
 from genoformer.decode.segments import encode_bases, prefix_sums
 from genoformer.errors import ModelFileError
 from genoformer.evaluate import evaluate
 from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model, gene_model_transcripts
+from genoformer.genemodel.lengths import length_scores, smoothed_distribution, tail_rate
 from genoformer.genome import Genome, Interval, read_annotation
 
 STOPS = ("TAA", "TAG", "TGA")
@@ -22,7 +23,7 @@ TRAINING_SLICES = ("Chr1", "Chr2", "Chr3", "Chr4")
 # --------------------------------------------------------------------------- exactness (brute force)
 
 def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_penalty, intron_penalty,
-                 open_ends=False):
+                 open_ends=False, lengths=None):
     """Every parse the decoder's rules allow, scored term by term: {parse: best score of that parse}.
 
     Rules: a gene starts at an ATG (frame = its position mod 3) and ends at the first in-frame stop
@@ -31,9 +32,22 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
     intron is no stop; exons and introns respect their minimum lengths; genes do not overlap. With
     ``open_ends`` the first gene may begin at base 0 inside a coding exon (any frame) or an intron (any
     phase), and the last may run to the end inside a coding exon (no in-frame stop left) or an intron.
-    A parse is a tuple of genes, each (CDS pieces, partial flag 5' then 3').
+    A parse is a tuple of genes, each (CDS pieces, partial flag 5' then 3'). ``lengths``
+    (:class:`LengthScores`) adds each whole exon's term by kind and length, and each whole intron's.
     """
     n = len(seq)
+
+    def exon_term(entry_kind, exit_kind, size):  # entry_kind None: the exon began before the sequence
+        if lengths is None or entry_kind is None:
+            return 0.0
+        terms = lengths.exon[entry_kind][exit_kind]
+        return terms[size] if size < len(terms) else lengths.exon_tail[entry_kind][exit_kind]
+
+    def intron_term(size):
+        if lengths is None:
+            return 0.0
+        return lengths.intron[size] if size < len(lengths.intron) else lengths.intron_tail
+
     at = lambda words, shift=0: [x + shift for x in range(n) if seq[x:x + len(words[0])] in words]  # noqa: E731
     starts, stops = at(("ATG",)), at(STOPS)
     donors = [x for x in at(("GT", "GC")) if 1 <= x < n]
@@ -48,12 +62,13 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
 
     def after_acceptor(acceptor, left, score, gene, left_open, done_genes, done_score):
         need = (3 - left) % 3
-        exon(acceptor, (acceptor + need) % 3, gene, score, left_open, min_exon, done_genes, done_score)
+        exon(acceptor, (acceptor + need) % 3, gene, score, left_open, min_exon, done_genes, done_score, 1)
 
-    def exon(entry, frame, gene, score, left_open, shortest, done_genes, done_score):
+    def exon(entry, frame, gene, score, left_open, shortest, done_genes, done_score, entry_kind):
         stop = next((y for y in stops if y >= entry and y % 3 == frame), None)
         if stop is not None and stop + 3 - entry >= shortest:  # end the gene
-            piece_score = sum(per_base[frame][entry:stop + 3]) + signals["stop"][stop]
+            piece_score = (sum(per_base[frame][entry:stop + 3]) + signals["stop"][stop]
+                           + exon_term(entry_kind, 1, stop + 3 - entry))
             genes(stop + 3, done_genes + ((gene + ((entry, stop + 3),), flag(left_open, False)),),
                   done_score + score + piece_score)
         if open_ends and stop is None and n - entry >= shortest:  # run off the end in this exon
@@ -63,7 +78,8 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
             if donor < entry + shortest or (stop is not None and donor > stop):
                 continue
             left = (donor - frame) % 3  # bases of an unfinished codon
-            exon_score = score + sum(per_base[frame][entry:donor]) + signals["donor"][donor] - intron_penalty
+            exon_score = (score + sum(per_base[frame][entry:donor]) + signals["donor"][donor] - intron_penalty
+                          + exon_term(entry_kind, 0, donor - entry))
             pieces = gene + ((entry, donor),)
             if open_ends and n - donor >= min_intron:  # run off the end in this intron
                 record(done_genes + ((pieces, flag(left_open, True)),), done_score + exon_score + sum(intron[donor:]))
@@ -73,7 +89,8 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
                 need = (3 - left) % 3
                 if left and seq[donor - left:donor] + seq[acceptor:acceptor + need] in STOPS:
                     continue
-                value = exon_score + sum(intron[donor:acceptor]) + signals["acceptor"][acceptor]
+                value = (exon_score + sum(intron[donor:acceptor]) + signals["acceptor"][acceptor]
+                         + intron_term(acceptor - donor))
                 after_acceptor(acceptor, left, value, pieces, left_open, done_genes, done_score)
 
     def genes(free, done_genes, done_score):
@@ -81,12 +98,12 @@ def _brute_force(seq, per_base, intron, signals, *, min_exon, min_intron, gene_p
         for start in starts:
             if start >= free:
                 exon(start, start % 3, (), signals["start"][start] - gene_penalty, False, min_exon, done_genes,
-                     done_score)
+                     done_score, 0)
 
     genes(0, (), 0.0)
     if open_ends:  # the first gene already under way at base 0
         for frame in range(3):
-            exon(0, frame, (), -gene_penalty, True, 0, (), 0.0)
+            exon(0, frame, (), -gene_penalty, True, 0, (), 0.0, None)
         for left in range(3):  # unknown bases of an unfinished codon: no spliced stop can be checked
             for acceptor in acceptors:
                 after_acceptor(acceptor, left, -gene_penalty + sum(intron[:acceptor]) + signals["acceptor"][acceptor],
@@ -122,6 +139,29 @@ def test_decoder_best_path_score_equals_brute_force_over_all_parses(seed, open_e
     assert parses[path] == pytest.approx(decoded.score, abs=1e-9)  # the path returned is a valid parse, so scored
     for gene, gene_score in zip(path, decoded.gene_scores):  # each gene's score: that gene alone as a parse
         assert parses[(gene,)] == pytest.approx(gene_score, abs=1e-9)
+
+
+@pytest.mark.parametrize("open_ends", [False, True])
+@pytest.mark.parametrize("seed", range(25))
+def test_with_explicit_lengths_the_decoder_still_finds_the_brute_force_best_parse(seed, open_ends):
+    rng = np.random.default_rng(100 + seed)
+    seq = _planted_sequence(rng, 48)
+    n = len(seq)
+    per_base = rng.normal(0.3, 1.0, size=(3, n))
+    intron = rng.normal(0.1, 1.0, size=n)
+    signals = {kind: rng.normal(0.0, 2.0, size=n + 1) for kind in ("donor", "acceptor", "start", "stop")}
+    # Horizons shorter than the sequence, so that exits read both the table and the tail.
+    lengths = LengthScores(exon=rng.normal(0.0, 2.0, size=(2, 2, 13)).tolist(),
+                           exon_tail=rng.normal(0.0, 2.0, size=(2, 2)).tolist(),
+                           intron=rng.normal(0.0, 2.0, size=9).tolist(), intron_tail=float(rng.normal(0.0, 2.0)))
+    options = dict(min_exon=3, min_intron=4, gene_penalty=float(rng.uniform(0, 3)),
+                   intron_penalty=float(rng.uniform(0, 2)), open_ends=open_ends, lengths=lengths)
+    scores = StrandScores(cds=prefix_sums(per_base), intron=prefix_sums(intron), signals=signals)
+    decoded = decode_strand(encode_bases(seq), scores, **options)
+    parses = _brute_force(seq, per_base, intron, signals, **options)
+    assert decoded.score == pytest.approx(max(parses.values()), abs=1e-9)
+    path = tuple((tuple(tuple(piece) for piece in gene), flag) for gene, flag in zip(decoded.genes, decoded.partial))
+    assert parses[path] == pytest.approx(decoded.score, abs=1e-9)
 
 
 def test_brute_force_sees_spliced_genes_so_the_exactness_check_has_teeth():
@@ -167,6 +207,45 @@ def test_gene_model_from_four_slices_finds_the_coding_sequence_of_the_fifth(atha
     baseline_f1, baseline_exon_f1 = _cds_f1(athaliana, trained, no_model)
     assert nucleotide_f1 > 0.8 and exon_f1 > 0.55
     assert baseline_f1 < 0.3 and baseline_exon_f1 < 0.05
+
+
+# --------------------------------------------------------------------------- length distributions
+
+def test_length_terms_with_the_per_base_rate_give_back_a_distribution_summing_to_one():
+    rng = np.random.default_rng(0)
+    lengths = (60 + rng.gamma(2.0, 60.0, size=3000)).astype(int).tolist()
+    horizon = 300
+    probabilities, beyond = smoothed_distribution(lengths, horizon)
+    assert probabilities.sum() + beyond == pytest.approx(1.0)
+    assert beyond == pytest.approx(np.mean(np.array(lengths) > horizon), abs=1e-3)
+    log_q = tail_rate(lengths, horizon, fallback_mean=100.0)
+    scores, _, _ = length_scores({"intron": lengths, **{k: lengths for k in
+                                  ("single_exon", "initial_exon", "internal_exon", "terminal_exon")}}, horizon, horizon)
+    # What a path adds for an intron of length d: d per-base rates plus the length's term.
+    within = np.exp(np.array(scores.intron) + np.arange(horizon + 1) * log_q)
+    np.testing.assert_allclose(within, probabilities, rtol=1e-9)
+    longer = np.arange(horizon + 1, 20 * horizon)
+    tail = np.exp(scores.intron_tail + longer * log_q)
+    assert within.sum() + tail.sum() == pytest.approx(1.0, abs=1e-6)
+    # The tail's mean excess is the training lengths' beyond the horizon.
+    excess = np.array(lengths)[np.array(lengths) > horizon] - horizon
+    assert (longer - horizon) @ tail / tail.sum() == pytest.approx(excess.mean(), rel=1e-3)
+
+
+def test_learned_exon_lengths_make_a_ten_base_terminal_exon_costly_and_a_long_single_exon_cheap(trained):
+    scores, exon_q, _ = length_scores(trained.lengths, 600, 400)
+    initial, single = scores.exon[0]
+    internal, terminal = scores.exon[1]
+    # Per base, every exon pays log q; the length terms say how much likelier a length is than that.
+    assert terminal[10] < terminal[150] - 1.5
+    assert internal[10] < internal[100] - 3.0
+    assert single[600] > single[60] + 2.0
+
+
+def test_explicit_lengths_call_more_exons_right_on_held_out_sequence_than_geometric_ones(athaliana, trained):
+    explicit = _cds_f1(athaliana, trained, DecodeSettings())
+    geometric = _cds_f1(athaliana, trained, DecodeSettings(explicit_lengths=False))
+    assert explicit[1] > geometric[1] + 0.01
 
 
 # --------------------------------------------------------------------------- the model file

@@ -30,6 +30,12 @@ and each donor / acceptor / start / stop scored by a signal model, added when a 
 
 Minimum exon and intron lengths are exact: an entry only becomes usable ``min_exon`` /
 ``min_intron`` bases later (per-state queues of pending entries, monotone so each stays short).
+Lengths are otherwise geometric (the per-base terms carry the rate), unless :class:`LengthScores`
+are given: then each exon adds a term for its length by its kind (single, initial, internal,
+terminal: what entered it, a start or an acceptor, and what leaves it, a stop or a donor) and each
+intron one for its length, looked up for lengths up to a horizon and constant beyond it (where the
+per-base rate is the tail's). Entries younger than the horizon are kept in full per state and
+scanned at each exit; a stop codon clears its frame's, so in non-coding DNA they stay few.
 Signals where the model gives the neighbouring classes less than ``prune`` probability are dropped
 before the loop (default 1e-3: such a transition would cost ~7 nats anyway); stop codons are
 never dropped, since they are constraints. The loop is pure Python over the remaining signals
@@ -87,6 +93,30 @@ class StrandScores:
     keep: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class LengthScores(NamedTuple):
+    """Explicit length terms a path adds on top of :class:`StrandScores`' per-base ones.
+
+    ``exon[entry][exit]`` lists the term of an exon of each length 0..horizon, entered at a start
+    (``entry`` 0) or an acceptor (1) and left at a donor (``exit`` 0) or after a stop codon (1): the
+    initial, internal, single and terminal exons; ``exon_tail[entry][exit]`` is the term of any
+    longer one. ``intron`` / ``intron_tail`` likewise for introns. Exons and introns of genes
+    running off the sequence (``open_ends``) get no length term.
+    """
+
+    exon: list[list[list[float]]]
+    exon_tail: list[list[float]]
+    intron: list[float]
+    intron_tail: float
+
+
+class _NoTerms:
+    """The length terms of an exon or intron cut by the sequence's end: none."""
+
+    def __getitem__(self, length: int) -> float:
+        return 0.0
+
+
+_NO_TERMS = _NoTerms()
 _KIND_NAMES = ("donor", "acceptor", "start", "stop")
 
 
@@ -138,7 +168,7 @@ def _splice_context(codes: np.ndarray, position: np.ndarray) -> tuple[np.ndarray
 
 
 def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min_intron, gene_penalty,
-             intron_penalty, length, open_ends=False):
+             intron_penalty, length, open_ends=False, lengths=None):
     """Best path through the signals: the genes as lists of CDS pieces (strand coordinates), their
     partial flags and scores (see :class:`StrandGenes`), and the path's score."""
     # Gather everything the loop reads as Python lists (indexing numpy scalars is slow).
@@ -175,17 +205,57 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
         if value > (queue[-1][1] if queue else best[state]):
             queue.append((usable, value, back))
 
+    # With explicit lengths, entries of coding and intron states wait in ``recent`` (per state and
+    # entry kind: 0 start or donor, 1 acceptor) until they are older than the horizon, then join
+    # ``aged`` (the best such entry), whose exits all add the same tail term.
+    explicit = lengths is not None
+    if explicit:
+        exon_terms, exon_tail = lengths.exon, lengths.exon_tail
+        intron_terms, intron_tail = lengths.intron, lengths.intron_tail
+        exon_horizon, intron_horizon = len(exon_terms[0][0]) - 1, len(intron_terms) - 1
+        recent = [(deque(), deque()) for _ in range(_N_STATES)]  # (entry position, value, node)
+        aged = [[NEG, None, NEG, None] for _ in range(_N_STATES)]  # value, node per entry kind
+
+    def timed_best(state, entry, x, terms, tail, horizon, shortest):  # best entry of a kind, its length term added
+        queue, old = recent[state][entry], aged[state]
+        while queue and x - queue[0][0] > horizon:
+            _, value, back = queue.popleft()
+            if value > old[2 * entry]:
+                old[2 * entry], old[2 * entry + 1] = value, back
+        top, back = old[2 * entry] + tail, old[2 * entry + 1]
+        for at, value, entry_node in queue:
+            if x - at < shortest:
+                break
+            value += terms[x - at]
+            if value > top:
+                top, back = value, entry_node
+        return top, back
+
+    def leave_exon(state, x, exit_kind):  # best value leaving coding state ``state`` at x, and its node
+        if pending[state]:
+            activate(state, x)
+        top, back = best[state], node[state]
+        if explicit:
+            for entry in (0, 1):
+                value, entry_node = timed_best(state, entry, x, exon_terms[entry][exit_kind],
+                                               exon_tail[entry][exit_kind], exon_horizon, min_exon)
+                if value > top:
+                    top, back = value, entry_node
+        return top, back
+
     for e in range(len(pos)):
         x, k = pos[e], kinds[e]
         f = x % 3
         if k == _DONOR:
             # Frame f + j has j bases (mod 3) of an unfinished codon at the donor.
             for state, target in ((CDS0 + f, I0), (CDS0 + (f + 2) % 3, ph1[e]), (CDS0 + (f + 1) % 3, ph2[e])):
-                if pending[state]:
-                    activate(state, x)
-                if best[state] > NEG:
-                    leave = c_at[state - CDS0][e] - i_at[e] - intron_penalty + bonus[e]
-                    offer(target, x + min_intron, best[state] + leave, ("D", x, node[state], None))
+                top, back = leave_exon(state, x, 0)
+                if top > NEG:
+                    value = top + c_at[state - CDS0][e] - i_at[e] - intron_penalty + bonus[e]
+                    if explicit:
+                        recent[target][0].append((x, value, ("D", x, back, None)))
+                    else:
+                        offer(target, x + min_intron, value, ("D", x, back, None))
         elif k == _ACCEPTOR:
             no = bad[e]
             for sources, target in (
@@ -199,22 +269,36 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
                         activate(state, x)
                     if best[state] > top:
                         top, back = best[state], node[state]
+                    if explicit:
+                        value, entry_node = timed_best(state, 0, x, intron_terms, intron_tail, intron_horizon, min_intron)
+                        if value > top:
+                            top, back = value, entry_node
                 if top > NEG:
-                    offer(target, x + min_exon, top + (i_at[e] - c_at[target - CDS0][e] + bonus[e]), ("A", x, back, None))
+                    value = top + (i_at[e] - c_at[target - CDS0][e] + bonus[e])
+                    if explicit:
+                        recent[target][1].append((x, value, ("A", x, back, None)))
+                    else:
+                        offer(target, x + min_exon, value, ("A", x, back, None))
         elif k == _START:
             if pending[OUT]:
                 activate(OUT, x)
-            offer(CDS0 + f, x + min_exon, best[OUT] - gene_penalty - c_at[f][e] + bonus[e],
-                  ("S", x, node[OUT], best[OUT]))
+            value, back = best[OUT] - gene_penalty - c_at[f][e] + bonus[e], ("S", x, node[OUT], best[OUT])
+            if explicit:
+                recent[CDS0 + f][0].append((x, value, back))
+            else:
+                offer(CDS0 + f, x + min_exon, value, back)
         else:  # stop codon at x: ends the genes of its frame, then forbids that frame beyond it
             state = CDS0 + f
-            if pending[state]:
-                activate(state, x + 3)
-                pending[state].clear()
-            if best[state] > NEG:
-                ended = best[state] + c_after_stop[e] + bonus[e]
-                offer(OUT, x + 3, ended, ("E", x + 3, node[state], ended))
-                best[state], node[state] = NEG, None
+            top, back = leave_exon(state, x + 3, 1)
+            pending[state].clear()
+            if top > NEG:
+                ended = top + c_after_stop[e] + bonus[e]
+                offer(OUT, x + 3, ended, ("E", x + 3, back, ended))
+            best[state], node[state] = NEG, None
+            if explicit:
+                recent[state][0].clear()
+                recent[state][1].clear()
+                aged[state][:] = [NEG, None, NEG, None]
     if pending[OUT]:
         activate(OUT, length)
     if open_ends:  # a gene still under way at the sequence's end: in a coding exon, or in an intron
@@ -222,10 +306,17 @@ def _viterbi(position, kind, scores, phase1, phase2, forbidden, *, min_exon, min
         for state in (CDS0, CDS1, CDS2, I0, I1T, I1X, I2TA, I2TG, I2X):
             if pending[state]:
                 activate(state, length)
+            top, back = best[state], node[state]
+            if explicit:  # a cut exon or intron: no length term
+                shortest = min_exon if state < I0 else min_intron
+                for entry in (0, 1):
+                    value, entry_node = timed_best(state, entry, length, _NO_TERMS, 0.0, length, shortest)
+                    if value > top:
+                        top, back = value, entry_node
             end = c_end[state - CDS0] if state < I0 else scores.intron[length]
-            if best[state] + end > best[OUT]:
-                best[OUT] = best[state] + end
-                node[OUT] = ("F" if state < I0 else "G", length, node[state], best[OUT])
+            if top + end > best[OUT]:
+                best[OUT] = top + end
+                node[OUT] = ("F" if state < I0 else "G", length, back, best[OUT])
 
     genes, partial, gene_scores, piece_end, pieces, open_end, ended = [], [], [], None, [], "0", 0.0
     back = node[OUT]
@@ -262,16 +353,18 @@ class StrandGenes(NamedTuple):
 def decode_strand(codes: np.ndarray, scores: StrandScores, *, start_codons: Sequence[str] = ("ATG",),
                   stop_codons: Sequence[str] = STOP_CODONS, donors: Sequence[str] = ("GT", "GC"),
                   acceptors: Sequence[str] = ("AG",), min_exon: int = 3, min_intron: int = 20,
-                  gene_penalty: float = 0.0, intron_penalty: float = 0.0, open_ends: bool = False) -> StrandGenes:
+                  gene_penalty: float = 0.0, intron_penalty: float = 0.0, open_ends: bool = False,
+                  lengths: LengthScores | None = None) -> StrandGenes:
     """The best-scoring genes of one strand (``codes`` from ``encode_bases``, strand coordinates) and that
-    path's score: the sum of ``scores``' terms over the path minus the penalties. With ``open_ends`` a
-    gene may run off either end of the sequence (in a coding exon in any frame, or in an intron)."""
+    path's score: the sum of ``scores``' terms over the path (and ``lengths``' terms, if given) minus the
+    penalties. With ``open_ends`` a gene may run off either end of the sequence (in a coding exon in any
+    frame, or in an intron)."""
     position, kind = _events(codes, scores.keep, starts=start_codons, stops=stop_codons, donors=donors,
                              acceptors=acceptors)
     phase1, phase2, forbidden = _splice_context(codes, position)
     return StrandGenes(*_viterbi(position, kind, scores, phase1, phase2, forbidden, min_exon=min_exon,
                                  min_intron=min_intron, gene_penalty=gene_penalty, intron_penalty=intron_penalty,
-                                 length=len(codes), open_ends=open_ends))
+                                 length=len(codes), open_ends=open_ends, lengths=lengths))
 
 
 def _add_utrs(genes, five_sums, three_sums, length, max_utr):
