@@ -38,7 +38,7 @@ from genoformer.decode.segments import (
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.signals import WINDOWS, log_odds_table, score_sites
+from genoformer.genemodel.signals import FITTED_WINDOWS, WINDOWS, log_odds_table, score_sites
 from genoformer.genome.intervals import Interval
 
 
@@ -58,6 +58,7 @@ class DecodeSettings:
     min_cds_length: int = 60
     coding_weight: float = 1.0  # scales the coding-vs-intergenic log-odds
     signal_weight: float = 1.2  # scales the signal models' log-odds
+    fitted_signals: bool = True  # the signal models fitted against decoys; False: the counted WAMs
     gene_penalty: float = 5.0  # added to the learned cost of each gene (nats)
     intron_penalty: float = 4.5  # added to the learned cost of each intron (nats)
     open_ends: bool = True  # genes may run off either end of a sequence (partial genes)
@@ -79,8 +80,13 @@ class ScoringTables:
         null = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
         self.coding = (log_probabilities(model.coding, model.pseudocount) - null) * settings.coding_weight  # (3, words + 1)
         self.intron = log_probabilities(model.intron, model.pseudocount) - null  # (words + 1,)
-        self.signals = {kind: log_odds_table(model.signals[kind], model.background, model.pseudocount)
-                        * settings.signal_weight for kind in WINDOWS}
+        if settings.fitted_signals:
+            tables, windows = model.fitted_signals, FITTED_WINDOWS
+        else:
+            tables = {kind: log_odds_table(model.signals[kind], model.background, model.pseudocount) for kind in WINDOWS}
+            windows = WINDOWS
+        self.signals = {kind: tables[kind] * settings.signal_weight for kind in WINDOWS}
+        self.signal_offsets = {kind: windows[kind][0] for kind in WINDOWS}
         introns = model.lengths["intron"]
         # The shortest 1% are rare enough that ruling them out costs less than a long geometric tail.
         self.min_intron = settings.min_intron or max(20, int(np.percentile(introns, 1)) if introns else 20)
@@ -116,9 +122,8 @@ class ScoringTables:
         intron = self.intron[words] + np.where(invalid, 0.0, self.intron_per_base)
         signals = {}
         for kind, at in self.candidates(codes).items():
-            offset, _ = WINDOWS[kind]
             values = np.zeros(n + 1)
-            values[at] = score_sites(codes, at, self.signals[kind], offset)
+            values[at] = score_sites(codes, at, self.signals[kind], self.signal_offsets[kind])
             signals[kind] = values
         return StrandTerms(cds=cds, intron=intron, signals=signals)
 

@@ -1,8 +1,8 @@
 """The gene model: what is learned (counts, signal windows, lengths), fitting it, and its model folder.
 
-A gene model is stored as one JSON file, ``gene_model.json`` in its folder: plain counts (integers)
-and settings, never pickle. Log-probabilities are derived from the counts when loaded, so the file
-is exactly what was counted. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
+A gene model is stored as one JSON file, ``gene_model.json`` in its folder: plain counts (integers),
+the fitted signal models' log-odds tables (numbers) and settings, never pickle. Log-probabilities are
+derived from the counts when loaded, so the file is exactly what was counted and fitted. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
 from another version, or one missing a field, is refused naming the file and the field.
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
-from genoformer.genemodel.signals import WINDOWS
+from genoformer.genemodel.signals import FITTED_WINDOWS, MAX_DECOYS, WINDOWS, fit_site_table, log_odds_table
 from genoformer.genemodel.training import (
     LENGTH_KINDS, TrainingCounts, add_region, check_training_genes, coding_transcripts,
 )
 from genoformer.genome.intervals import Interval
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fitted signal models
 FILE_NAME = "gene_model.json"
 # A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
 MIN_SIGNAL_SHARE = 0.001
@@ -43,6 +43,7 @@ class GeneModel:
     intergenic: np.ndarray  # (4 ** (order + 1),)
     background: np.ndarray  # (4, 4) first-order intergenic pair counts
     signals: dict[str, np.ndarray]  # kind -> (width, 4, 4) window pair counts
+    fitted_signals: dict[str, np.ndarray]  # kind -> (width, 5, 5) fitted site log-odds (FITTED_WINDOWS)
     donors: dict[str, int]  # intron first two bases -> count
     acceptors: dict[str, int]
     start_codons: dict[str, int]
@@ -78,9 +79,11 @@ class GeneModel:
             codes = encode_bases(genome.fetch(region.name, region.start, region.end))
             add_region(counts, codes, pieces[pieces["transcript"].isin(inside)], region.start, start_codons, stop_codons)
         check_training_genes(counts, annotation, genome.path, regions)
+        fitted = {kind: _fitted_signal(counts, kind) for kind in WINDOWS}
         counts.report["training seconds"] = round(time.perf_counter() - began, 1)
         return cls(order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
-                   background=counts.background, signals=counts.signals, donors=dict(counts.donors),
+                   background=counts.background, signals=counts.signals, fitted_signals=fitted,
+                   donors=dict(counts.donors),
                    acceptors=dict(counts.acceptors), start_codons=_with_defaults(counts.starts, start_codons),
                    stop_codons=_with_defaults(counts.stops, stop_codons),
                    lengths={k: sorted(v) for k, v in counts.lengths.items()}, report=dict(counts.report))
@@ -107,6 +110,7 @@ class GeneModel:
             "format_version": FORMAT_VERSION, "order": self.order, "pseudocount": self.pseudocount,
             "coding": self.coding.tolist(), "intron": self.intron.tolist(), "intergenic": self.intergenic.tolist(),
             "background": self.background.tolist(), "signals": {k: v.tolist() for k, v in self.signals.items()},
+            "fitted_signals": {k: v.tolist() for k, v in self.fitted_signals.items()},
             "donors": self.donors, "acceptors": self.acceptors, "start_codons": self.start_codons,
             "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
         }
@@ -142,7 +146,8 @@ class GeneModel:
             fail("format_version", f"this genoformer reads version {FORMAT_VERSION}, the file has {version!r}; "
                                    "learn the gene model again with this version (`genoformer gene-model`)")
         missing = [name for name in ("order", "pseudocount", "coding", "intron", "intergenic", "background",
-                                     "signals", "donors", "acceptors", "start_codons", "stop_codons", "lengths")
+                                     "signals", "fitted_signals", "donors", "acceptors", "start_codons",
+                                     "stop_codons", "lengths")
                    if name not in data]
         if missing:
             fail(missing[0], "missing: the file is incomplete or was not written by genoformer; learn the gene "
@@ -165,6 +170,19 @@ class GeneModel:
         if not isinstance(signals, dict) or set(signals) != set(WINDOWS):
             fail("signals", f"must have the kinds {sorted(WINDOWS)}")
         tables = {k: array(f"signals.{k}", signals[k], (WINDOWS[k][1], 4, 4)) for k in WINDOWS}
+        fitted = data["fitted_signals"]
+        if not isinstance(fitted, dict) or set(fitted) != set(WINDOWS):
+            fail("fitted_signals", f"must have the kinds {sorted(WINDOWS)}")
+        fitted_tables = {}
+        for kind, value in fitted.items():
+            try:
+                table = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                fail(f"fitted_signals.{kind}", "must hold numbers")
+            shape = (FITTED_WINDOWS[kind][1], 5, 5)
+            if table.shape != shape or not np.isfinite(table).all():
+                fail(f"fitted_signals.{kind}", f"must be finite numbers of shape {shape}, got shape {table.shape}")
+            fitted_tables[kind] = table
         lengths = data["lengths"]
         if not isinstance(lengths, dict) or not all(isinstance(lengths.get(k), list) for k in LENGTH_KINDS):
             fail("lengths", f"must list the lengths of {list(LENGTH_KINDS)}")
@@ -178,6 +196,7 @@ class GeneModel:
                    intron=array("intron", data["intron"], (words,)),
                    intergenic=array("intergenic", data["intergenic"], (words,)),
                    background=array("background", data["background"], (4, 4)), signals=tables,
+                   fitted_signals=fitted_tables,
                    donors=dict(data["donors"]), acceptors=dict(data["acceptors"]),
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
                    lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
@@ -187,3 +206,22 @@ class GeneModel:
 def _with_defaults(seen: Counter, words: tuple[str, ...]) -> dict[str, int]:
     """The codons to decode with: the given ones, with how often each began / ended a training gene."""
     return {word: int(seen.get(word, 0)) for word in words}
+
+
+MIN_FITTED_SITES = 20  # fewer true sites of a kind than this: its fitted model adds nothing
+
+
+def _fitted_signal(counts: TrainingCounts, kind: str, pseudocount: float = 1.0) -> np.ndarray:
+    """The fitted (width, 5, 5) site log-odds of ``kind`` (``signals.fit_site_table``), at most
+    ``MAX_DECOYS`` decoys drawn at random (seeded, so a model is learned the same way twice)."""
+    true = np.concatenate(counts.fitted_site_windows[kind])
+    width = FITTED_WINDOWS[kind][1]
+    if len(true) < MIN_FITTED_SITES:
+        return np.zeros((width, 5, 5))
+    counted = log_odds_table(counts.signals[kind], counts.background, pseudocount).reshape(-1, 25)
+    counted_windows = np.concatenate(counts.site_windows[kind]).astype(np.int64)
+    typical = float(counted[np.arange(counted.shape[0])[None, :], counted_windows].sum(axis=1).mean())
+    decoys = np.concatenate(counts.decoy_windows[kind])
+    if len(decoys) > MAX_DECOYS:
+        decoys = decoys[np.sort(np.random.default_rng(0).choice(len(decoys), MAX_DECOYS, replace=False))]
+    return fit_site_table(true.astype(np.int64), decoys, typical)

@@ -1,4 +1,5 @@
-"""Signal models: first-order weight array matrices (WAMs) over a window around a site, as log-odds.
+"""Signal models: first-order weight array matrices (WAMs) over a window around a site, as log-odds,
+counted from true sites or fitted against decoys (the default; see ``FITTED_WINDOWS``).
 
 A site sits at a boundary ``x`` of the strand sequence (a donor at an intron's first base, an
 acceptor at the base after its last, a start or stop codon at its first base). Its window covers
@@ -9,6 +10,8 @@ first-order background chain. Bases that are N, or off the sequence, add nothing
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 # Window (offset, width) per signal kind, relative to the site's boundary.
 WINDOWS = {
@@ -66,3 +69,48 @@ def score_sites(codes: np.ndarray, sites: np.ndarray, table: np.ndarray, offset:
     pairs = window_pairs(codes, sites, offset, width)  # (sites, width)
     flat = table.reshape(width, 25)
     return flat[np.arange(width)[None, :], pairs].sum(axis=1)
+
+
+# ---------------------------------------------------------------------------- fitted signal models
+#
+# The counted WAMs above learn each site from true sites alone. A fitted model learns the same kind of
+# table (a weight per window position and base pair) by logistic regression of true sites against the
+# decoys the decoder would otherwise choose: candidate words within DECOY_FLANK bases of an annotated
+# gene. Its L2 penalty lets it read wider windows without the extra positions adding noise. On
+# A. thaliana chromosome 1 validation, gene F1 rose from 0.625 (WAMs) to 0.668 with these windows.
+FITTED_WINDOWS = {
+    "donor": (-6, 16),  # 6 exon bases, 10 intron bases
+    "acceptor": (-50, 56),  # 50 intron bases (branch point and pyrimidine tract), 6 exon bases
+    "start": (-30, 40),  # the 5' UTR's last 30 bases, 10 codons
+    "stop": (-20, 40),  # 6 codons before, the 3' UTR's first 37 bases
+}
+DECOY_FLANK = 1000
+MAX_DECOYS = 400_000  # per kind, drawn at random (seeded) beyond this
+L2 = 1e-5  # per weight, against the mean log-loss
+
+
+def fit_site_table(true_pairs: np.ndarray, decoy_pairs: np.ndarray, typical: float) -> np.ndarray:
+    """(width, 5, 5) site log-odds fitted by L2-regularised logistic regression on the pair codes
+    (:func:`window_pairs`) of true sites against decoys, shifted so that the true sites' mean score is
+    ``typical`` (the counted WAM's mean over the same sites): the fit decides how sites rank against
+    each other, the generative model what a typical site is worth against background DNA."""
+    width = true_pairs.shape[1]
+    codes = torch.as_tensor(np.concatenate((true_pairs, decoy_pairs)).astype(np.int64))  # (sites, width)
+    labels = torch.cat((torch.ones(len(true_pairs)), torch.zeros(len(decoy_pairs))))
+    weights = torch.zeros(width, 25, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    columns = torch.arange(width)[None, :]
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss():
+        optimiser.zero_grad()
+        logits = weights[columns, codes].sum(dim=1) + bias  # (sites,)
+        value = F.binary_cross_entropy_with_logits(logits, labels.double()) + L2 * weights.pow(2).sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    table = weights.detach().numpy().reshape(width, 5, 5).copy()
+    true_scores = table.reshape(width, 25)[np.arange(width)[None, :], true_pairs].sum(axis=1)
+    table[0] += typical - true_scores.mean()  # every site reads exactly one entry of position 0
+    return table

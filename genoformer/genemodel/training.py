@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index
+from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index, word_mask
 from genoformer.errors import AnnotationError
 from genoformer.genemodel.markov import count_words, ending_words
-from genoformer.genemodel.signals import WINDOWS, count_sites
+from genoformer.genemodel.signals import DECOY_FLANK, FITTED_WINDOWS, WINDOWS, count_sites, window_pairs
 from genoformer.genome.annotation_table import parent_lists
 from genoformer.genome.intervals import Interval
 
@@ -58,6 +58,11 @@ class TrainingCounts:
     stops: Counter = field(default_factory=Counter)
     lengths: dict = field(default_factory=lambda: {name: [] for name in LENGTH_KINDS})
     report: Counter = field(default_factory=Counter)  # genes used, and skipped per reason
+    # For the fitted signal models, per kind: pair codes (sites, width) of the true sites in the counted
+    # window and in the fitted one, and of the decoys in the fitted one (uint8, one array per strand).
+    site_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
+    fitted_site_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
+    decoy_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
 
     def __post_init__(self):
         words = 4 ** (self.order + 1)
@@ -160,8 +165,13 @@ def add_region(counts: TrainingCounts, codes: np.ndarray, pieces: pd.DataFrame, 
         counts.starts[_word(spliced[:3])] += 1
         counts.stops[_word(spliced[-3:])] += 1
         _add_exon_lengths(counts.lengths, exons)
+    words = {"donor": (("GT", "GC"), 0), "acceptor": (("AG",), 2), "start": (tuple(start_codons), 0),
+             "stop": (tuple(stop_codons), 0)}  # the decoder's candidates: words, boundary after the word's start
     for strand, view in views.items():
-        _count_strand(counts, view, labels[strand], {kind: np.array(sites[kind][strand], np.int64) for kind in WINDOWS})
+        candidates = {kind: np.flatnonzero(word_mask(word_codes(view, len(w[0])), w, len(w[0]))) + shift
+                      for kind, (w, shift) in words.items()}
+        _count_strand(counts, view, labels[strand], {kind: np.array(sites[kind][strand], np.int64) for kind in WINDOWS},
+                      candidates)
         ordered = sorted(gene_spans[strand])
         counts.lengths["intergenic"].extend(b[0] - a[1] for a, b in zip(ordered, ordered[1:]) if b[0] > a[1])
 
@@ -198,16 +208,25 @@ def _add_exon_lengths(lengths: dict, exons: list[tuple[int, int]]) -> None:
     lengths["terminal_exon"].append(sizes[-1])
 
 
-def _count_strand(counts: TrainingCounts, view: np.ndarray, labels: np.ndarray, sites: dict) -> None:
+def _count_strand(counts: TrainingCounts, view: np.ndarray, labels: np.ndarray, sites: dict, candidates: dict) -> None:
     words = ending_words(view, counts.order)
     for p in range(3):
         counts.coding[p] += count_words(words, labels == CODING + p, counts.order)
     counts.intron += count_words(words, labels == INTRON, counts.order)
     counts.intergenic += count_words(words, labels == INTERGENIC, counts.order)
     counts.background += count_words(ending_words(view, 1), labels == INTERGENIC, 1).reshape(4, 4)
+    # (n + 1,) boundaries within DECOY_FLANK bases of a gene's base (or of another isoform's)
+    genic = np.concatenate(([0], np.cumsum(labels != INTERGENIC)))
+    bounds = np.arange(len(labels) + 1)
+    near = genic[np.minimum(bounds + DECOY_FLANK, len(labels))] > genic[np.maximum(bounds - DECOY_FLANK, 0)]
     for kind, at in sites.items():
         offset, width = WINDOWS[kind]
         counts.signals[kind] += count_sites(view, at, offset, width)
+        decoys = candidates[kind][near[candidates[kind]]]
+        decoys = decoys[~np.isin(decoys, at)]
+        counts.site_windows[kind].append(window_pairs(view, at, offset, width).astype(np.uint8))
+        counts.fitted_site_windows[kind].append(window_pairs(view, at, *FITTED_WINDOWS[kind]).astype(np.uint8))
+        counts.decoy_windows[kind].append(window_pairs(view, decoys, *FITTED_WINDOWS[kind]).astype(np.uint8))
 
 
 def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta, regions: list[Interval]) -> None:
