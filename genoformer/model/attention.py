@@ -9,7 +9,15 @@ from torch import nn
 from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec, chunked_attention
 from genoformer.model.config import MAX_BUCKET_FACTOR, ReformerConfig
 from genoformer.model.rotary import apply_rotary, apply_rotary_
-from genoformer.model.runtime import SITE_ATTENTION_PROBS, SITE_HASH, ForwardContext, mix_seed, seeded_generator
+from genoformer.model.runtime import (
+    SITE_ATTENTION_PROBS,
+    SITE_HASH,
+    ForwardContext,
+    draw_drops,
+    keep_scale,
+    mix_seed,
+    seeded_generator,
+)
 
 _PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
 _HASH_CHUNK = 8192  # positions hashed at a time (bounds the projection temporaries)
@@ -148,8 +156,8 @@ class FullSelfAttention(_SelfAttention):
             scores = scores + bias
         probs = scores.softmax(-1)
         seed = mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start)
-        keep = torch.empty_like(probs).bernoulli_(1.0 - p, generator=seeded_generator(seed, q.device)).div_(1.0 - p)
-        return torch.matmul((probs * keep).to(v.dtype), v)
+        drops = draw_drops(probs.shape, p, seeded_generator(seed, q.device), q.device)
+        return torch.matmul(probs.masked_fill(drops, 0.0).to(v.dtype), v) * keep_scale(p)
 
 
 # --------------------------------------------------------------------------------------- local attention
