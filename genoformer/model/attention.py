@@ -77,7 +77,9 @@ class _SelfAttention(nn.Module):
         n_parts, n_heads, dim = len(self.in_projections()), heads.stop - heads.start, self.head_dim
         if norm is None:
             proj = F.linear(x, weight).view(batch, length, n_parts, n_heads, dim)
-            return [proj[:, :, i].transpose(1, 2) for i in range(n_parts)]
+            # unbind, not one select per part: backward stacks the parts' gradients once, where each
+            # select's backward would zero-fill a full-size gradient and autograd would add them up
+            return [part.transpose(1, 2) for part in proj.unbind(2)]
         parts = None
         for s in range(0, length, chunk):
             proj = F.linear(norm(x[:, s:s + chunk]), weight)
