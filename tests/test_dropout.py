@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from genoformer.model.chunked import ChunkSpec, chunked_attention
-from genoformer.model.runtime import apply_dropout, draw_drops, drop_rate, dropped_positions, keep_scale, seeded_generator
+from genoformer.model.runtime import apply_dropout, draw_keeps, drop_rate, keep_scale, kept_positions, seeded_generator
 
 N_DRAWS = 1 << 22
 
 
 def drops(p, seed, shape=(N_DRAWS,)):
-    return draw_drops(shape, p, seeded_generator(seed, torch.device("cpu")), torch.device("cpu"))
+    """True where dropout drops."""
+    return draw_keeps(shape, p, seeded_generator(seed, torch.device("cpu")), torch.device("cpu")) == 0
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.3])
@@ -35,7 +36,7 @@ def test_neighbouring_drops_are_independent():
 def test_inverted_dropout_preserves_the_expectation():
     p = 0.1
     x = torch.ones(N_DRAWS)
-    out = apply_dropout(x, drops(p, seed=3), p)
+    out = apply_dropout(x, (~drops(p, seed=3)).to(torch.uint8), p)
     assert torch.equal(out.unique(), torch.tensor([0.0, keep_scale(p)]))
     assert (1 - drop_rate(p)) * keep_scale(p) == pytest.approx(1.0, abs=1e-15)
     assert abs(out.mean().item() - 1.0) < 5 * (p / (1 - p) / N_DRAWS) ** 0.5
@@ -47,9 +48,9 @@ def test_masks_repeat_for_a_seed_and_differ_between_seeds():
 
 
 def test_a_position_drops_the_same_however_the_length_is_cut():
-    whole = dropped_positions(6, 2, 0, 3000, 8, 0.2, torch.device("cpu"))
+    whole = kept_positions(6, 2, 0, 3000, 8, 0.2, torch.device("cpu"))
     for start, end in [(0, 1), (1000, 1030), (1020, 2100), (2999, 3000)]:
-        assert torch.equal(dropped_positions(6, 2, start, end, 8, 0.2, torch.device("cpu")), whole[:, start:end])
+        assert torch.equal(kept_positions(6, 2, start, end, 8, 0.2, torch.device("cpu")), whole[:, start:end])
 
 
 def kernel(spec, q, k, v, perm):

@@ -13,7 +13,7 @@ from genoformer.model.runtime import (
     SITE_ATTENTION_PROBS,
     SITE_HASH,
     ForwardContext,
-    draw_drops,
+    draw_keeps,
     keep_scale,
     mix_seed,
     seeded_generator,
@@ -158,8 +158,8 @@ class FullSelfAttention(_SelfAttention):
             scores = scores + bias
         probs = scores.softmax(-1)
         seed = mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start)
-        drops = draw_drops(probs.shape, p, seeded_generator(seed, q.device), q.device)
-        return torch.matmul(probs.masked_fill(drops, 0.0).to(v.dtype), v) * keep_scale(p)
+        keeps = draw_keeps(probs.shape, p, seeded_generator(seed, q.device), q.device)
+        return torch.matmul((probs * keeps).to(v.dtype), v) * keep_scale(p)
 
 
 # --------------------------------------------------------------------------------------- local attention

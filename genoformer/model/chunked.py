@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genoformer.model.runtime import draw_drops, drop_rate, keep_scale, mix_seed, seeded_generator
+from genoformer.model.runtime import draw_keeps, drop_rate, keep_scale, mix_seed, seeded_generator
 
 MASKED = -1e9          # additive logit for keys a query must not see
 SELF_PENALTY = -1e5    # added to a token's own logit under shared QK: used only when nothing else is left
@@ -117,9 +117,9 @@ def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: ChunkSpec, 
 
 
 class _DropoutMasks:
-    """Attention-probability dropout of each kernel step: which probabilities are dropped, (offsets,
-    n*N, c, c) bool like the step's probabilities, drawn from (seed, round, first chunk) (see
-    `runtime.draw_drops`). The kernel zeroes the dropped probabilities in place and applies inverted
+    """Attention-probability dropout of each kernel step: which probabilities are kept, (offsets,
+    n*N, c, c) uint8 0/1 like the step's probabilities, drawn from (seed, round, first chunk) (see
+    `runtime.draw_keeps`). The kernel zeroes the dropped probabilities in place and applies inverted
     dropout's 1/(1-p) to the step's smaller operands instead: the softmax normaliser in forward, the
     output gradient in backward. Backward redraws the masks, unless the forward kept them
     (``spec.keep_dropout_masks``: one byte per probability; the Reformer asks for it only when it keeps
@@ -133,16 +133,16 @@ class _DropoutMasks:
 
     def _draw(self, step: "_Step", shape, device) -> torch.Tensor:
         g = seeded_generator(mix_seed(self.spec.dropout_seed, step.r, step.a), device)
-        return draw_drops(shape, self.spec.dropout, g, device)
+        return draw_keeps(shape, self.spec.dropout, g, device)
 
     def forward(self, step: "_Step", shape, device) -> torch.Tensor:
-        drops = self._draw(step, shape, device)
+        keeps = self._draw(step, shape, device)
         if self.kept is not None:
-            self.kept.append(drops)
-        return drops
+            self.kept.append(keeps)
+        return keeps
 
     def backward(self, index: int, step: "_Step", shape, device) -> torch.Tensor:
-        """The drops of the ``index``-th step (steps run in the forward's order)."""
+        """The mask of the ``index``-th step (steps run in the forward's order)."""
         return self.kept[index] if self.kept is not None else self._draw(step, shape, device)
 
 
@@ -261,7 +261,7 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec, masks: _DropoutMas
         p.sub_(m).exp_()
         total = p.sum(dim=(0, 3), keepdim=True)[0]  # (n*N, c, 1)
         if masks is not None:  # the kept probabilities' 1/(1-p) rides on the normaliser
-            p.masked_fill_(masks.forward(step, p.shape, q.device), 0.0)
+            p.mul_(masks.forward(step, p.shape, q.device))
         o = _weighted_values(p, ops, spec, acc).div_(total if masks is None else total * masks.keep_fraction)
         o = o.view(-1, d)
         step_lse = (m[0] + total.log()).view(-1)
@@ -295,9 +295,9 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec
         d_o = dof.index_select(0, step.q_rows).view(-1, c, d)
         p = _scores(ops, step.bias, spec, acc)
         p.sub_(lse.index_select(0, step.q_rows).view(-1, c, 1)).exp_()  # probabilities over all rounds
-        drops = None
+        keeps = None
         if masks is not None:  # dO carries the kept probabilities' 1/(1-p): both gradients below need it
-            drops = masks.backward(index, step, p.shape, q.device)
+            keeps = masks.backward(index, step, p.shape, q.device)
             d_o = d_o * masks.scale
         # key/value-chunk gradients (n+span, N, c, d): the own-chunk offset (first) writes the middle
         # n chunks, the edge chunks start at zero, the other offsets add
@@ -309,11 +309,11 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec
         d_p = torch.empty_like(p)
         for i, o in enumerate(spec.offsets):
             _bmm_into(d_p[i], d_o, ops.at(ops.v, o).transpose(1, 2), add=False)
-        if drops is not None:
-            d_p.masked_fill_(drops, 0.0)
+        if keeps is not None:
+            d_p.mul_(keeps)
         ds = d_p.sub_(delta.index_select(0, step.q_rows).view(-1, c, 1)).mul_(p)  # P (dP - delta), in dP's place
-        if drops is not None:  # P is free now: the value gradient takes the kept probabilities, in place
-            p.masked_fill_(drops, 0.0)
+        if keeps is not None:  # P is free now: the value gradient takes the kept probabilities, in place
+            p.mul_(keeps)
         for i, o in enumerate(spec.offsets):
             _bmm_into(ops.at(d_vx, o), p[i].transpose(1, 2).to(v.dtype), d_o, add=i > 0)
         ds = ds.to(q.dtype)

@@ -13,7 +13,7 @@ from genoformer.model.runtime import (
     SITE_FEED_FORWARD,
     ForwardContext,
     apply_dropout,
-    dropped_positions,
+    kept_positions,
     position_dropout,
     release_host_memory,
 )
@@ -89,12 +89,12 @@ class ReversibleBlock(nn.Module):
         """Dropout on the attention branch's output (and, being a mask multiply, on its gradient)."""
         return position_dropout(x, self.config.dropout, ctx, ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), start)
 
-    def _branch_drops(self, ctx: ForwardContext, like: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
-        """What `_branch_dropout` drops at positions [start, end): (batch, n, d_model) bool, or None."""
+    def _branch_keeps(self, ctx: ForwardContext, like: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
+        """The 0/1 mask `_branch_dropout` applies at positions [start, end): (batch, n, d_model) uint8, or None."""
         if not ctx.training or self.config.dropout == 0.0:
             return None
-        return dropped_positions(ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), like.shape[0], start, end,
-                                 self.config.d_model, self.config.dropout, like.device)
+        return kept_positions(ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), like.shape[0], start, end,
+                              self.config.d_model, self.config.dropout, like.device)
 
     def forward(self, x1, x2, ctx: ForwardContext, state: dict | None = None):
         branch = self.attention.branch(self.attention_norm(x2), ctx, {} if state is None else state)
@@ -158,10 +158,10 @@ class ReversibleBlock(nn.Module):
             for s, e in chunks:
                 merged = merge_heads(o[:, :, s:e].detach())  # (batch, n, group width)
                 peel, d_branch = F.linear(merged, weight), dy1[:, s:e]  # (batch, n, d_model) each
-                drops = self._branch_drops(ctx, y1, s, e)
-                if drops is not None:
+                keeps = self._branch_keeps(ctx, y1, s, e)
+                if keeps is not None:
                     p = self.config.dropout
-                    peel, d_branch = apply_dropout(peel, drops, p), apply_dropout(d_branch, drops, p).to(dy1.dtype)
+                    peel, d_branch = apply_dropout(peel, keeps, p), apply_dropout(d_branch, keeps, p).to(dy1.dtype)
                 y1[:, s:e] -= peel
                 if d_weight is not None:
                     d_weight += d_branch.flatten(0, 1).T @ merged.flatten(0, 1)
@@ -192,10 +192,10 @@ class ReversibleBlock(nn.Module):
                     _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
         bias = attention.out.bias
         for s, e in chunks:
-            drops = self._branch_drops(ctx, y1, s, e)
-            y1[:, s:e] -= bias if drops is None else apply_dropout(bias.expand(drops.shape), drops, self.config.dropout)
+            keeps = self._branch_keeps(ctx, y1, s, e)
+            y1[:, s:e] -= bias if keeps is None else apply_dropout(bias, keeps, self.config.dropout)
             if bias.requires_grad:
-                d_branch = dy1[:, s:e] if drops is None else apply_dropout(dy1[:, s:e], drops, self.config.dropout)
+                d_branch = dy1[:, s:e] if keeps is None else apply_dropout(dy1[:, s:e], keeps, self.config.dropout)
                 _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
 
 

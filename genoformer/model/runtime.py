@@ -105,7 +105,8 @@ class ForwardContext:
 # Dropout draws: 16-bit uniform integers, four cut from each 64-bit draw of the generator (a quarter
 # of the generator calls of one draw per element, and no float conversion), compared with
 # round(p * 2^16). The rate is thereby p rounded to a multiple of 2^-16 (`drop_rate`; 0.05 -> 0.0500031),
-# and kept values are scaled by 1 / (1 - that rate), so the expectation is exactly preserved.
+# and kept values are scaled by 1 / (1 - that rate), so the expectation is exactly preserved. Masks are
+# uint8 0/1 (the comparison's bools reinterpreted): multiplying by them is twice as fast as masked_fill.
 _DRAW_LEVELS = 1 << 16
 
 
@@ -123,36 +124,36 @@ def keep_scale(p: float) -> float:
     return 1.0 / (1.0 - drop_rate(p))
 
 
-def draw_drops(shape, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Which elements dropout zeroes: (shape) bool, True with probability ``drop_rate(p)``, a function of
-    the generator's state only (same seed, same mask; however the caller later slices it)."""
+def draw_keeps(shape, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Which elements dropout keeps: (shape) uint8, 0 with probability ``drop_rate(p)``, else 1; a function
+    of the generator's state only (same seed, same mask; however the caller later slices it)."""
     n = math.prod(shape)
     words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
-    return (words.view(torch.int16)[:n] < _drop_threshold(p) - _DRAW_LEVELS // 2).view(shape)
+    return (words.view(torch.int16)[:n] >= _drop_threshold(p) - _DRAW_LEVELS // 2).view(torch.uint8).view(shape)
 
 
-def apply_dropout(x: torch.Tensor, drops: torch.Tensor, p: float) -> torch.Tensor:
-    """x with the dropped elements zeroed and the rest scaled by ``keep_scale(p)``, in float32 or wider
-    (autograd keeps the byte mask, not a float multiplier)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32)).masked_fill(drops, 0.0).mul_(keep_scale(p))
+def apply_dropout(x: torch.Tensor, keeps: torch.Tensor, p: float) -> torch.Tensor:
+    """x times its 0/1 mask and ``keep_scale(p)``, in float32 or wider (autograd keeps the byte mask, not
+    a float multiplier)."""
+    return (x.to(torch.promote_types(x.dtype, torch.float32)) * keeps).mul_(keep_scale(p))
 
 
-def dropped_positions(seed: int, batch: int, start: int, end: int, width: int, p: float,
-                      device: torch.device) -> torch.Tensor:
-    """Dropout's drops for positions [start, end): (batch, end-start, width) bool.
+def kept_positions(seed: int, batch: int, start: int, end: int, width: int, p: float,
+                   device: torch.device) -> torch.Tensor:
+    """Dropout's 0/1 mask for positions [start, end): (batch, end-start, width) uint8.
 
     Each block of `_DROPOUT_BLOCK` positions has its own generator, so a position's mask is the same
     however the caller chunks the length (reversible recompute, ordinary stack, any padding)."""
     first, last = start // _DROPOUT_BLOCK, (end - 1) // _DROPOUT_BLOCK
-    blocks = [draw_drops((batch, _DROPOUT_BLOCK, width), p, seeded_generator(mix_seed(seed, b), device), device)
+    blocks = [draw_keeps((batch, _DROPOUT_BLOCK, width), p, seeded_generator(mix_seed(seed, b), device), device)
               for b in range(first, last + 1)]
     offset = first * _DROPOUT_BLOCK
-    drops = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
-    return drops[:, start - offset:end - offset]
+    keeps = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
+    return keeps[:, start - offset:end - offset]
 
 
 def position_dropout(x: torch.Tensor, p: float, ctx: ForwardContext, seed: int, start: int = 0) -> torch.Tensor:
-    """Dropout on (batch, positions, width) with masks keyed by absolute position (see `dropped_positions`)."""
+    """Dropout on (batch, positions, width) with masks keyed by absolute position (see `kept_positions`)."""
     if not ctx.training or p == 0.0:
         return x
-    return apply_dropout(x, dropped_positions(seed, x.shape[0], start, start + x.shape[1], x.shape[2], p, x.device), p)
+    return apply_dropout(x, kept_positions(seed, x.shape[0], start, start + x.shape[1], x.shape[2], p, x.device), p)
