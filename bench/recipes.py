@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"default": "pipelines/default.yaml", "eukaryote": "pipelines/model_organisms.yaml"}
 # torch.profiler operator names -> what a training step spends the time on (the rest is "other")
 PROFILE_GROUPS = {
-    "dropout draws (bernoulli)": ("bernoulli",),
+    "dropout draws (random_ + ge; bernoulli_ before)": ("bernoulli", "aten::random_", "aten::ge"),
     "attention kernel matmuls (bmm)": ("aten::bmm", "aten::baddbmm"),
     "attention kernel gathers/scatters": ("index_select", "index_copy", "index_add", "scatter_add", "aten::gather"),
     "softmax arithmetic (exp, amax, logaddexp, sigmoid)": ("aten::exp", "aten::amax", "logaddexp", "sigmoid"),

@@ -1,5 +1,6 @@
 """Data-parallel training: DDP over 2 CPU processes (gloo) gives the single-process gradients, and
-`genoformer fit --trainer.strategy ddp --trainer.devices 2` the single-process weights."""
+`genoformer fit --trainer.strategy ddp --trainer.devices 2` the single-process weights; evaluation metrics
+pool every rank's windows."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -16,9 +18,11 @@ import yaml
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 
+from genoformer.datasets.stitch import ProbabilityStitcher
 from genoformer.model import ReformerConfig
 from genoformer.model.networks import ReformerForMaskedLM
 from genoformer.tasks import TaggingTask
+from genoformer.tasks.metrics import ConfusionMatrix, pool_ranks
 
 from .conftest import TINY
 
@@ -89,6 +93,64 @@ def test_ddp_gradients_match_single_process_on_the_same_global_batch(world):
     for key in expected:
         # The mean over ranks of per-shard mean losses equals the full-batch mean (equal shards).
         torch.testing.assert_close(torch.from_numpy(got[key]), expected[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def _windows():
+    """Six evaluation windows over two stretches: (stretch key, start, probabilities (2, 3, 40), predicted, labels)."""
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for i in range(6):
+        key = (0, "chr", 0) if i < 4 else (1, "plasmid", 100)
+        start = key[2] + 20 * (i % 4)
+        probs = torch.softmax(torch.randn(2, 3, 40, generator=g), 1).numpy()
+        out.append((key, start, probs, torch.randint(0, 3, (2, 40), generator=g), torch.randint(0, 3, (2, 40), generator=g)))
+    return out
+
+
+def _evaluate(windows):
+    """Confusion counts and stitched stretches of some windows, as TaggingTask's evaluation collects them."""
+    confusion, stitchers = ConfusionMatrix(3), {}
+    for key, start, probs, predicted, labels in windows:
+        confusion.update(predicted, labels)
+        stitchers.setdefault(key, ProbabilityStitcher(120, 3, offset=key[2])).add(start, probs)
+    return confusion, stitchers
+
+
+def _pool_worker(rank: int, world: int, port: int, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    windows = _windows()
+    results = []
+    for share in (windows[rank::world], windows):  # each rank its own windows; every rank all windows
+        confusion, stitchers = _evaluate(share)
+        pool_ranks(confusion, stitchers, 3, torch.device("cpu"))
+        results.append((confusion.summary("abc"), {key: s.result() for key, s in stitchers.items()}))
+    queue.put((rank, results))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_evaluation_metrics_pool_every_rank_windows_under_ddp():
+    """Two processes each evaluating part of the windows (or all of them) end with the one-process metrics
+    and stitched probabilities, on both ranks: what they log with sync_dist is the whole evaluation's."""
+    confusion, stitchers = _evaluate(_windows())
+    expected = (confusion.summary("abc"), {key: s.result() for key, s in stitchers.items()})
+    assert _evaluate(_windows()[0::2])[0].summary("abc") != expected[0]  # one rank's share alone differs
+    ctx = mp.get_context("spawn")
+    queue, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_pool_worker, args=(rank, 2, port, queue)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for rank in (0, 1):
+        for summary, stitched in got[rank]:
+            assert summary == pytest.approx(expected[0])
+            assert stitched.keys() == expected[1].keys()
+            for key in stitched:
+                np.testing.assert_allclose(stitched[key], expected[1][key], rtol=1e-6)
 
 
 def _fit(tmp_path, ecoli_slice, name: str, devices: int, batch_size: int, *flags: str):

@@ -9,7 +9,15 @@ from torch import nn
 from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec, chunked_attention
 from genoformer.model.config import MAX_BUCKET_FACTOR, ReformerConfig
 from genoformer.model.rotary import apply_rotary, apply_rotary_
-from genoformer.model.runtime import SITE_ATTENTION_PROBS, SITE_HASH, ForwardContext, mix_seed, seeded_generator
+from genoformer.model.runtime import (
+    SITE_ATTENTION_PROBS,
+    SITE_HASH,
+    ForwardContext,
+    draw_keeps,
+    keep_scale,
+    mix_seed,
+    seeded_generator,
+)
 
 _PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
 _HASH_CHUNK = 8192  # positions hashed at a time (bounds the projection temporaries)
@@ -69,7 +77,9 @@ class _SelfAttention(nn.Module):
         n_parts, n_heads, dim = len(self.in_projections()), heads.stop - heads.start, self.head_dim
         if norm is None:
             proj = F.linear(x, weight).view(batch, length, n_parts, n_heads, dim)
-            return [proj[:, :, i].transpose(1, 2) for i in range(n_parts)]
+            # unbind, not one select per part: backward stacks the parts' gradients once, where each
+            # select's backward would zero-fill a full-size gradient and autograd would add them up
+            return [part.transpose(1, 2) for part in proj.unbind(2)]
         parts = None
         for s in range(0, length, chunk):
             proj = F.linear(norm(x[:, s:s + chunk]), weight)
@@ -148,8 +158,8 @@ class FullSelfAttention(_SelfAttention):
             scores = scores + bias
         probs = scores.softmax(-1)
         seed = mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start)
-        keep = torch.empty_like(probs).bernoulli_(1.0 - p, generator=seeded_generator(seed, q.device)).div_(1.0 - p)
-        return torch.matmul((probs * keep).to(v.dtype), v)
+        keeps = draw_keeps(probs.shape, p, seeded_generator(seed, q.device), q.device)
+        return torch.matmul((probs * keeps).to(v.dtype), v) * keep_scale(p)
 
 
 # --------------------------------------------------------------------------------------- local attention

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genoformer.model.runtime import mix_seed, seeded_generator
+from genoformer.model.runtime import draw_keeps, drop_rate, keep_scale, mix_seed, seeded_generator
 
 MASKED = -1e9          # additive logit for keys a query must not see
 SELF_PENALTY = -1e5    # added to a token's own logit under shared QK: used only when nothing else is left
@@ -117,33 +117,33 @@ def _steps(n_rows: int, length: int, perm, sbuckets, key_real, spec: ChunkSpec, 
 
 
 class _DropoutMasks:
-    """Attention-probability dropout multipliers of each kernel step (0 or 1/(1-p), shaped like the
-    step's probabilities), drawn from (seed, round, first chunk). Backward redraws them, unless the
-    forward kept its draws (``spec.keep_dropout_masks``: one byte per probability; the Reformer asks for
-    it only when it keeps activations anyway), which saves the redraw. Drawing into a bool tensor
-    takes the same draws as into a float one, so both ways give the same multipliers bit for bit."""
+    """Attention-probability dropout of each kernel step: which probabilities are kept, (offsets,
+    n*N, c, c) uint8 0/1 like the step's probabilities, drawn from (seed, round, first chunk) (see
+    `runtime.draw_keeps`). The kernel zeroes the dropped probabilities in place and applies inverted
+    dropout's 1/(1-p) to the step's smaller operands instead: the softmax normaliser in forward, the
+    output gradient in backward. Backward redraws the masks, unless the forward kept them
+    (``spec.keep_dropout_masks``: one byte per probability; the Reformer asks for it only when it keeps
+    activations anyway), which saves the redraw and gives the same masks."""
 
     def __init__(self, spec: ChunkSpec):
         self.spec = spec
+        self.keep_fraction = 1.0 - drop_rate(spec.dropout)
+        self.scale = keep_scale(spec.dropout)
         self.kept: list[torch.Tensor] | None = [] if spec.keep_dropout_masks else None
 
     def _draw(self, step: "_Step", shape, device) -> torch.Tensor:
         g = seeded_generator(mix_seed(self.spec.dropout_seed, step.r, step.a), device)
-        return torch.empty(shape, device=device, dtype=torch.bool).bernoulli_(1.0 - self.spec.dropout, generator=g)
+        return draw_keeps(shape, self.spec.dropout, g, device)
 
-    def _multipliers(self, draws: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return draws.to(dtype).div_(1.0 - self.spec.dropout)
-
-    def forward(self, step: "_Step", shape, device, dtype) -> torch.Tensor:
-        draws = self._draw(step, shape, device)
+    def forward(self, step: "_Step", shape, device) -> torch.Tensor:
+        keeps = self._draw(step, shape, device)
         if self.kept is not None:
-            self.kept.append(draws)
-        return self._multipliers(draws, dtype)
+            self.kept.append(keeps)
+        return keeps
 
-    def backward(self, index: int, step: "_Step", shape, device, dtype) -> torch.Tensor:
-        """The multipliers of the ``index``-th step (steps run in the forward's order)."""
-        draws = self.kept[index] if self.kept is not None else self._draw(step, shape, device)
-        return self._multipliers(draws, dtype)
+    def backward(self, index: int, step: "_Step", shape, device) -> torch.Tensor:
+        """The mask of the ``index``-th step (steps run in the forward's order)."""
+        return self.kept[index] if self.kept is not None else self._draw(step, shape, device)
 
 
 class _StepOperands:
@@ -260,9 +260,10 @@ def _chunked_forward(q, k, v, perm, sbuckets, key_real, spec, masks: _DropoutMas
         m = p.amax(dim=(0, 3), keepdim=True)
         p.sub_(m).exp_()
         total = p.sum(dim=(0, 3), keepdim=True)[0]  # (n*N, c, 1)
-        if masks is not None:
-            p.mul_(masks.forward(step, p.shape, q.device, acc))
-        o = _weighted_values(p, ops, spec, acc).div_(total).view(-1, d)
+        if masks is not None:  # the kept probabilities' 1/(1-p) rides on the normaliser
+            p.mul_(masks.forward(step, p.shape, q.device))
+        o = _weighted_values(p, ops, spec, acc).div_(total if masks is None else total * masks.keep_fraction)
+        o = o.view(-1, d)
         step_lse = (m[0] + total.log()).view(-1)
         if step.r == 0:
             out.index_copy_(0, step.q_rows, o.to(out.dtype))
@@ -294,7 +295,10 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec
         d_o = dof.index_select(0, step.q_rows).view(-1, c, d)
         p = _scores(ops, step.bias, spec, acc)
         p.sub_(lse.index_select(0, step.q_rows).view(-1, c, 1)).exp_()  # probabilities over all rounds
-        keep = None if masks is None else masks.backward(index, step, p.shape, q.device, acc)
+        keeps = None
+        if masks is not None:  # dO carries the kept probabilities' 1/(1-p): both gradients below need it
+            keeps = masks.backward(index, step, p.shape, q.device)
+            d_o = d_o * masks.scale
         # key/value-chunk gradients (n+span, N, c, d): the own-chunk offset (first) writes the middle
         # n chunks, the edge chunks start at zero, the other offsets add
         lo = min(spec.offsets)
@@ -304,12 +308,15 @@ def _chunked_backward(q, k, v, perm, sbuckets, key_real, delta, lse, d_out, spec
             grad[-lo + step.n:].zero_()
         d_p = torch.empty_like(p)
         for i, o in enumerate(spec.offsets):
-            p_i = p[i] if keep is None else p[i] * keep[i]
-            _bmm_into(ops.at(d_vx, o), p_i.transpose(1, 2).to(v.dtype), d_o, add=i > 0)
             _bmm_into(d_p[i], d_o, ops.at(ops.v, o).transpose(1, 2), add=False)
-        if keep is not None:
-            d_p.mul_(keep)
-        ds = p.mul_(d_p.sub_(delta.index_select(0, step.q_rows).view(-1, c, 1))).to(q.dtype)
+        if keeps is not None:
+            d_p.mul_(keeps)
+        ds = d_p.sub_(delta.index_select(0, step.q_rows).view(-1, c, 1)).mul_(p)  # P (dP - delta), in dP's place
+        if keeps is not None:  # P is free now: the value gradient takes the kept probabilities, in place
+            p.mul_(keeps)
+        for i, o in enumerate(spec.offsets):
+            _bmm_into(ops.at(d_vx, o), p[i].transpose(1, 2).to(v.dtype), d_o, add=i > 0)
+        ds = ds.to(q.dtype)
         d_q = torch.empty(ops.q.shape, dtype=acc, device=q.device)
         for i, o in enumerate(spec.offsets):
             _bmm_into(d_q, ds[i], ops.at(ops.k, o), add=i > 0)

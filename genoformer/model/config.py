@@ -53,8 +53,9 @@ class ReformerConfig:
         reversible: ``True`` runs the RevNet stack that stores only its output and recomputes each block's
             activations in backward; ``False`` runs the same coupling (Y1 = X1 + F(X2), Y2 = X2 + G(Y1))
             as an ordinary residual stack whose activations autograd keeps: the same result, no
-            recompute, more memory (with the kept attention-dropout draws, 1.8-2.0x the training
-            tokens per CPU second of the recipes' models: docs/training.md).
+            recompute, more memory (with the kept attention-dropout draws and the integer dropout
+            masks, 2.0-2.2x the training tokens per CPU second of the recipes' models at 8c36586:
+            docs/training.md).
             ``"auto"`` (the default; ``None`` means the same) decides per training call: activations are kept when the memory planner's
             estimate of them fits (``genoformer.model.activations.activations_fit``), the reversible stack
             runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
@@ -73,7 +74,8 @@ class ReformerConfig:
         n_buckets: ``None`` follows each sequence's real length on every call (the next power of two
             >= 2 * length / chunk_size, so a mean bucket fits a chunk); or a fixed count: 1, an even
             number <= 128, or a power of two.
-        dropout: dropout on both branch outputs (attention and feed-forward).
+        dropout: dropout on both branch outputs (attention and feed-forward). Both dropout rates are
+            realised rounded to a multiple of 2^-16 (``runtime.drop_rate``; 0.05 -> 0.0500031).
         attention_dropout: dropout on attention probabilities (its masks are drawn per kernel step
             and head group, so unlike every other result they change with the memory knobs).
         seed: seeds the LSH random rotations and dropout masks. No layer ever touches the global

@@ -12,8 +12,9 @@ from genoformer.model.runtime import (
     SITE_ATTENTION_OUT,
     SITE_FEED_FORWARD,
     ForwardContext,
+    apply_dropout,
+    kept_positions,
     position_dropout,
-    keep_mask,
     release_host_memory,
 )
 
@@ -88,12 +89,12 @@ class ReversibleBlock(nn.Module):
         """Dropout on the attention branch's output (and, being a mask multiply, on its gradient)."""
         return position_dropout(x, self.config.dropout, ctx, ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), start)
 
-    def _branch_keep(self, ctx: ForwardContext, like: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
-        """The multipliers `_branch_dropout` applies to positions [start, end): (batch, n, d_model), or None."""
+    def _branch_keeps(self, ctx: ForwardContext, like: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
+        """The 0/1 mask `_branch_dropout` applies at positions [start, end): (batch, n, d_model) uint8, or None."""
         if not ctx.training or self.config.dropout == 0.0:
             return None
-        return keep_mask(ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), like.shape[0], start, end,
-                          self.config.d_model, self.config.dropout, like.device, torch.float32)
+        return kept_positions(ctx.site_seed(self.layer_index, SITE_ATTENTION_OUT), like.shape[0], start, end,
+                              self.config.d_model, self.config.dropout, like.device)
 
     def forward(self, x1, x2, ctx: ForwardContext, state: dict | None = None):
         branch = self.attention.branch(self.attention_norm(x2), ctx, {} if state is None else state)
@@ -157,9 +158,10 @@ class ReversibleBlock(nn.Module):
             for s, e in chunks:
                 merged = merge_heads(o[:, :, s:e].detach())  # (batch, n, group width)
                 peel, d_branch = F.linear(merged, weight), dy1[:, s:e]  # (batch, n, d_model) each
-                keep = self._branch_keep(ctx, y1, s, e)
-                if keep is not None:
-                    peel, d_branch = peel * keep, (d_branch * keep).to(dy1.dtype)
+                keeps = self._branch_keeps(ctx, y1, s, e)
+                if keeps is not None:
+                    p = self.config.dropout
+                    peel, d_branch = apply_dropout(peel, keeps, p), apply_dropout(d_branch, keeps, p).to(dy1.dtype)
                 y1[:, s:e] -= peel
                 if d_weight is not None:
                     d_weight += d_branch.flatten(0, 1).T @ merged.flatten(0, 1)
@@ -190,10 +192,10 @@ class ReversibleBlock(nn.Module):
                     _accumulate_part(grads, projection.weight, rows, d_weight[i * width:(i + 1) * width])
         bias = attention.out.bias
         for s, e in chunks:
-            keep = self._branch_keep(ctx, y1, s, e)
-            y1[:, s:e] -= bias if keep is None else bias * keep
+            keeps = self._branch_keeps(ctx, y1, s, e)
+            y1[:, s:e] -= bias if keeps is None else apply_dropout(bias, keeps, self.config.dropout)
             if bias.requires_grad:
-                d_branch = dy1[:, s:e] if keep is None else dy1[:, s:e] * keep
+                d_branch = dy1[:, s:e] if keeps is None else apply_dropout(dy1[:, s:e], keeps, self.config.dropout)
                 _accumulate(grads, [bias], [d_branch.sum((0, 1)).to(bias.dtype)])
 
 

@@ -1,10 +1,13 @@
-"""Per-base classification metrics accumulated over an evaluation epoch."""
+"""Per-base classification metrics accumulated over an evaluation epoch, pooled across processes."""
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
+from ..datasets.stitch import ProbabilityStitcher
 from ..datasets.windows import IGNORE_LABEL
 
 
@@ -45,3 +48,30 @@ class ConfusionMatrix:
                 out[f"f1_{name}"] = float(f1[i])
                 out[f"mcc_{name}"] = float(mcc[i])
         return out
+
+
+def pool_ranks(confusion: ConfusionMatrix, stitchers: dict, n_classes: int, device: torch.device) -> None:
+    """Give every process the union of all processes' evaluation, in place: confusion counts summed,
+    stitched window probabilities summed stretch by stretch (stretches a rank did not see are added).
+    Then every rank computes, and logs, the same metrics. A window every rank evaluated (the data
+    module's loaders under ``use_distributed_sampler=False``) scales every sum alike, which leaves the
+    metrics unchanged. Nothing happens on a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device) if confusion.counts is None \
+        else confusion.counts.to(device)
+    dist.all_reduce(counts)
+    confusion.counts = counts if counts.sum() > 0 else None
+    shapes = [None] * dist.get_world_size()  # every rank's stretches: key -> (length, offset)
+    dist.all_gather_object(shapes, {key: (s.weight.shape[0], s.offset) for key, s in stitchers.items()})
+    union = {key: shape for rank_shapes in shapes for key, shape in rank_shapes.items()}
+    for key in sorted(union):  # the same order on every rank
+        if key not in stitchers:
+            length, offset = union[key]
+            stitchers[key] = ProbabilityStitcher(length, n_classes, offset)
+        stitcher = stitchers[key]
+        sums = torch.from_numpy(np.concatenate([stitcher.total.ravel(), stitcher.weight])).to(device)
+        dist.all_reduce(sums)
+        sums = sums.cpu().numpy()
+        stitcher.total[...] = sums[:stitcher.total.size].reshape(stitcher.total.shape)
+        stitcher.weight[...] = sums[stitcher.total.size:]

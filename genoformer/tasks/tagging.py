@@ -17,7 +17,7 @@ from ..genome import LabelScheme
 from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerTagger
 from .base import ReformerTask
-from .metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix, pool_ranks
 
 
 class TaggingTask(ReformerTask):
@@ -156,12 +156,15 @@ class TaggingTask(ReformerTask):
         self.log_metrics("test")
 
     def log_metrics(self, stage: str) -> None:
+        # Under DDP every rank first pools all ranks' windows, so each computes the whole evaluation's
+        # metrics (sync_dist then averages equal values; a per-rank F1 averaged would not be the F1).
+        pool_ranks(self.confusion[stage], self.stitchers, self.scheme.n_classes, self.device)
         for name, value in self.confusion[stage].summary(self.scheme.classes).items():
             self.log(f"{stage}/{name}", value, sync_dist=True)
         self.confusion[stage].reset()
         if self.stitchers and not self.trainer.sanity_checking:
             for name, value in self.gene_level(stage).items():
-                self.log(f"{stage}/{name}", value)
+                self.log(f"{stage}/{name}", value, sync_dist=True)
         self.stitchers.clear()
 
     def gene_level(self, stage: str) -> dict[str, float]:
