@@ -14,6 +14,9 @@ from genoformer.errors import ModelFileError
 from genoformer.evaluate import evaluate
 from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model, gene_model_transcripts
 from genoformer.genemodel.lengths import length_scores, smoothed_distribution, tail_rate
+from genoformer.genemodel.model import MIN_FITTED_SITES
+from genoformer.genemodel.signals import FITTED_WINDOWS, WINDOWS, log_odds_table
+from genoformer.genemodel.training import TrainingCounts, add_region, coding_transcripts
 from genoformer.genome import Genome, Interval, read_annotation
 
 STOPS = ("TAA", "TAG", "TGA")
@@ -246,6 +249,47 @@ def test_explicit_lengths_call_more_exons_right_on_held_out_sequence_than_geomet
     explicit = _cds_f1(athaliana, trained, DecodeSettings())
     geometric = _cds_f1(athaliana, trained, DecodeSettings(explicit_lengths=False))
     assert explicit[1] > geometric[1] + 0.01
+
+
+# --------------------------------------------------------------------------- fitted signal models
+
+def _auc(true_scores, decoy_scores):
+    scores = np.concatenate((true_scores, decoy_scores))
+    ranks = np.empty(len(scores))
+    ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    n = len(true_scores)
+    return (ranks[:n].sum() - n * (n + 1) / 2) / (n * len(decoy_scores))
+
+
+def _embedded_wam(model, kind):
+    (offset, width), (fitted_offset, fitted_width) = WINDOWS[kind], FITTED_WINDOWS[kind]
+    table = np.zeros((fitted_width, 5, 5))
+    table[offset - fitted_offset: offset - fitted_offset + width] = log_odds_table(
+        model.signals[kind], model.background, model.pseudocount)
+    return table
+
+
+def test_fitted_splice_site_models_rank_held_out_sites_above_decoys_better_than_counted_ones(athaliana, trained):
+    genome, annotation = athaliana
+    held_out = TrainingCounts(order=trained.order)  # Chr5's true sites and decoys, never trained on
+    add_region(held_out, encode_bases(genome.fetch("Chr5", 0, genome.lengths["Chr5"])),
+               coding_transcripts(annotation, "Chr5"), 0, ("ATG",), STOPS)
+    for kind in ("donor", "acceptor"):
+        width = FITTED_WINDOWS[kind][1]
+        true, decoys = (np.concatenate(held_out.fitted_site_windows[kind]).astype(np.int64),
+                        np.concatenate(held_out.decoy_windows[kind]).astype(np.int64))
+
+        def auc(table):
+            flat = table.reshape(width, 25)
+            return _auc(flat[np.arange(width), true].sum(axis=1), flat[np.arange(width), decoys].sum(axis=1))
+
+        assert not np.allclose(trained.fitted_signals[kind], _embedded_wam(trained, kind))  # fitted, not a fallback
+        assert auc(trained.fitted_signals[kind]) > auc(_embedded_wam(trained, kind)) + 0.005
+
+
+def test_with_too_few_training_sites_the_fitted_signal_model_is_the_counted_one(trained):
+    assert trained.report["genes used"] < MIN_FITTED_SITES  # one start per gene: too few to fit
+    np.testing.assert_array_equal(trained.fitted_signals["start"], _embedded_wam(trained, "start"))
 
 
 # --------------------------------------------------------------------------- the model file

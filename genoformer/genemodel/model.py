@@ -208,19 +208,25 @@ def _with_defaults(seen: Counter, words: tuple[str, ...]) -> dict[str, int]:
     return {word: int(seen.get(word, 0)) for word in words}
 
 
-MIN_FITTED_SITES = 20  # fewer true sites of a kind than this: its fitted model adds nothing
+# Fewer true sites of a kind than this: a fit would learn noise (on A. thaliana slices with ~100
+# training genes it lost a third of the exons), so the counted WAM stands in for it.
+MIN_FITTED_SITES = 500
 
 
 def _fitted_signal(counts: TrainingCounts, kind: str, pseudocount: float = 1.0) -> np.ndarray:
     """The fitted (width, 5, 5) site log-odds of ``kind`` (``signals.fit_site_table``), at most
-    ``MAX_DECOYS`` decoys drawn at random (seeded, so a model is learned the same way twice)."""
+    ``MAX_DECOYS`` decoys drawn at random (seeded, so a model is learned the same way twice); with too
+    few true sites, the counted WAM placed in the fitted window (zeros around it)."""
     true = np.concatenate(counts.fitted_site_windows[kind])
-    width = FITTED_WINDOWS[kind][1]
+    counted = log_odds_table(counts.signals[kind], counts.background, pseudocount)  # (counted width, 5, 5)
     if len(true) < MIN_FITTED_SITES:
-        return np.zeros((width, 5, 5))
-    counted = log_odds_table(counts.signals[kind], counts.background, pseudocount).reshape(-1, 25)
+        (offset, width), (fitted_offset, fitted_width) = WINDOWS[kind], FITTED_WINDOWS[kind]
+        table = np.zeros((fitted_width, 5, 5))
+        table[offset - fitted_offset: offset - fitted_offset + width] = counted
+        return table
     counted_windows = np.concatenate(counts.site_windows[kind]).astype(np.int64)
-    typical = float(counted[np.arange(counted.shape[0])[None, :], counted_windows].sum(axis=1).mean())
+    flat = counted.reshape(-1, 25)
+    typical = float(flat[np.arange(len(flat))[None, :], counted_windows].sum(axis=1).mean())
     decoys = np.concatenate(counts.decoy_windows[kind])
     if len(decoys) > MAX_DECOYS:
         decoys = decoys[np.sort(np.random.default_rng(0).choice(len(decoys), MAX_DECOYS, replace=False))]

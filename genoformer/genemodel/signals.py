@@ -97,20 +97,20 @@ def fit_site_table(true_pairs: np.ndarray, decoy_pairs: np.ndarray, typical: flo
     width = true_pairs.shape[1]
     codes = torch.as_tensor(np.concatenate((true_pairs, decoy_pairs)).astype(np.int64))  # (sites, width)
     labels = torch.cat((torch.ones(len(true_pairs)), torch.zeros(len(decoy_pairs))))
-    weights = torch.zeros(width, 25, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    weights = torch.zeros(width, 25, requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
     columns = torch.arange(width)[None, :]
-    optimiser = torch.optim.LBFGS([weights, bias], max_iter=200, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=60, line_search_fn="strong_wolfe")
 
     def loss():
         optimiser.zero_grad()
         logits = weights[columns, codes].sum(dim=1) + bias  # (sites,)
-        value = F.binary_cross_entropy_with_logits(logits, labels.double()) + L2 * weights.pow(2).sum()
+        value = F.binary_cross_entropy_with_logits(logits, labels) + L2 * weights.pow(2).sum()
         value.backward()
         return value
 
     optimiser.step(loss)
-    table = weights.detach().numpy().reshape(width, 5, 5).copy()
+    table = weights.detach().double().numpy().reshape(width, 5, 5)
     true_scores = table.reshape(width, 25)[np.arange(width)[None, :], true_pairs].sum(axis=1)
     table[0] += typical - true_scores.mean()  # every site reads exactly one entry of position 0
     return table
