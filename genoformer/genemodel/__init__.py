@@ -1,12 +1,14 @@
 """A gene model learned from the user's annotation: a generalised HMM of eukaryotic gene structure.
 
-Train it in seconds to minutes on a CPU from a FASTA and GFF3/GTF over training regions
+Train it in seconds to a couple of minutes on a CPU from a FASTA and GFF3/GTF over training regions
 (:meth:`GeneModel.fit`), store it as JSON (:meth:`GeneModel.save` / :meth:`GeneModel.load`), and call
 genes with it alone, without a network (:func:`decode_with_gene_model`). Its parts:
 
 - ``training``: one coding transcript per gene, checked against the sequence, into per-base labels;
 - ``markov``: order-k chains (3-periodic coding, intron, intergenic);
-- ``signals``: first-order weight array matrices around donors, acceptors, starts and stops;
+- ``signals``: site models around donors, acceptors, starts and stops (weight array matrices,
+  counted, or fitted against decoys);
+- ``lengths``: exon (by kind) and intron length distributions;
 - ``model``: the counts, fitting, and the model file;
 - ``decode``: the scores the exact Viterbi of ``genoformer.decode.eukaryote`` adds up;
 - ``evidence``: a network's per-base probabilities weighed into those scores, the weights' file and fit.
