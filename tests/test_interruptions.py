@@ -109,14 +109,14 @@ def test_training_killed_mid_run_resumes_to_the_same_weights(ecoli_slice, tmp_pa
     assert different == [], f"resumed from step {killed_at}: {different}"
 
 
-def _annotation_run(tmp_path: Path) -> tuple[list[str], Path]:
-    """An annotate command over two 3,840-base records, slow enough (about 240 windows, one per batch) to
-    signal while it writes, and its output folder."""
+def _annotation_run(tmp_path: Path, repeats: int = 160) -> tuple[list[str], Path]:
+    """An annotate command over two records of ``repeats`` x 24 bases, slow enough (``repeats`` 160: about
+    240 windows, one per batch) to signal while it writes, and its output folder."""
     from genoformer.tasks import TaggingTask
 
     model = TaggingTask(encoder=TINY).export(tmp_path / "model")
     fasta = tmp_path / "genome.fa"
-    bases = "ACGTTGCAAGGCTTAACCGGTTAA" * 160
+    bases = "ACGTTGCAAGGCTTAACCGGTTAA" * repeats
     fasta.write_text(f">one\n{bases}\n>two\n{bases[::-1]}\n")
     out = tmp_path / "out"
     return [sys.executable, "-m", "genoformer.cli", "annotate", "--model", str(model), "--fasta", str(fasta),
@@ -166,7 +166,9 @@ def test_annotation_stopped_by_sigterm_cleans_up_as_on_ctrl_c(tmp_path):
 
 
 def test_a_second_annotation_to_the_same_outputs_is_refused_while_the_first_runs(tmp_path):
-    command, out = _annotation_run(tmp_path)
+    # Four times the usual run: the first must still be writing when the second has started up
+    # (importing torch on a loaded machine can take longer than 240 windows of the tiny model).
+    command, out = _annotation_run(tmp_path, repeats=640)
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(first, lambda: _writing(out), poll=0.01)
