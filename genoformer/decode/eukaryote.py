@@ -120,17 +120,27 @@ _NO_TERMS = _NoTerms()
 _KIND_NAMES = ("donor", "acceptor", "start", "stop")
 
 
+def signal_positions(codes: np.ndarray, *, starts: Sequence[str], stops: Sequence[str], donors: Sequence[str],
+                     acceptors: Sequence[str]) -> dict[str, np.ndarray]:
+    """Where each signal kind's words occur, as the decoder reads them (boundaries, strand coordinates): an
+    intron's first base (the G of GT), the base after its last (after AG), a start or stop codon's first base."""
+    words2, words3 = word_codes(codes, 2), word_codes(codes, 3)
+    return {
+        "donor": np.flatnonzero(word_mask(words2, donors, 2)),
+        "acceptor": np.flatnonzero(word_mask(words2, acceptors, 2)) + 2,
+        "start": np.flatnonzero(word_mask(words3, starts, 3)),
+        "stop": np.flatnonzero(word_mask(words3, stops, 3)),
+    }
+
+
 def _events(codes, keep, *, starts, stops, donors, acceptors):
     """Signal positions (boundaries between bases) sorted by (position, kind), strand coordinates."""
     n = len(codes)
-    words2, words3 = word_codes(codes, 2), word_codes(codes, 3)
-    start_at = np.flatnonzero(word_mask(words3, starts, 3))
-    stop_at = np.flatnonzero(word_mask(words3, stops, 3))
-    donor_at = np.flatnonzero(word_mask(words2, donors, 2))  # intron begins at the G of GT
-    acceptor_at = np.flatnonzero(word_mask(words2, acceptors, 2)) + 2  # intron ends after AG
+    at = signal_positions(codes, starts=starts, stops=stops, donors=donors, acceptors=acceptors)
+    donor_at, acceptor_at = at["donor"], at["acceptor"]
     donor_at = donor_at[(donor_at >= 1) & (donor_at < n)]
     acceptor_at = acceptor_at[acceptor_at < n]
-    found = [donor_at, acceptor_at, start_at, stop_at]
+    found = [donor_at, acceptor_at, at["start"], at["stop"]]
     for k, name in enumerate(_KIND_NAMES[:3]):  # stop codons are constraints, never dropped
         if name in keep:
             found[k] = found[k][keep[name][found[k]]]

@@ -11,7 +11,8 @@ explicit exon and intron lengths, which the decoder handles exactly):
 * each exon: its length's term by kind (single, initial, internal, terminal) and each intron its
   length's (:mod:`genoformer.genemodel.lengths`: smoothed training lengths up to a horizon, a
   geometric tail of rate q beyond it);
-* a donor, acceptor, start or stop: its window's log-odds (``signal_weight`` times the WAM's);
+* a donor, acceptor, start or stop: its window's log-odds (``signal_weight`` times the fitted
+  model's, or the counted WAM's: :mod:`genoformer.genemodel.signals`);
 * each gene: log(mean intergenic length) (leaving the intergenic state), plus ``gene_penalty``;
   each intron ``intron_penalty``.
 
@@ -30,10 +31,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.eukaryote import StrandGenes, StrandScores, decode_strand
+from genoformer.decode.eukaryote import StrandGenes, StrandScores, decode_strand, signal_positions
 from genoformer.decode.segments import (
-    StrandSums, Transcript, encode_bases, prefix_sums, reverse_complement_codes, transcript_table, word_codes,
-    word_mask,
+    StrandSums, Transcript, encode_bases, prefix_sums, reverse_complement_codes, transcript_table,
 )
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
@@ -134,13 +134,8 @@ class ScoringTables:
 
     def candidates(self, codes: np.ndarray) -> dict[str, np.ndarray]:
         """Positions of each signal kind as the decoder finds them (boundaries, strand coordinates)."""
-        words2, words3 = word_codes(codes, 2), word_codes(codes, 3)
-        return {
-            "donor": np.flatnonzero(word_mask(words2, self.donors, 2)),
-            "acceptor": np.flatnonzero(word_mask(words2, self.acceptors, 2)) + 2,
-            "start": np.flatnonzero(word_mask(words3, self.starts, 3)),
-            "stop": np.flatnonzero(word_mask(words3, self.stops, 3)),
-        }
+        return signal_positions(codes, starts=self.starts, stops=self.stops, donors=self.donors,
+                                acceptors=self.acceptors)
 
     def decode(self, codes: np.ndarray, scores: StrandScores | None = None) -> StrandGenes:
         """Best genes of one strand (CDS pieces, strand coordinates), their partial flags, the path's score;

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index, word_mask
+from genoformer.decode.eukaryote import signal_positions
+from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index
 from genoformer.errors import AnnotationError
 from genoformer.genemodel.markov import count_words, ending_words
 from genoformer.genemodel.signals import DECOY_FLANK, FITTED_WINDOWS, WINDOWS, count_sites, window_pairs
@@ -165,11 +166,9 @@ def add_region(counts: TrainingCounts, codes: np.ndarray, pieces: pd.DataFrame, 
         counts.starts[_word(spliced[:3])] += 1
         counts.stops[_word(spliced[-3:])] += 1
         _add_exon_lengths(counts.lengths, exons)
-    words = {"donor": (("GT", "GC"), 0), "acceptor": (("AG",), 2), "start": (tuple(start_codons), 0),
-             "stop": (tuple(stop_codons), 0)}  # the decoder's candidates: words, boundary after the word's start
     for strand, view in views.items():
-        candidates = {kind: np.flatnonzero(word_mask(word_codes(view, len(w[0])), w, len(w[0]))) + shift
-                      for kind, (w, shift) in words.items()}
+        candidates = signal_positions(view, starts=start_codons, stops=stop_codons, donors=("GT", "GC"),
+                                      acceptors=("AG",))  # where the decoder will look for each kind
         _count_strand(counts, view, labels[strand], {kind: np.array(sites[kind][strand], np.int64) for kind in WINDOWS},
                       candidates)
         ordered = sorted(gene_spans[strand])
