@@ -21,13 +21,15 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
-from genoformer.genemodel.signals import FITTED_WINDOWS, MAX_DECOYS, WINDOWS, fit_site_table, log_odds_table
+from genoformer.genemodel.signals import (
+    FITTED_WINDOWS, MAX_DECOYS, START_RANKS, WINDOWS, fit_site_table, log_odds_table, rank_log_odds,
+)
 from genoformer.genemodel.training import (
     LENGTH_KINDS, TrainingCounts, add_region, check_training_genes, coding_transcripts,
 )
 from genoformer.genome.intervals import Interval
 
-FORMAT_VERSION = 2  # 2: fitted signal models
+FORMAT_VERSION = 3  # 2: fitted signal models; 3: start rank weights
 FILE_NAME = "gene_model.json"
 # A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
 MIN_SIGNAL_SHARE = 0.001
@@ -44,6 +46,7 @@ class GeneModel:
     background: np.ndarray  # (4, 4) first-order intergenic pair counts
     signals: dict[str, np.ndarray]  # kind -> (width, 4, 4) window pair counts
     fitted_signals: dict[str, np.ndarray]  # kind -> (width, 5, 5) fitted site log-odds (FITTED_WINDOWS)
+    start_rank_weights: np.ndarray  # (START_RANKS,) fitted with the start model: log-odds of a start's open-frame rank
     donors: dict[str, int]  # intron first two bases -> count
     acceptors: dict[str, int]
     start_codons: dict[str, int]
@@ -79,10 +82,12 @@ class GeneModel:
             codes = encode_bases(genome.fetch(region.name, region.start, region.end))
             add_region(counts, codes, pieces[pieces["transcript"].isin(inside)], region.start, start_codons, stop_codons)
         check_training_genes(counts, annotation, genome.path, regions)
-        fitted = {kind: _fitted_signal(counts, kind) for kind in WINDOWS}
+        fitted = {kind: _fitted_signal(counts, kind) for kind in WINDOWS}  # kind -> (table, rank weights)
         counts.report["training seconds"] = round(time.perf_counter() - began, 1)
         return cls(order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
-                   background=counts.background, signals=counts.signals, fitted_signals=fitted,
+                   background=counts.background, signals=counts.signals,
+                   fitted_signals={kind: table for kind, (table, _) in fitted.items()},
+                   start_rank_weights=fitted["start"][1],
                    donors=dict(counts.donors),
                    acceptors=dict(counts.acceptors), start_codons=_with_defaults(counts.starts, start_codons),
                    stop_codons=_with_defaults(counts.stops, stop_codons),
@@ -111,6 +116,7 @@ class GeneModel:
             "coding": self.coding.tolist(), "intron": self.intron.tolist(), "intergenic": self.intergenic.tolist(),
             "background": self.background.tolist(), "signals": {k: v.tolist() for k, v in self.signals.items()},
             "fitted_signals": {k: v.tolist() for k, v in self.fitted_signals.items()},
+            "start_rank_weights": self.start_rank_weights.tolist(),
             "donors": self.donors, "acceptors": self.acceptors, "start_codons": self.start_codons,
             "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
         }
@@ -146,7 +152,8 @@ class GeneModel:
             fail("format_version", f"this genoformer reads version {FORMAT_VERSION}, the file has {version!r}; "
                                    "learn the gene model again with this version (`genoformer gene-model`)")
         missing = [name for name in ("order", "pseudocount", "coding", "intron", "intergenic", "background",
-                                     "signals", "fitted_signals", "donors", "acceptors", "start_codons",
+                                     "signals", "fitted_signals", "start_rank_weights", "donors", "acceptors",
+                                     "start_codons",
                                      "stop_codons", "lengths")
                    if name not in data]
         if missing:
@@ -183,6 +190,12 @@ class GeneModel:
             if table.shape != shape or not np.isfinite(table).all():
                 fail(f"fitted_signals.{kind}", f"must be finite numbers of shape {shape}, got shape {table.shape}")
             fitted_tables[kind] = table
+        try:
+            rank_weights = np.asarray(data["start_rank_weights"], dtype=np.float64)
+        except (TypeError, ValueError):
+            fail("start_rank_weights", "must hold numbers")
+        if rank_weights.shape != (START_RANKS,) or not np.isfinite(rank_weights).all():
+            fail("start_rank_weights", f"must be {START_RANKS} finite numbers, got shape {rank_weights.shape}")
         lengths = data["lengths"]
         if not isinstance(lengths, dict) or not all(isinstance(lengths.get(k), list) for k in LENGTH_KINDS):
             fail("lengths", f"must list the lengths of {list(LENGTH_KINDS)}")
@@ -196,7 +209,7 @@ class GeneModel:
                    intron=array("intron", data["intron"], (words,)),
                    intergenic=array("intergenic", data["intergenic"], (words,)),
                    background=array("background", data["background"], (4, 4)), signals=tables,
-                   fitted_signals=fitted_tables,
+                   fitted_signals=fitted_tables, start_rank_weights=rank_weights,
                    donors=dict(data["donors"]), acceptors=dict(data["acceptors"]),
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
                    lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
@@ -213,21 +226,27 @@ def _with_defaults(seen: Counter, words: tuple[str, ...]) -> dict[str, int]:
 MIN_FITTED_SITES = 500
 
 
-def _fitted_signal(counts: TrainingCounts, kind: str, pseudocount: float = 1.0) -> np.ndarray:
-    """The fitted (width, 5, 5) site log-odds of ``kind`` (``signals.fit_site_table``), at most
-    ``MAX_DECOYS`` decoys drawn at random (seeded, so a model is learned the same way twice); with too
-    few true sites, the counted WAM placed in the fitted window (zeros around it)."""
+def _fitted_signal(counts: TrainingCounts, kind: str, pseudocount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted (width, 5, 5) site log-odds of ``kind`` (``signals.fit_site_table``) and its
+    (START_RANKS,) rank weights (starts only; zeros for the other kinds), at most ``MAX_DECOYS`` decoys
+    drawn at random (seeded, so a model is learned the same way twice); with too few true sites, the
+    counted WAM placed in the fitted window (zeros around it) and counted rank weights (``rank_log_odds``)."""
     true = np.concatenate(counts.fitted_site_windows[kind])
     counted = log_odds_table(counts.signals[kind], counts.background, pseudocount)  # (counted width, 5, 5)
+    ranks = None
+    if kind == "start":
+        ranks = tuple(np.concatenate(counts.start_ranks[name]).astype(np.int64) for name in ("true", "decoy"))
     if len(true) < MIN_FITTED_SITES:
         (offset, width), (fitted_offset, fitted_width) = WINDOWS[kind], FITTED_WINDOWS[kind]
         table = np.zeros((fitted_width, 5, 5))
         table[offset - fitted_offset: offset - fitted_offset + width] = counted
-        return table
+        return table, np.zeros(START_RANKS) if ranks is None else rank_log_odds(*ranks, pseudocount)
     counted_windows = np.concatenate(counts.site_windows[kind]).astype(np.int64)
     flat = counted.reshape(-1, 25)
     typical = float(flat[np.arange(len(flat))[None, :], counted_windows].sum(axis=1).mean())
     decoys = np.concatenate(counts.decoy_windows[kind])
     if len(decoys) > MAX_DECOYS:
-        decoys = decoys[np.sort(np.random.default_rng(0).choice(len(decoys), MAX_DECOYS, replace=False))]
-    return fit_site_table(true.astype(np.int64), decoys, typical)
+        chosen = np.sort(np.random.default_rng(0).choice(len(decoys), MAX_DECOYS, replace=False))
+        decoys = decoys[chosen]
+        ranks = None if ranks is None else (ranks[0], ranks[1][chosen])
+    return fit_site_table(true.astype(np.int64), decoys, typical, ranks)

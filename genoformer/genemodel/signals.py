@@ -93,27 +93,74 @@ MAX_DECOYS = 400_000  # per kind, drawn at random (seeded) beyond this
 L2 = 1e-5  # per weight, against the mean log-loss
 
 
-def fit_site_table(true_pairs: np.ndarray, decoy_pairs: np.ndarray, typical: float) -> np.ndarray:
+def fit_site_table(true_pairs: np.ndarray, decoy_pairs: np.ndarray, typical: float,
+                   ranks: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(width, 5, 5) site log-odds fitted by L2-regularised logistic regression on the pair codes
     (:func:`window_pairs`) of true sites against decoys, shifted so that the true sites' mean score is
     ``typical`` (the counted WAM's mean over the same sites): the fit decides how sites rank against
-    each other, the generative model what a typical site is worth against background DNA."""
+    each other, the generative model what a typical site is worth against background DNA.
+
+    ``ranks``: each true site's and decoy's :func:`start_ranks` (starts only), fitted jointly as one
+    weight per rank. Returns the table and the (START_RANKS,) rank weights, rank 0's weight 0 (all zero
+    without ``ranks``)."""
     width = true_pairs.shape[1]
     codes = torch.as_tensor(np.concatenate((true_pairs, decoy_pairs)).astype(np.int64))  # (sites, width)
     labels = torch.cat((torch.ones(len(true_pairs)), torch.zeros(len(decoy_pairs))))
+    rank = torch.as_tensor(np.concatenate(ranks).astype(np.int64) if ranks is not None
+                           else np.zeros(len(codes), np.int64))  # (sites,)
     weights = torch.zeros(width, 25, requires_grad=True)
+    rank_weights = torch.zeros(START_RANKS, requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
     columns = torch.arange(width)[None, :]
-    optimiser = torch.optim.LBFGS([weights, bias], max_iter=60, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([weights, rank_weights, bias], max_iter=60, line_search_fn="strong_wolfe")
 
     def loss():
         optimiser.zero_grad()
-        logits = weights[columns, codes].sum(dim=1) + bias  # (sites,)
+        logits = weights[columns, codes].sum(dim=1) + rank_weights[rank] + bias  # (sites,)
         value = F.binary_cross_entropy_with_logits(logits, labels) + L2 * weights.pow(2).sum()
         value.backward()
         return value
 
     optimiser.step(loss)
     table = weights.detach().double().numpy().reshape(width, 5, 5)
-    table[0] += typical - score_pairs(table, true_pairs).mean()  # every site reads exactly one entry of position 0
-    return table
+    by_rank = rank_weights.detach().double().numpy()
+    by_rank = by_rank - by_rank[0] if ranks is not None else np.zeros(START_RANKS)
+    true_rank = by_rank[ranks[0]] if ranks is not None else 0.0
+    # every site reads exactly one entry of position 0
+    table[0] += typical - (score_pairs(table, true_pairs) + true_rank).mean()
+    return table, by_rank
+
+
+# ---------------------------------------------------------------------------- a start's rank in its open frame
+#
+# Ribosomes scanning an mRNA start at its first ATG, so a true start is nearly always the first start
+# codon after the last in-frame stop upstream (in genomic sequence, when no 5' UTR intron intervenes):
+# A. thaliana chromosome 1 training genes, 93% rank 0 against 61% of decoy ATGs. Without this the decoder
+# often chose an ATG a few codons downstream, whose lost N-terminal codons score near zero as coding; fitted
+# with the start model, validation gene F1 0.684 -> 0.704.
+START_RANKS = 4  # ranks 0, 1, 2 and 3 or more
+
+
+def start_ranks(length: int, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """(length,) for each position p of a strand ``length`` bases long: how many start codons (``starts``:
+    every one's position, from ``signal_positions``) lie in p's frame after the last stop codon before p
+    (``stops``: every one's position) and before p, capped at ``START_RANKS - 1``. At a start codon, its rank."""
+    is_start, is_stop = np.zeros(length, bool), np.zeros(length, bool)
+    is_start[starts], is_stop[stops] = True, True
+    rank = np.zeros(length, np.int64)
+    for frame in range(3):
+        here_start, here_stop = is_start[frame::3], is_stop[frame::3]  # one codon slot each
+        slots = np.arange(len(here_start))
+        before = np.concatenate(([0], np.cumsum(here_start)))  # before[i]: start codons in slots < i
+        last_stop = np.maximum.accumulate(np.where(here_stop, slots, -1))  # at or before slot i
+        previous_stop = np.concatenate(([-1], last_stop[:-1]))  # strictly before slot i
+        rank[frame::3] = before[slots] - before[previous_stop + 1]
+    return np.minimum(rank, START_RANKS - 1)
+
+
+def rank_log_odds(true_ranks: np.ndarray, decoy_ranks: np.ndarray, pseudocount: float) -> np.ndarray:
+    """(START_RANKS,) log P(rank | true start) - log P(rank | decoy), counted: the rank weights that stand
+    in for fitted ones when the true starts are too few to fit (as the counted WAM does for the window)."""
+    true = np.bincount(true_ranks, minlength=START_RANKS) + pseudocount
+    decoy = np.bincount(decoy_ranks, minlength=START_RANKS) + pseudocount
+    return np.log(true / true.sum()) - np.log(decoy / decoy.sum())

@@ -22,7 +22,9 @@ from genoformer.decode.eukaryote import signal_positions
 from genoformer.decode.segments import reverse_complement_codes, word_codes, word_index
 from genoformer.errors import AnnotationError
 from genoformer.genemodel.markov import count_words, ending_words
-from genoformer.genemodel.signals import DECOY_FLANK, FITTED_WINDOWS, WINDOWS, count_sites, window_pairs
+from genoformer.genemodel.signals import (
+    DECOY_FLANK, FITTED_WINDOWS, WINDOWS, count_sites, start_ranks, window_pairs,
+)
 from genoformer.genome.annotation_table import parent_lists
 from genoformer.genome.intervals import Interval
 
@@ -64,6 +66,8 @@ class TrainingCounts:
     site_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
     fitted_site_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
     decoy_windows: dict = field(default_factory=lambda: {kind: [] for kind in WINDOWS})
+    # The start sites' and start decoys' ranks in their open frames (signals.start_ranks), one array per strand.
+    start_ranks: dict = field(default_factory=lambda: {"true": [], "decoy": []})
 
     def __post_init__(self):
         words = 4 ** (self.order + 1)
@@ -226,6 +230,10 @@ def _count_strand(counts: TrainingCounts, view: np.ndarray, labels: np.ndarray, 
         counts.site_windows[kind].append(window_pairs(view, at, offset, width).astype(np.uint8))
         counts.fitted_site_windows[kind].append(window_pairs(view, at, *FITTED_WINDOWS[kind]).astype(np.uint8))
         counts.decoy_windows[kind].append(window_pairs(view, decoys, *FITTED_WINDOWS[kind]).astype(np.uint8))
+        if kind == "start":
+            rank = start_ranks(len(view), candidates["start"], candidates["stop"])  # (n,)
+            counts.start_ranks["true"].append(rank[at].astype(np.uint8))
+            counts.start_ranks["decoy"].append(rank[decoys].astype(np.uint8))
 
 
 def check_training_genes(counts: TrainingCounts, annotation: pd.DataFrame, fasta, regions: list[Interval]) -> None:
