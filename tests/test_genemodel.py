@@ -364,7 +364,8 @@ def test_true_starts_are_mostly_the_first_start_codon_of_their_open_frame_and_th
     exact = []
     for model in (trained, dataclasses.replace(trained, start_rank_weights=np.zeros(START_RANKS))):
         prediction = decode_with_gene_model(genome, model, held_out)
-        exact.append(evaluate(annotation, prediction, lengths=genome.lengths, regions=held_out)["gene"]["matched_reference"])
+        scores = evaluate(annotation, prediction, lengths=genome.lengths, regions=held_out)
+        exact.append(scores["gene"]["matched_reference"])
     assert exact[0] >= exact[1] + 3
 
 
