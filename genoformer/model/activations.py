@@ -11,9 +11,10 @@ from .config import ReformerConfig
 
 # Bytes per token and layer that an ordinary (non-reversible) training step keeps for backward, as
 # float32 values per d_model and d_ff unit. Live tensor bytes after the forward (_TensorBytes), per
-# token and layer: 7,820 at d_model 128 / d_ff 256 with dropout 0.05 (the recipes' model), 6,796
-# without; 19,496 at 256 / 1,024 (LSH, 4 hashes); 23,656 at 256 / 1,024 with dropout 0.1; 7,412 at
-# 64 / 512 (8 hashes). 12 and 3 bound them all.
+# token and layer, measured with the float32 / bool dropout masks of db7bf19: 7,820 at d_model 128 /
+# d_ff 256 with dropout 0.05 (the recipes' model), 6,796 without; 19,496 at 256 / 1,024 (LSH, 4 hashes);
+# 23,656 at 256 / 1,024 with dropout 0.1; 7,412 at 64 / 512 (8 hashes). 12 and 3 bound them all; the
+# uint8 masks used since keep less with dropout on, so the bound is looser there.
 _KEPT_PER_D_MODEL, _KEPT_PER_D_FF = 12, 3
 # Reversible "auto" keeps activations when they take at most this share of the free memory: an ordinary
 # step's peak is ~1.3x its kept activations, so such a step stays well inside the planner's 0.9 (Plan.fits).
