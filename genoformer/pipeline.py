@@ -35,6 +35,7 @@ import yaml
 
 from .errors import ConfigError, InputFileError
 from .files import atomic_write
+from .genemodel import FORMAT_VERSION as GENE_MODEL_FORMAT
 from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
 from .model.config import DEFAULT_TOKENIZER, ReformerConfig
 
@@ -244,8 +245,17 @@ def package_file(text: str, where: str) -> Path:
     return path
 
 
+# The file format a config section's outputs are written in, where it can change between releases: a
+# stage depending on that section is redone when its format changes, instead of being skipped and leaving
+# files this version refuses (or results the old code made) in the run.
+SECTION_FORMATS = {"genemodel": f"gene model format {GENE_MODEL_FORMAT}"}
+
+
 def _digest(config: dict, stage: str) -> str:
     text = json.dumps({k: config[k] for k in DEPENDS[stage]}, sort_keys=True)
+    formats = [SECTION_FORMATS[k] for k in DEPENDS[stage] if k in SECTION_FORMATS]
+    if formats:  # other stages' digests stay what they were, so an upgrade does not retrain
+        text += json.dumps(formats)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -18,7 +18,9 @@ from genoformer.errors import ConfigError
 from genoformer.genemodel import GeneModel
 from genoformer.genome import Genome, Interval, read_annotation, read_bed_regions
 from genoformer import pipeline
-from genoformer.pipeline import DEFAULT_CONFIG, load_config, run_pipeline
+from genoformer.pipeline import (
+    DEFAULT_CONFIG, DEFAULTS, SECTION_FORMATS, STAGES, _digest, load_config, run_pipeline,
+)
 from genoformer.tasks import GenomeDataModule
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY
@@ -72,6 +74,15 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     run_pipeline(tiny_config, out)
     log = capsys.readouterr().err
     assert "pretrain: up to date" in log and "finetune: up to date" in log and "annotate: running" in log
+
+
+def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_training(monkeypatch):
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    before = {stage: _digest(config, stage) for stage in STAGES}
+    monkeypatch.setitem(SECTION_FORMATS, "genemodel", "gene model format 99")
+    after = {stage: _digest(config, stage) for stage in STAGES}
+    assert [stage for stage in STAGES if before[stage] != after[stage]] == [
+        "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
