@@ -124,7 +124,9 @@ def network_against_others(label: str, model: dict, others: dict[str, dict],
         scored = [(name, _headline(model, keys), _headline(result, keys)) for name, keys in measures]
         won = [name for name, m, a in scored if _beats(m, a)]
         lost = [name for name, m, a in scored if not _beats(m, a)]
-        if not lost:
+        if all(a is None for _, _, a in scored):  # e.g. the fixed eukaryote decoder, given no evidence
+            lines.append(f"The {other} called no genes here (every measure n/a): nothing to beat.")
+        elif not lost:
             lines.append(f"**{label} beat the {other}** on every measure.")
         elif not won:
             lines.append(f"**{label} did not beat the {other}** on any measure.")

@@ -64,3 +64,11 @@ def test_a_eukaryote_report_sets_every_annotation_side_by_side_on_gene_finder_me
                           "| gene model alone (no network) | 0.940 | 0.930 | 0.950 | 0.800 | 0.550 |"]
     assert "**genoformer (network + decoder) beat the decoder alone (no network)** on every measure." in lines
     assert "**genoformer (network + decoder) did not beat the gene model alone (no network)** on any measure." in lines
+
+
+def test_an_annotation_that_called_no_genes_is_said_to_have_called_none_not_to_have_been_beaten():
+    """The fixed eukaryote decoder given no network calls nothing: "beat it on every measure" would flatter."""
+    lines = network_against_decoder(_results(0.95, 0.85, 0.70, 0.90), _results(None, None, None, None))
+    assert lines[3] == "| decoder alone (no network) | n/a | n/a | n/a | n/a |"
+    assert "The decoder alone (no network) called no genes here (every measure n/a): nothing to beat." in lines
+    assert not any("beat the decoder alone" in line for line in lines)
