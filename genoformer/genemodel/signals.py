@@ -5,7 +5,8 @@ A site sits at a boundary ``x`` of the strand sequence (a donor at an intron's f
 acceptor at the base after its last, a start or stop codon at its first base). Its window covers
 bases ``x + offset`` .. ``x + offset + width - 1``; each window base is predicted from the base
 before it (the base before the window included), with position-specific probabilities, against a
-first-order background chain. Bases that are N, or off the sequence, add nothing.
+first-order background chain. Bases that are N, or off the sequence, add nothing. A start also
+scores its rank among the start codons of its open frame (:func:`start_ranks`), fitted with its window.
 """
 from __future__ import annotations
 
