@@ -110,15 +110,16 @@ def fit_site_table(true_pairs: np.ndarray, decoy_pairs: np.ndarray, typical: flo
     weights = torch.zeros(width, 25, requires_grad=True)
     bias = torch.zeros(1, requires_grad=True)
     rank_weights = torch.zeros(START_RANKS, requires_grad=ranks is not None)
-    rank = torch.as_tensor(np.concatenate(ranks).astype(np.int64) if ranks is not None
-                           else np.zeros(len(codes), np.int64))  # (sites,)
     columns = torch.arange(width)[None, :]
     optimiser = torch.optim.LBFGS([weights, bias] + ([rank_weights] if ranks is not None else []), max_iter=60,
                                   line_search_fn="strong_wolfe")
+    rank = None if ranks is None else torch.as_tensor(np.concatenate(ranks).astype(np.int64))  # (sites,)
 
     def loss():
         optimiser.zero_grad()
-        logits = weights[columns, codes].sum(dim=1) + rank_weights[rank] + bias  # (sites,)
+        logits = weights[columns, codes].sum(dim=1) + bias  # (sites,)
+        if rank is not None:
+            logits = logits + rank_weights[rank]
         value = F.binary_cross_entropy_with_logits(logits, labels) + L2 * weights.pow(2).sum()
         value.backward()
         return value
