@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .decode import Stretch, decode_stretches, gene_decoder_options, self_trains
+from .decode import StartModel, Stretch, decode_stretches, gene_decoder_options, self_trains
 from .errors import ConfigError, InputFileError
 from .files import exclusive_lock
 from .genemodel import EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model
@@ -46,6 +46,7 @@ class TaggingModel:
     window_length: int = 0
     network: Any = None  # a ReformerTagger in eval mode; None: no network
     tokenizer: Any = None
+    start_model: StartModel | None = None  # where prokaryote genes start, learnt from the training annotation
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,16 @@ def load_model(folder: str | Path) -> TaggingModel:
     if pretrained.task != ReformerTagger.task:
         raise InputFileError(folder, f"is a {pretrained.task!r} model; annotation needs a tagging model")
     head = pretrained.head
+    start_model = None
+    if "start_model" in head:
+        try:
+            start_model = StartModel.from_dict(head["start_model"])
+        except ValueError as error:
+            raise InputFileError(folder, f"has a broken start model in its config ({error}); export the model "
+                                         "again from its checkpoint") from None
     return TaggingModel(scheme=LabelScheme.from_dict(head["scheme"]), organism=head.get("organism", "prokaryote"),
                         loss=head.get("loss"), window_length=int(head.get("window_length") or 0),
-                        network=network, tokenizer=pretrained.tokenizer)
+                        network=network, tokenizer=pretrained.tokenizer, start_model=start_model)
 
 
 def decoder_alone(organism: str) -> TaggingModel:
@@ -256,6 +264,8 @@ def annotate_genome(
     organism = organism or model.organism
     decoder_options = gene_decoder_options(organism, model.loss, gene_cost=gene_cost, codon_weight=codon_weight,
                                            start_weight=start_weight, closed_ends=closed_ends)
+    if model.start_model is not None and self_trains(scheme, organism):
+        decoder_options["start_model"] = model.start_model
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now
     else:

@@ -13,9 +13,9 @@ from genoformer.decode import (
 )
 from genoformer.decode import prokaryote
 from genoformer.decode.prokaryote import (
-    MIN_START_TRAINING_GENES, START_SITE, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
-    start_site_log_odds,
+    MIN_START_TRAINING_GENES, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
 )
+from genoformer.decode.start_sites import START_SITE, start_site_log_odds
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError
 from genoformer.genome.annotation import read_annotation

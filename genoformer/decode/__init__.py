@@ -21,7 +21,9 @@ import pandas as pd
 from genoformer.decode.eukaryote import call_genes_eukaryote, eukaryote_transcripts
 from genoformer.decode.prokaryote import (
     GeneStatistics, call_genes_prokaryote, check_inputs, learn_gene_statistics, prokaryote_transcripts,
+    start_model_from_genes,
 )
+from genoformer.decode.start_sites import StartModel
 from genoformer.decode.segments import (
     STRANDS, StrandSums, Transcript, call_segments, segment_table, transcript_table,
 )
@@ -29,7 +31,7 @@ from genoformer.errors import ConfigError
 
 __all__ = [
     "decode_record", "decode_stretches", "Stretch", "gene_decoder_options", "self_trains", "learn_genome_statistics", "call_genes_prokaryote",
-    "call_genes_eukaryote", "call_segments",
+    "call_genes_eukaryote", "call_segments", "StartModel", "start_model_from_genes",
 ]
 
 ORGANISMS = ("prokaryote", "eukaryote")

@@ -1,6 +1,7 @@
 """Gene-region tagging: per-base, strand-aware classes, fine-tuned from a pretrained encoder."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -10,9 +11,11 @@ import torch.nn.functional as F
 
 from ..datasets.stitch import ProbabilityStitcher
 from ..datasets.windows import IGNORE_LABEL
-from ..decode import Stretch, decode_stretches, gene_decoder_options
+from ..decode import StartModel, Stretch, decode_stretches, gene_decoder_options, start_model_from_genes
+from ..decode.prokaryote import MIN_START_TRAINING_GENES
 from ..errors import ConfigError
 from ..evaluate import evaluate
+from ..evaluate.features import is_pseudo
 from ..genome import LabelScheme
 from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerTagger
@@ -63,6 +66,10 @@ class TaggingTask(ReformerTask):
         self.register_buffer("class_weights", torch.ones(n), persistent=False)
         self.confusion = {stage: ConfusionMatrix(n) for stage in ("val", "test")}
         self.stitchers: dict[tuple[int, str, int], ProbabilityStitcher] = {}
+        # Prokaryote gene structures: where genes start, learnt from the training regions' annotation on
+        # first use (see `learnt_start_model`); kept in checkpoints and written into the model folder.
+        self.start_model: StartModel | None = None
+        self._start_model_learnt = False
 
     def build_network(self) -> ReformerTagger:
         # The loss travels with the model: the gene decoder's default cost depends on it.
@@ -74,11 +81,61 @@ class TaggingTask(ReformerTask):
     @property
     def decoder_options(self) -> dict:
         """The gene decoder's options for this model, as ``genoformer annotate`` uses them by default."""
-        return gene_decoder_options(self.organism, self.loss_kind) if self.scheme.kind == "gene_structure" else {}
+        if self.scheme.kind != "gene_structure":
+            return {}
+        options = gene_decoder_options(self.organism, self.loss_kind)
+        start_model = self.learnt_start_model()
+        return options if start_model is None else {**options, "start_model": start_model}
 
     def exported_head(self, window_length: int | None) -> dict[str, Any]:
         # genoformer annotate's default window is the one the model was trained on.
-        return {} if window_length is None else {"window_length": int(window_length)}
+        head = {} if window_length is None else {"window_length": int(window_length)}
+        start_model = self.learnt_start_model()
+        return head if start_model is None else {**head, "start_model": start_model.to_dict()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        start_model = self.learnt_start_model()
+        if start_model is not None:
+            checkpoint["genoformer_start_model"] = start_model.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "genoformer_start_model" in checkpoint:
+            self.start_model = StartModel.from_dict(checkpoint["genoformer_start_model"])
+
+    def learnt_start_model(self) -> StartModel | None:
+        """The start model, learnt on first use from the attached data module (in whichever process asks:
+        under ``ddp_spawn`` training runs in workers whose attributes never reach the exporting process);
+        None for eukaryotes, other label sets, too few genes, or no data at hand."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if (self.start_model is None and not self._start_model_learnt and datamodule is not None
+                and datamodule.scheme is not None and self.organism == "prokaryote"
+                and self.scheme.kind == "gene_structure"):
+            self._start_model_learnt = True
+            self.learn_start_model(datamodule)
+        return self.start_model
+
+    def learn_start_model(self, datamodule) -> None:
+        """The prokaryote decoder's start model, from the CDS of the training regions' annotation (genes that
+        lie wholly inside a region). Too few genes for one: a warning, and the decoder self-trains instead."""
+        def records():
+            for source, intervals in enumerate(datamodule.split_intervals("train")):
+                table = datamodule.annotations[source]
+                cds = table[(table["type"] == "CDS") & ~is_pseudo(table)]
+                for iv in intervals:
+                    inside = cds[(cds["seqid"] == iv.name) & (cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
+                    genes = inside[["start", "end", "strand"]].assign(start=inside["start"] - iv.start,
+                                                                      end=inside["end"] - iv.start)
+                    yield datamodule.genomes[source].fetch(iv.name, iv.start, iv.end), genes
+
+        model, n_genes = start_model_from_genes(records())
+        if n_genes < MIN_START_TRAINING_GENES:
+            warnings.warn(f"the training regions hold {n_genes} genes with a start and stop codon, too few to learn "
+                          f"where genes start (at least {MIN_START_TRAINING_GENES}); the decoder learns it from "
+                          "its own calls instead", stacklevel=2)
+            model = None
+        self.start_model = model
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
