@@ -105,3 +105,14 @@ def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_pa
     config.write_text(json.dumps(head))
     with pytest.raises(InputFileError, match="broken start model"):
         load_model(folder)
+
+
+def test_too_few_training_genes_for_a_start_model_gets_a_warning_with_the_count(ecoli_slice):
+    from genoformer.tasks import GenomeDataModule
+
+    fasta, gff = ecoli_slice
+    data = GenomeDataModule(fasta=str(fasta), annotation=str(gff), window_length=256, val_fraction=0.3, test_fraction=0.3)
+    task = TaggingTask(encoder=TINY, loss="ce")
+    with pytest.warns(UserWarning, match=r"the training regions hold \d+ genes .* too few to learn where genes start"):
+        task.learn_start_model(data)
+    assert task.start_model is None and "start_model" not in task.decoder_options
