@@ -249,11 +249,22 @@ def package_file(text: str, where: str) -> Path:
 # stage depending on that section is redone when its format changes, instead of being skipped and leaving
 # files this version refuses (or results the old code made) in the run.
 SECTION_FORMATS = {"genemodel": f"gene model format {GENE_MODEL_FORMAT}"}
+# A prokaryote gene-structure tagger's model folder holds the start model its fit learns from the
+# annotation (since this format): an older folder would leave the decoder without one.
+PROKARYOTE_TAGGER_FORMAT = "tagger with start model"
+
+
+def _formats(config: dict, stage: str) -> list[str]:
+    formats = [SECTION_FORMATS[k] for k in DEPENDS[stage] if k in SECTION_FORMATS]
+    data = config["data"]
+    if "finetune" in DEPENDS[stage] and data["organism"] == "prokaryote" and data["classes"] == "gene_structure":
+        formats.append(PROKARYOTE_TAGGER_FORMAT)
+    return formats
 
 
 def _digest(config: dict, stage: str) -> str:
     text = json.dumps({k: config[k] for k in DEPENDS[stage]}, sort_keys=True)
-    formats = [SECTION_FORMATS[k] for k in DEPENDS[stage] if k in SECTION_FORMATS]
+    formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain
         text += json.dumps(formats)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

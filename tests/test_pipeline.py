@@ -85,6 +85,21 @@ def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_
         "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
+def test_a_new_prokaryote_tagger_format_redoes_fine_tuning_and_later_stages_of_prokaryote_runs_only(monkeypatch):
+    import genoformer.pipeline as pipeline
+
+    prokaryote = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    eukaryote = {**prokaryote, "data": {**prokaryote["data"], "organism": "eukaryote"}}
+    before = {name: {stage: _digest(c, stage) for stage in STAGES}
+              for name, c in (("prokaryote", prokaryote), ("eukaryote", eukaryote))}
+    monkeypatch.setattr(pipeline, "PROKARYOTE_TAGGER_FORMAT", "tagger format 99")
+    after = {name: {stage: _digest(c, stage) for stage in STAGES}
+             for name, c in (("prokaryote", prokaryote), ("eukaryote", eukaryote))}
+    assert [s for s in STAGES if before["prokaryote"][s] != after["prokaryote"][s]] == [
+        "finetune", "combine", "annotate", "evaluate", "report"]
+    assert before["eukaryote"] == after["eukaryote"]
+
+
 @pytest.fixture(scope="module")
 def two_athaliana_files(tmp_path_factory) -> dict[str, Path]:
     """The A. thaliana recipe's shape on bundled slices: one FASTA trained on (Chr2, Chr3: validation and
