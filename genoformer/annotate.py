@@ -215,6 +215,7 @@ def annotate_genome(
     start_weight: float | None = None,
     closed_ends: bool | None = None,
     evidence_weights: EvidenceWeights | str | Path | None = None,
+    model_starts: bool = True,
 ) -> Annotation:
     """Predict, decode and export gene regions for every record (or region) of ``fasta``.
 
@@ -235,7 +236,10 @@ def annotate_genome(
     probabilities wait in a hidden folder beside the outputs (``.PREFIX.probs-*.tmp``, 48 bytes a base;
     removed at the end, left behind only by a killed run, as the outputs' temporary files are) until
     every record is predicted. ``closed_ends`` forbids genes running off a record's or region's ends
-    (by default they are called, flagged partial).
+    (by default they are called, flagged partial). The model folder's start model (prokaryotes: where
+    genes start, learnt from its training genome's annotation) chooses each gene's start unless
+    ``model_starts`` is False: for a genome other than the one the model was trained on, whose ribosome
+    binding sites may differ, the decoder then learns them from its own calls alone.
     """
     from .export import open_track, write_bed, write_gff3
     from .genome import make_annotation
@@ -264,7 +268,7 @@ def annotate_genome(
     organism = organism or model.organism
     decoder_options = gene_decoder_options(organism, model.loss, gene_cost=gene_cost, codon_weight=codon_weight,
                                            start_weight=start_weight, closed_ends=closed_ends)
-    if model.start_model is not None and self_trains(scheme, organism):
+    if model_starts and model.start_model is not None and self_trains(scheme, organism):
         decoder_options["start_model"] = model.start_model
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now

@@ -208,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--closed-ends", action="store_true",
                    help="prokaryotes: no genes running off a record's (or region's) ends, for complete sequences "
                         "(Prodigal's -c; by default such genes are called and flagged partial)")
+    p.add_argument("--self-trained-starts", action="store_true",
+                   help="prokaryotes: ignore the model folder's start model (where its training genome's genes "
+                        "start) and learn starts from this genome's own calls, for a genome other than the "
+                        "model's")
 
     p = command("gene-model", "learn a eukaryotic gene model (signals, lengths, coding statistics) from an annotation")
     p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")

@@ -17,7 +17,7 @@ def annotate(args: argparse.Namespace) -> int:
         organism=args.organism, window_length=args.window_length, batch_size=args.batch_size,
         both_strands=not args.single_strand, bigwig=args.bigwig, device=args.device, gene_cost=args.gene_cost,
         codon_weight=args.codon_weight, start_weight=args.start_weight, closed_ends=args.closed_ends or None,
-        evidence_weights=args.evidence_weights,
+        evidence_weights=args.evidence_weights, model_starts=not args.self_trained_starts,
     )
     for path in result.paths.values():
         print(path)

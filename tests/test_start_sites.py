@@ -9,6 +9,7 @@ from genoformer.annotate import load_model, uninformative_probabilities
 from genoformer.decode import decode_record, gene_decoder_options, start_model_from_genes
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.decode.start_sites import N_FEATURES, StartModel, candidate_starts, start_features
+from genoformer.cli import main
 from genoformer.errors import InputFileError
 from genoformer.evaluate import evaluate
 from genoformer.evaluate.features import is_pseudo
@@ -99,6 +100,18 @@ def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_pa
     folder = task.export(tmp_path / "tagger")
     loaded = load_model(folder)
     assert (loaded.start_model.weights == task.start_model.weights).all()
+    # `genoformer annotate` decodes with it, unless told to learn starts from the genome's own calls.
+    bed = tmp_path / "region.bed"
+    bed.write_text("NC_000913.3\t2300000\t2600000\n")
+    exact = {}
+    for flags in ([], ["--self-trained-starts"]):
+        out = tmp_path / ("own" if flags else "model") / "calls"
+        assert main(["annotate", "--model", str(folder), "--evidence", "none", "--fasta", str(ecoli_fasta),
+                     "--regions", str(bed), "--out", str(out), *flags]) == 0
+        result = evaluate(read_annotation(ecoli_gff), read_annotation(out.with_suffix(".gff3")),
+                          lengths=Genome(ecoli_fasta).lengths, regions=[Interval("NC_000913.3", 2_300_000, 2_600_000)])
+        exact[bool(flags)] = result["gene"]["matched_reference"]
+    assert exact[False] >= exact[True] + 10
     config = folder / "config.json"
     head = json.loads(config.read_text())
     head["head"]["start_model"]["weights"] = head["head"]["start_model"]["weights"][:-1]
