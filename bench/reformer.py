@@ -1,15 +1,18 @@
 """Reformer forward+backward against Hugging Face, reformer-pytorch and full attention.
 
     .venv/bin/python bench/reformer.py [--quick] [--lengths 4096,16384,...] [--hashes 4,2]
-        [--tools hf,reformer-pytorch,full,genoformer,genoformer-auto,genoformer-bf16] [--timeout 600]
+        [--tools hf,reformer-pytorch,full,genoformer,genoformer-kept2,genoformer-auto,genoformer-bf16]
+        [--timeout 600]
         [--depths 2,6,12] [--depth-length 16384] [--max-rss-gb 20] [--json results.json]
         [--recipes-before 8c36586]
 
 Every configuration runs in a fresh process (bench/_measure.py): batch 1, random token ids,
 forward + backward of the mean square of every 6th hidden state, fp32 unless the tool name says
 bf16 (CPU autocast, backward outside the autocast context). `genoformer` is the reversible stack
-(memory-lean: `reversible=True`), `genoformer-auto` the default `reversible="auto"` (activations kept
-and no recompute where they fit in memory, as at these lengths on a large machine). Model: d_model 256, 4 heads of 64,
+(memory-lean: `reversible=True`), `genoformer-kept2` the first four blocks reversible and the last two
+keeping their activations (`reversible=4`: what "auto" runs when only two blocks' activations fit),
+`genoformer-auto` the default `reversible="auto"` (activations kept and no recompute where they fit
+in memory, as at these lengths on a large machine). Model: d_model 256, 4 heads of 64,
 feed-forward 1024, depth 6, vocabulary 10, no dropout, chunk/bucket 64, n_hashes as given. Seconds are the best of up to three
 steps (one step once a step takes 20 s or more); peak RSS is the whole child process's. The table is
 printed twice: tokens/s on wall time, then on that step's CPU time (on a machine shared with other jobs,
@@ -52,10 +55,11 @@ from bench._measure import measure  # noqa: E402
 D_MODEL, N_HEADS, D_FF, DEPTH, CHUNK, VOCAB = 256, 4, 1024, 6, 64, 10
 # peers' feed-forward runs over pieces of this many tokens (their own chunking options)
 FF_CHUNK_TOKENS = 4096
-ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-auto", "genoformer-bf16")
+ALL_TOOLS = ("hf", "reformer-pytorch", "full", "genoformer", "genoformer-kept2", "genoformer-auto", "genoformer-bf16")
 PEERS = ("hf", "reformer-pytorch")
 LABELS = {"hf": "HF Reformer", "reformer-pytorch": "reformer-pytorch", "full": "full attention (SDPA)",
-          "genoformer": "genoformer", "genoformer-auto": "genoformer auto", "genoformer-bf16": "genoformer bf16"}
+          "genoformer": "genoformer", "genoformer-kept2": "genoformer 2 blocks kept", "genoformer-auto": "genoformer auto",
+          "genoformer-bf16": "genoformer bf16"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,11 +168,13 @@ def _sinusoid(length: int, d_model: int, device) -> torch.Tensor:
 def tool_spec(tool: str, n_hashes: int | None, depth: int = DEPTH) -> tuple[str, dict, bool]:
     """(builder, kwargs, bf16) for one table column."""
     builder = {"hf": "build_hf", "reformer-pytorch": "build_reformer_pytorch", "full": "build_full",
-               "genoformer": "build_genoformer", "genoformer-auto": "build_genoformer",
-               "genoformer-bf16": "build_genoformer"}[tool]
+               "genoformer": "build_genoformer", "genoformer-kept2": "build_genoformer",
+               "genoformer-auto": "build_genoformer", "genoformer-bf16": "build_genoformer"}[tool]
     kwargs = {"depth": depth} if tool == "full" else {"n_hashes": n_hashes, "depth": depth}
     if tool == "genoformer-auto":
         kwargs["reversible"] = "auto"
+    if tool == "genoformer-kept2":
+        kwargs["reversible"] = depth - 2
     return f"bench.reformer:{builder}", kwargs, tool == "genoformer-bf16"
 
 

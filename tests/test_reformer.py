@@ -28,7 +28,7 @@ def test_config_round_trips_through_json():
 def test_reversible_defaults_to_auto_and_null_means_auto():
     assert ReformerConfig(vocab_size=5).reversible == "auto"
     assert ReformerConfig(vocab_size=5, reversible=None).reversible == "auto"
-    assert ReformerConfig.setting_defaults()["reversible"] is None  # the pipeline then takes true, false or "auto"
+    assert ReformerConfig.setting_defaults()["reversible"] is None  # the pipeline then takes true, false, "auto" or a block count
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -46,7 +46,8 @@ def test_reversible_defaults_to_auto_and_null_means_auto():
     (dict(pad_token_id=10), "pad_token_id"),
     (dict(head_group_size=3), "head_group_size"),
     (dict(causal="yes"), "true or false"),
-    (dict(reversible="sometimes"), 'true, false or "auto"'),
+    (dict(reversible="sometimes"), "number of blocks from 0 to depth"),
+    (dict(reversible=7), "number of blocks from 0 to depth"),
 ])
 def test_config_validation(changes, words):
     if words is None:

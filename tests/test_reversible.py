@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 
 from genoformer.model import Reformer, ReformerConfig, activations
+from genoformer.errors import ConfigError
 from genoformer.model.reversible import ReversibleStack
 
 
@@ -48,6 +49,26 @@ def test_reversible_gradients_equal_ordinary_stack_float64():
     out_ord, grads_ord = run(model, ids, mask, reversible=False)
     assert torch.allclose(out_rev, out_ord, atol=1e-12)
     assert relative(grads_rev, grads_ord) <= 1e-8
+
+
+@pytest.mark.parametrize("n_reversible", [1, 2])
+def test_partly_reversible_stack_gradients_equal_both_whole_stacks_float64(n_reversible):
+    """The first blocks reversible, the rest keeping their activations (dropout and attention dropout on):
+    the same output and gradients as either whole stack."""
+    torch.manual_seed(0)
+    model = Reformer(config()).double().train()
+    ids, mask = batch()
+    out_rev, grads_rev = run(model, ids, mask, reversible=True)
+    out_part, grads_part = run(model, ids, mask, reversible=n_reversible)
+    out_ord, grads_ord = run(model, ids, mask, reversible=False)
+    assert torch.allclose(out_part, out_rev, atol=1e-12) and torch.allclose(out_part, out_ord, atol=1e-12)
+    assert relative(grads_part, grads_rev) <= 1e-8 and relative(grads_part, grads_ord) <= 1e-8
+
+
+def test_reversible_block_count_is_checked():
+    for bad in (4, -1, "yes", 1.5):
+        with pytest.raises(ConfigError, match="number of blocks from 0 to depth"):
+            config(reversible=bad)
 
 
 def test_reversible_bf16_autocast_matches_ordinary_within_bf16_noise():
@@ -221,6 +242,22 @@ def test_auto_keeps_activations_when_they_fit_and_recomputes_when_they_do_not(mo
     assert stacks_run(model, ids, mask, monkeypatch) == []
     monkeypatch.setattr(activations, "available_bytes", lambda device: 1024.0)  # a step's activations cannot fit
     assert stacks_run(model, ids, mask, monkeypatch) == ["reversible"]
+
+
+def test_auto_keeps_the_activations_of_as_many_blocks_as_fit(monkeypatch):
+    model = Reformer(config(reversible="auto"))
+    ids, mask = batch()
+    tokens = ids.shape[0] * 72  # 70 tokens padded to the chunk (8)
+    per_block = activations.kept_activation_bytes(model.config, tokens) / model.config.depth
+    # Room for one block and a half: one block keeps its activations, the first two recompute theirs.
+    monkeypatch.setattr(activations, "available_bytes", lambda device: 1.5 * per_block / activations.ACTIVATION_SHARE)
+    assert activations.kept_blocks(model.config, tokens, torch.device("cpu")) == 1
+    sizes = []
+    original = ReversibleStack.apply
+    monkeypatch.setattr(ReversibleStack, "apply", lambda *a: sizes.append(len(a[1])) or original(*a))
+    model.train()
+    model(ids, mask).sum().backward()
+    assert sizes == [2]
 
 
 def test_auto_gives_the_reversible_results_within_float32_rounding():

@@ -46,7 +46,9 @@ def kept_activation_bytes(config: ReformerConfig, tokens: int) -> float:
     return tokens * per_token
 
 
-def activations_fit(config: ReformerConfig, tokens: int, device: torch.device) -> bool:
-    """Whether a training step over ``tokens`` may keep its activations (``reversible="auto"``): their
-    estimate takes at most ``ACTIVATION_SHARE`` of the device's free memory."""
-    return kept_activation_bytes(config, tokens) <= ACTIVATION_SHARE * available_bytes(device)
+def kept_blocks(config: ReformerConfig, tokens: int, device: torch.device) -> int:
+    """How many blocks of a training step over ``tokens`` may keep their activations (``reversible="auto"``;
+    the others recompute them): as many as fit in ``ACTIVATION_SHARE`` of the device's free memory, each
+    taking 1 / depth of :func:`kept_activation_bytes`."""
+    per_block = kept_activation_bytes(config, tokens) / config.depth
+    return int(min(config.depth, ACTIVATION_SHARE * available_bytes(device) // per_block))

@@ -179,7 +179,7 @@ class LocalSelfAttention(_SelfAttention):
             self_penalty=False, scale=self.head_dim ** -0.5,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
-            rows_per_step=ctx.attention_rows, keep_dropout_masks=ctx.keeps_activations)
+            rows_per_step=ctx.attention_rows, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
         return chunked_attention(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
 
 
@@ -286,5 +286,5 @@ class LSHSelfAttention(_SelfAttention):
             self_penalty=True, scale=1.0,
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
-            rows_per_step=ctx.attention_rows, shared_keys=True, keep_dropout_masks=ctx.keeps_activations)
+            rows_per_step=ctx.attention_rows, shared_keys=True, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
         return chunked_attention(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)

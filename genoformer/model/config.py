@@ -56,9 +56,13 @@ class ReformerConfig:
             recompute, more memory (with the kept attention-dropout draws and the integer dropout
             masks, 2.0-2.2x the training tokens per CPU second of the recipes' models at 8c36586:
             docs/training.md).
-            ``"auto"`` (the default; ``None`` means the same) decides per training call: activations are kept when the memory planner's
-            estimate of them fits (``genoformer.model.activations.activations_fit``), the reversible stack
-            runs otherwise (long windows). Calls without gradients always run the lean in-place stack.
+            An integer k runs the first k blocks reversibly and keeps the other blocks' activations: memory
+            and time in between, so a step too long to keep every block's activations need not
+            recompute them all.
+            ``"auto"`` (the default; ``None`` means the same) decides per training call: as many blocks keep
+            their activations as the memory planner's estimate lets fit
+            (``genoformer.model.activations.kept_blocks``), the rest run reversibly (all of them for
+            long windows). Calls without gradients run the lean in-place stack (``False``: the ordinary one).
         pad_token_id: id used to pad inputs to a chunk multiple inside the model.
         rotary_base: base of the rotary position frequencies (positions are computed on the fly, so
             any length works).
@@ -114,7 +118,7 @@ class ReformerConfig:
     causal: bool = False
     # None stands for "auto" (and becomes it): a default of no fixed type lets the pipeline's config check,
     # which holds values to their default's type, accept true, false and "auto" alike.
-    reversible: bool | str | None = None
+    reversible: bool | int | str | None = None
     pad_token_id: int = 0
     rotary_base: float = 10000.0
     layer_norm_eps: float = 1e-5
@@ -230,8 +234,11 @@ class ReformerConfig:
                 raise ConfigError(f"model config {name!r} must be true or false, got {getattr(self, name)!r}")
         if self.reversible is None:
             self.reversible = "auto"
-        if not isinstance(self.reversible, bool) and self.reversible != "auto":
-            raise ConfigError(f"model config 'reversible' must be true, false or \"auto\", got {self.reversible!r}")
+        if isinstance(self.reversible, bool) or self.reversible == "auto":
+            pass
+        elif not isinstance(self.reversible, int) or not 0 <= self.reversible <= self.depth:
+            raise ConfigError(f"model config 'reversible' must be true, false, \"auto\" or a number of blocks "
+                              f"from 0 to depth ({self.depth}), got {self.reversible!r}")
         if isinstance(self.attention, tuple):
             self.attention = list(self.attention)
         if not isinstance(self.attention, (str, list)):

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import ConfigError, InputFileError, MemoryPlanError
-from .activations import activations_fit, available_bytes
+from .activations import available_bytes, kept_blocks
 from .config import DEFAULT_TOKENIZER, ReformerConfig
 
 GiB = 1024**3
@@ -202,8 +202,8 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     padded = -(-length // config.chunk_size) * config.chunk_size
     if config.reversible == "auto":  # probe the stack the planned step will run, whatever the probes' size
-        keeps = not inference and activations_fit(config, batch_size * padded, device)
-        config = dataclasses.replace(config, reversible=not keeps)
+        kept = 0 if inference else kept_blocks(config, batch_size * padded, device)
+        config = dataclasses.replace(config, reversible=config.depth - kept)
     if config.head_group_size is None:  # probe with the head grouping the long call will use
         heads = config.head_groups(batch_size * padded, device.type)[0]
         config = dataclasses.replace(config, head_group_size=heads.stop - heads.start)

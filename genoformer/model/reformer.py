@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genoformer.model.config import ReformerConfig
-from genoformer.model.activations import activations_fit
+from genoformer.model.activations import kept_blocks
 from genoformer.model.reversible import ReversibleBlock, ReversibleStack
 from genoformer.model.runtime import ForwardContext, mix_seed, release_host_memory
 
@@ -117,15 +117,25 @@ class Reformer(nn.Module):
         ctx = self._context(input_ids, attention_mask)
         ids = F.pad(input_ids, (0, ctx.padded_length - length), value=self.config.pad_token_id)
         x = self.embedding(ids)
-        ctx.keeps_activations = self._keeps_activations(ids.numel(), x.device)
-        if ctx.keeps_activations:
+        grad = torch.is_grad_enabled()
+        if grad:
+            n_reversible = self._reversible_blocks(ids.numel(), x.device)
+        else:  # the lean in-place stack, unless told to run the ordinary one
+            n_reversible = 0 if self.config.reversible is False else len(self.blocks)
+        ctx.kept_from = n_reversible
+        if n_reversible == 0:
             x1 = x2 = x
             for block in self.blocks:
                 x1, x2 = block(x1, x2, ctx)
             return self.norm((x1 + x2) * 0.5)[:, :length]
         x = x.to(self._stream_dtype(x))  # (batch, padded, d_model)
-        if torch.is_grad_enabled():
-            x1, x2 = ReversibleStack.apply(x, tuple(self.blocks), ctx, *self.blocks.parameters())
+        if grad:
+            # The first blocks recompute their activations in backward; the rest (what memory allows,
+            # see _reversible_blocks) keep them, which saves their recompute.
+            reversible = self.blocks[:n_reversible]
+            x1, x2 = ReversibleStack.apply(x, tuple(reversible), ctx, *reversible.parameters())
+            for block in self.blocks[n_reversible:]:
+                x1, x2 = block(x1, x2, ctx)
             return self.norm((x1 + x2) * 0.5)[:, :length]
         x1, x2 = x, x.clone()
         for block in self.blocks:
@@ -140,13 +150,17 @@ class Reformer(nn.Module):
             chunk.copy_(self.norm(chunk))
         return merged[:, :length]
 
-    def _keeps_activations(self, tokens: int, device: torch.device) -> bool:
-        """Whether this call runs the ordinary residual stack (autograd keeps the activations) rather
-        than the reversible one: ``config.reversible`` False, or "auto" with gradients wanted and the
-        activations' estimate fitting in memory."""
-        if self.config.reversible == "auto":
-            return torch.is_grad_enabled() and activations_fit(self.config, tokens, device)
-        return not self.config.reversible
+    def _reversible_blocks(self, tokens: int, device: torch.device) -> int:
+        """How many blocks of a training call (the first ones) run reversibly, recomputing their activations
+        in backward; the others run as an ordinary stack that keeps them. ``config.reversible``: True all,
+        False none, an integer that many; "auto" as few as memory allows (activations.kept_blocks: the blocks
+        whose activations' estimate fits keep them)."""
+        setting, depth = self.config.reversible, len(self.blocks)
+        if setting == "auto":
+            return depth - kept_blocks(self.config, tokens, device)
+        if isinstance(setting, bool):
+            return depth if setting else 0
+        return setting
 
     def _stream_dtype(self, x: torch.Tensor) -> torch.dtype:
         """The reversible streams' dtype: the autocast dtype under autocast (unless the config keeps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +79,12 @@ class ForwardContext:
     n_hashes: int
     head_groups: list[slice]
     attention_rows: int
-    keeps_activations: bool = False  # the model runs its ordinary stack (see Reformer); kernels may keep more
+    # Blocks from this index on run as an ordinary stack whose activations autograd keeps (see Reformer);
+    # their kernels may keep more. The default: none (every block reversible).
+    kept_from: int = sys.maxsize
+
+    def keeps_activations(self, layer_index: int) -> bool:
+        return layer_index >= self.kept_from
 
     @classmethod
     def build(cls, config: ReformerConfig, batch: int, length: int, attention_mask: torch.Tensor | None,
