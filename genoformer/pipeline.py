@@ -56,6 +56,7 @@ class Row:
     evidence: str  # annotate_genome's: "network" or "none"
     gene_model: bool  # decoded by the genemodel stage's learned gene model instead of the fixed decoder
     label: str  # the report's name for it
+    model_starts: bool = True  # prokaryotes: the model folder's start model chooses starts (annotate_genome's)
 
 
 # A row whose needs are missing (no gene-structure labels for the decoder, no genemodel stage) is left out.
@@ -65,6 +66,10 @@ ROWS = (
     Row("network_gene_model", "network", True, "genoformer (network + gene model)"),
     Row("network", "network", False, "genoformer (network + decoder)"),
     Row("decoder_alone", "none", False, "decoder alone (no network)"),
+    # Prokaryotes: nothing learnt from the annotation either (the fine-tuning stage's start model), so the
+    # decoder learns everything from the sequence it annotates, as Prodigal does.
+    Row("decoder_self_trained", "none", False, "decoder alone, self-trained starts (nothing learnt from the annotation)",
+        model_starts=False),
     Row("gene_model_alone", "none", True, "gene model alone (no network)"),
 )
 
@@ -472,13 +477,16 @@ class Pipeline:
 
     def rows(self) -> tuple[Row, ...]:
         """The annotations the annotate stage makes of each genome: the model's, the decoder alone's where the
-        labels are gene structures (which the gene decoder reads), the gene model's with a genemodel stage."""
+        labels are gene structures (which the gene decoder reads; for prokaryotes also with starts self-trained
+        instead of the model folder's start model), the gene model's with a genemodel stage."""
         return tuple(row for row in ROWS if self.makes(row))
 
     def makes(self, row: Row) -> bool:
         """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
         genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
+        if not row.model_starts:
+            return gene_structure and self.config["data"]["organism"] == "prokaryote"
         if row.gene_model:
             return self.combines() if row.evidence == "network" else self.config["genemodel"]["enabled"] and gene_structure
         return row.evidence == "network" or gene_structure
@@ -516,7 +524,8 @@ class Pipeline:
                     evidence_weights=weights if row.gene_model and row.evidence == "network" else None,
                     organism=c["data"]["organism"], window_length=a["window_length"], batch_size=a["batch_size"],
                     both_strands=a["both_strands"], bigwig=a["bigwig"], gene_cost=a["gene_cost"],
-                    codon_weight=a["codon_weight"], start_weight=a["start_weight"], closed_ends=a["closed_ends"])
+                    codon_weight=a["codon_weight"], start_weight=a["start_weight"], closed_ends=a["closed_ends"],
+                    model_starts=row.model_starts)
                 outputs += [str(p.relative_to(self.out)) for p in result.paths.values()]
         return {"outputs": outputs}
 

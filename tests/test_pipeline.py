@@ -55,7 +55,8 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     assert (out / "report" / "tracks.png").stat().st_size > 10_000
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
     # The model's scores where they always were, the decoder alone's (same regions, no network) beside them.
-    assert set(metrics) == {"ecoli60k.fa", "decoder_alone"} and set(metrics["decoder_alone"]) == {"ecoli60k.fa"}
+    assert set(metrics) == {"ecoli60k.fa", "decoder_alone", "decoder_self_trained"}
+    assert set(metrics["decoder_alone"]) == set(metrics["decoder_self_trained"]) == {"ecoli60k.fa"}
     model, alone = metrics["ecoli60k.fa"], metrics["decoder_alone"]["ecoli60k.fa"]
     assert model["gene"]["reference"] == alone["gene"]["reference"] > 0 and alone["gene"]["f1"] > 0.5
     assert "| genoformer (network + decoder) |" in text and "| decoder alone (no network) |" in text
@@ -291,7 +292,7 @@ def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path):
     """The network's evidence combined with the gene model leads where there is a genemodel stage and validation
     regions to weigh it on; elsewhere the network's row is the run's own again."""
     ecoli = pipeline.Pipeline(load_config(None), tmp_path / "ecoli")
-    assert [row.key for row in ecoli.rows()] == ["network", "decoder_alone"]
+    assert [row.key for row in ecoli.rows()] == ["network", "decoder_alone", "decoder_self_trained"]
     assert ecoli.prediction(0).name == "genome0" and ecoli.prediction(0, ecoli.rows()[1]).name == "genome0.decoder_alone"
     athaliana = pipeline.Pipeline(load_config(ARABIDOPSIS, BUNDLED_FILES), tmp_path / "athaliana")
     assert [row.key for row in athaliana.rows()] == ["network_gene_model", "network", "decoder_alone", "gene_model_alone"]
