@@ -12,9 +12,8 @@ from genoformer.decode import (
     gene_decoder_options,
 )
 from genoformer.decode import prokaryote
-from genoformer.decode.prokaryote import (
-    MIN_START_TRAINING_GENES, codon_frame_sums, hexamer_log_odds, learn_gene_statistics, select_genes,
-)
+from genoformer.decode.codon_statistics import codon_frame_sums, hexamer_log_odds
+from genoformer.decode.prokaryote import MIN_START_TRAINING_GENES, learn_gene_statistics, select_genes
 from genoformer.decode.start_sites import START_SITE, start_site_log_odds
 from genoformer.decode.segments import encode_bases, word_codes
 from genoformer.errors import ConfigError

@@ -80,6 +80,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from genoformer.decode.codon_statistics import codon_frame_sums, hexamer_counts, hexamer_log_odds, hexamer_table
 from genoformer.decode.segments import (
     StrandSums, Transcript, encode_bases, prefix_sums, reverse_complement_codes, transcript_table, word_codes, word_index,
     word_mask,
@@ -269,49 +270,6 @@ def orf_candidates(
     return begin[keep], end[keep], score[keep]
 
 
-def hexamer_counts(words: np.ndarray, begin: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coding, background) counts of the 4**6 + 1 6-mer codes of one strand (``words``, read 5' -> 3'):
-    in frame inside the genes ``begin``..``end``, and everywhere."""
-    background = np.bincount(words, minlength=4**6 + 1).astype(np.float64)
-    coding = np.zeros(4**6 + 1)
-    if len(begin):
-        # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
-        n_words = (end - begin - 3) // 3
-        first = np.repeat(begin, n_words)
-        step = np.arange(n_words.sum()) - np.repeat(np.cumsum(n_words) - n_words, n_words)
-        coding += np.bincount(words[first + 3 * step], minlength=4**6 + 1)
-    return coding, background
-
-
-def hexamer_log_odds(hexamers: Sequence[np.ndarray], genes: Sequence[tuple[np.ndarray, np.ndarray]],
-                     pseudocount: float = 1.0) -> np.ndarray:
-    """Log-odds of each 6-mer (4**6 + 1 codes; the last, any word with N, is 0) read in frame inside
-    the given genes against all 6-mers of both strands: this genome's codon-pair usage.
-
-    ``hexamers`` are the strands' 6-mer codes (:func:`word_codes`, read 5' -> 3'), ``genes`` the
-    (begin, end) arrays called on each (any number of strands: of one record or of a whole genome).
-    """
-    coding, background = (sum(parts) for parts in zip(*(hexamer_counts(words, b, e)
-                                                         for words, (b, e) in zip(hexamers, genes))))
-    return _hexamer_table(coding, background, pseudocount)
-
-
-def _hexamer_table(coding: np.ndarray, background: np.ndarray, pseudocount: float = 1.0) -> np.ndarray:
-    coding, background = coding[:-1] + pseudocount, background[:-1] + pseudocount
-    return np.append(np.log(coding / coding.sum()) - np.log(background / background.sum()), 0.0)
-
-
-def codon_frame_sums(words: np.ndarray, table: np.ndarray, weight: float) -> np.ndarray:
-    """(length + 3,) sums along each frame of ``weight`` x the 6-mer log-odds starting at each base:
-    the in-frame score of codons begin, begin + 3, ..., e - 3 (6-mers ending by e) is
-    ``out[e - 3] - out[begin]``."""
-    values = weight * table[words]
-    out = np.zeros(len(words) + 3)
-    for frame in range(3):
-        out[frame + 3::3] = np.cumsum(values[frame::3])
-    return out
-
-
 def select_genes(
     begin: np.ndarray, end: np.ndarray, score: np.ndarray, strand: np.ndarray, sums: np.ndarray,
     max_overlap: int, max_opposite_overlap: int,
@@ -486,7 +444,7 @@ class _Decoder:
                 for words, (begin, end) in zip(strands.hexamers, self.genes(strands)):
                     c, b = hexamer_counts(words, begin, end)
                     coding, background, n_genes = coding + c, background + b, n_genes + len(begin)
-            codon_table = _hexamer_table(coding, background) if n_genes > 0 else None
+            codon_table = hexamer_table(coding, background) if n_genes > 0 else None
         if self.start_weight > 0:  # pass 2's genes (pass 1's without codon statistics) -> start sites
             width = sum(START_SITE)
             chosen, other, n_genes = np.zeros((width, 5)), np.zeros((width, 5)), 0

@@ -92,7 +92,7 @@ def candidate_starts(words: np.ndarray, starts: Sequence[str], stops: Sequence[s
 def start_features(codes: np.ndarray, start_at: np.ndarray, orf_end: np.ndarray, rank: np.ndarray,
                    frame_sums: np.ndarray | None = None) -> np.ndarray:
     """(candidates, N_FEATURES) features of :func:`candidate_starts`' output on one strand (``codes``,
-    read 5' -> 3'). ``frame_sums``: :func:`~genoformer.decode.prokaryote.codon_frame_sums` at weight 1."""
+    read 5' -> 3'). ``frame_sums``: :func:`~genoformer.decode.codon_statistics.codon_frame_sums` at weight 1."""
     window, rest = _feature_parts(codes, start_at, orf_end, rank, frame_sums)
     return np.concatenate([(window[:, :, None] == np.arange(4)).reshape(len(window), -1), rest], 1)
 
