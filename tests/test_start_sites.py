@@ -129,3 +129,61 @@ def test_too_few_training_genes_for_a_start_model_gets_a_warning_with_the_count(
     with pytest.warns(UserWarning, match=r"the training regions hold \d+ genes .* too few to learn where genes start"):
         task.learn_start_model(data)
     assert task.start_model is None and "start_model" not in task.decoder_options
+
+
+def test_the_start_model_leaves_genes_running_off_either_end_their_own_start_scores():
+    from genoformer.decode.prokaryote import START_CODONS, _start_table, orf_candidates
+
+    rng = np.random.default_rng(0)
+    sense = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"
+             if a + b + c not in ("TAA", "TAG", "TGA", "ATG", "GTG", "TTG")]
+    starts = _start_table(START_CODONS)
+    model = StartModel(np.zeros(N_FEATURES))  # every candidate equally likely
+
+    def candidates(seq, scores, log_odds):
+        codes = encode_bases(seq)
+        choice = 60 * model.log_probabilities(codes, list(starts), STOPS, 90)
+        with_model = orf_candidates(codes, log_odds, starts, STOPS, 90, -1e9, 100.0, None, scores, False, choice)
+        without = orf_candidates(codes, log_odds, starts, STOPS, 90, -1e9, 100.0, None, scores, False)
+        return with_model, without
+
+    # Off the 3' end (no stop in frame): starts at 0, 60 and 120, the one at 60 the self-trained favourite.
+    seq = "ATG" + "".join(rng.choice(sense, 19)) + "ATG" + "".join(rng.choice(sense, 19)) + "ATG" + "".join(
+        rng.choice(sense, 100))
+    scores = np.zeros(len(seq))
+    scores[[0, 60, 120]] = -40.0, 50.0, -40.0
+    for begin, _, score in candidates(seq, scores, np.zeros(len(seq) + 1)):
+        best = {int(b): float(s) for b, s in zip(begin, score) if b % 3 == 0}
+        assert max(best, key=best.get) == 60 and best[60] == 50.0
+    # In from the 5' end: the frame's first codon (no start codon) must not outscore the ATG at 30.
+    seq = "CCC" * 10 + "ATG" + "".join(rng.choice(sense, 100)) + "TAA" + "CCCCCC"
+    scores = np.zeros(len(seq))
+    scores[30] = 50.0
+    log_odds = np.concatenate([[0], np.cumsum(np.full(len(seq), 0.1))])
+    for begin, end, score in candidates(seq, scores, log_odds):
+        ours = end == 336
+        assert begin[ours].tolist() == [30]
+
+
+def test_start_examples_number_orfs_with_one_start_each_and_skip_a_stop_with_two():
+    genome = Genome(ECOLI_FASTA)
+    _, genes = _ecoli_genes(0, 300_000)
+    sequence = genome.fetch("NC_000913.3", 0, 300_000)
+    plus = genes[genes["strand"] == "+"]
+    begin, end = plus["start"].to_numpy(), plus["end"].to_numpy()
+    # A second start for a gene's stop: an isoform, which says nothing about which start is right.
+    codes = encode_bases(sequence)
+    start_at, orf_end, _ = candidate_starts(word_codes(codes, 3), STARTS, STOPS, 90)
+    g = next(i for i in range(len(end)) if ((orf_end == end[i]) & (start_at != begin[i])).any()
+             and begin[i] in start_at[orf_end == end[i]])
+    other = start_at[(orf_end == end[g]) & (start_at != begin[g])][0]
+    from genoformer.decode.start_sites import start_examples
+    x, orf, chosen = start_examples(codes, np.append(begin, other), np.append(end, end[g]), STARTS, STOPS, 90)
+    n_orfs = orf.max() + 1
+    assert np.array_equal(np.unique(orf), np.arange(n_orfs))
+    assert np.array_equal(np.bincount(orf, weights=chosen), np.ones(n_orfs))
+    alone = start_examples(codes, begin, end, STARTS, STOPS, 90)[1].max() + 1
+    assert n_orfs == alone - 1 and len(x) == len(orf)  # the isoform's ORF is left out
+    model, n = start_model_from_genes([(sequence, genes), ("ATGAAATAA" * 3, genes.iloc[:0])])
+    assert model is not None and n > 200  # a record without genes teaches nothing and breaks nothing
+    assert start_model_from_genes([("ATGAAATAA" * 3, genes.iloc[:0])]) == (None, 0)

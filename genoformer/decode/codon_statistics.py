@@ -15,7 +15,7 @@ def hexamer_counts(words: np.ndarray, begin: np.ndarray, end: np.ndarray) -> tup
     coding = np.zeros(4**6 + 1)
     if len(begin):
         # codon starts begin, begin + 3, ..., end - 6 of every gene, all genes at once
-        n_words = (end - begin - 3) // 3
+        n_words = np.maximum((end - begin - 3) // 3, 0)
         first = np.repeat(begin, n_words)
         step = np.arange(n_words.sum()) - np.repeat(np.cumsum(n_words) - n_words, n_words)
         coding += np.bincount(words[first + 3 * step], minlength=4**6 + 1)

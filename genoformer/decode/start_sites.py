@@ -94,7 +94,7 @@ def start_features(codes: np.ndarray, start_at: np.ndarray, orf_end: np.ndarray,
     """(candidates, N_FEATURES) features of :func:`candidate_starts`' output on one strand (``codes``,
     read 5' -> 3'). ``frame_sums``: :func:`~genoformer.decode.codon_statistics.codon_frame_sums` at weight 1."""
     window, rest = _feature_parts(codes, start_at, orf_end, rank, frame_sums)
-    return np.concatenate([(window[:, :, None] == np.arange(4)).reshape(len(window), -1), rest], 1)
+    return np.concatenate([(window[:, :, None] == np.arange(4)).reshape(len(window), 4 * window.shape[1]), rest], 1)
 
 
 def _feature_parts(codes: np.ndarray, start_at: np.ndarray, orf_end: np.ndarray, rank: np.ndarray,
@@ -198,7 +198,7 @@ def learn_start_model(strands: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray
     for codes, begin, end, frame_sums in strands:
         x, orf, called = start_examples(codes, begin, end, starts, stops, min_length, frame_sums)
         features.append(x), orfs.append(orf + n_genes), chosen.append(called)
-        n_genes += int(called.sum())
+        n_genes += int(called.sum())  # one per ORF, so the next strand's ORFs are numbered on from here
     if n_genes == 0:
         return None, 0
     return StartModel(fit_start_model(np.concatenate(features), np.concatenate(orfs), np.concatenate(chosen))), n_genes
@@ -208,11 +208,14 @@ def start_examples(codes: np.ndarray, begin: np.ndarray, end: np.ndarray, starts
                    stops: Sequence[str], min_length: int,
                    frame_sums: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training examples from the genes ``begin``..``end`` called on one strand: (features, orf, chosen)
-    as :func:`fit_start_model` takes them, over the candidate starts of the genes' ORFs. Genes without
-    a start codon (running in from the sequence's 5' end) teach nothing."""
+    as :func:`fit_start_model` takes them, over the candidate starts of the genes' ORFs, numbered 0, 1, ...
+    with one chosen start each. Genes without a start codon (running in from the sequence's 5' end) or
+    sharing their stop with another gene's different start teach nothing."""
     start_at, orf_end, rank = candidate_starts(word_codes(codes, 3), starts, stops, min_length)
     called = pd.MultiIndex.from_arrays([orf_end, start_at]).isin(pd.MultiIndex.from_arrays([end, begin]))
-    taught = np.isin(orf_end, orf_end[called])
+    # ORFs with exactly one gene start (an annotation may give one stop two starts: isoforms).
+    ends, counts = np.unique(orf_end[called], return_counts=True)
+    taught = np.isin(orf_end, ends[counts == 1])
     start_at, orf_end, rank, called = start_at[taught], orf_end[taught], rank[taught], called[taught]
     orf = np.unique(orf_end, return_inverse=True)[1]
     return start_features(codes, start_at, orf_end, rank, frame_sums), orf, called

@@ -110,7 +110,7 @@ class TaggingTask(ReformerTask):
         None for eukaryotes, other label sets, too few genes, or no data at hand."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if (self.start_model is None and not self._start_model_learnt and datamodule is not None
-                and datamodule.scheme is not None and self.organism == "prokaryote"
+                and getattr(datamodule, "scheme", None) is not None and self.organism == "prokaryote"
                 and self.scheme.kind == "gene_structure"):
             self._start_model_learnt = True
             self.learn_start_model(datamodule)
