@@ -282,6 +282,11 @@ def annotate_genome(
         network.to(dev)
     combined = combined_evidence(weights, scheme.classes) if weights is not None else None
     genome = Genome(fasta)
+    learnt_on = decoder_options["start_model"].records if "start_model" in decoder_options else ()
+    if learnt_on and not set(learnt_on) & set(genome.names):
+        print(f"genoformer: warning: {fasta}: the model's start model was learnt on other records "
+              f"({', '.join(learnt_on[:3])}{', ...' if len(learnt_on) > 3 else ''}); if this is another species, "
+              "whose ribosome binding sites may differ, add --self-trained-starts", file=sys.stderr)
     stretches = genome_stretches(genome, fasta, records, regions)
     min_stretch = model.tokenizer.k if network is not None else 1
 

@@ -52,13 +52,16 @@ def test_start_log_probabilities_are_a_softmax_of_the_features_times_the_weights
 
 
 def test_start_model_round_trips_and_refuses_broken_fields():
-    model = StartModel(np.linspace(-1, 1, N_FEATURES))
+    model = StartModel(np.linspace(-1, 1, N_FEATURES), ("chr", "plasmid"))
     again = StartModel.from_dict(json.loads(json.dumps(model.to_dict())))
-    assert (again.weights == model.weights).all()
+    assert (again.weights == model.weights).all() and again.records == ("chr", "plasmid")
     for broken in ({"weights": [0.0] * (N_FEATURES - 1)}, {"weights": [float("nan")] * N_FEATURES},
                    {"weights": "x" * N_FEATURES}, {}, []):
         with pytest.raises(ValueError, match=f"{N_FEATURES} finite weights"):
             StartModel.from_dict(broken)
+    with pytest.raises(ValueError, match="records must be a list of record names"):
+        StartModel.from_dict({"weights": [0.0] * N_FEATURES, "records": "NC_000913.3"})
+    assert StartModel.from_dict({"weights": [0.0] * N_FEATURES}).records == ()
 
 
 def _ecoli_genes(lo: int, hi: int):
@@ -89,7 +92,8 @@ def test_a_start_model_learnt_from_annotated_genes_chooses_starts_better_than_se
     assert learnt >= alone + 10 and learnt_f1 >= alone_f1 + 0.04
 
 
-def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_path, ecoli_fasta, ecoli_gff):
+def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_path, ecoli_fasta, ecoli_gff, lambda_fasta,
+                                                                         capsys):
     from genoformer.tasks import GenomeDataModule
 
     data = GenomeDataModule(fasta=str(ecoli_fasta), annotation=str(ecoli_gff), window_length=256,
@@ -100,6 +104,7 @@ def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_pa
     folder = task.export(tmp_path / "tagger")
     loaded = load_model(folder)
     assert (loaded.start_model.weights == task.start_model.weights).all()
+    assert loaded.start_model.records == ("NC_000913.3",)
     # `genoformer annotate` decodes with it, unless told to learn starts from the genome's own calls.
     bed = tmp_path / "region.bed"
     bed.write_text("NC_000913.3\t2300000\t2600000\n")
@@ -112,6 +117,14 @@ def test_a_prokaryote_tagger_learns_its_start_model_at_fit_and_exports_it(tmp_pa
                           lengths=Genome(ecoli_fasta).lengths, regions=[Interval("NC_000913.3", 2_300_000, 2_600_000)])
         exact[bool(flags)] = result["gene"]["matched_reference"]
     assert exact[False] >= exact[True] + 10
+    # Another genome (phage lambda's record): a warning that the start model was learnt elsewhere.
+    capsys.readouterr()
+    assert main(["annotate", "--model", str(folder), "--evidence", "none", "--fasta", str(lambda_fasta),
+                 "--out", str(tmp_path / "lambda" / "calls")]) == 0
+    assert "start model was learnt on other records (NC_000913.3); if this is another species" in capsys.readouterr().err
+    assert main(["annotate", "--model", str(folder), "--evidence", "none", "--fasta", str(lambda_fasta),
+                 "--out", str(tmp_path / "lambda2" / "calls"), "--self-trained-starts"]) == 0
+    assert "start model" not in capsys.readouterr().err
     config = folder / "config.json"
     head = json.loads(config.read_text())
     head["head"]["start_model"]["weights"] = head["head"]["start_model"]["weights"][:-1]

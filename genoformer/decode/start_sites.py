@@ -149,12 +149,14 @@ def _group_logsumexp(scores: torch.Tensor, group: torch.Tensor, n_groups: int) -
 
 @dataclass(frozen=True)
 class StartModel:
-    """A fitted start model: its feature ``weights`` (N_FEATURES,)."""
+    """A fitted start model: its feature ``weights`` (N_FEATURES,) and the names of the ``records`` (FASTA
+    sequences) it was learnt from, so that annotating another genome with it can be flagged."""
 
     weights: np.ndarray
+    records: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"weights": [float(w) for w in self.weights]}
+        return {"weights": [float(w) for w in self.weights], "records": list(self.records)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StartModel":
@@ -165,7 +167,10 @@ class StartModel:
             weights = np.zeros(0)
         if weights.shape != (N_FEATURES,) or not np.isfinite(weights).all():
             raise ValueError(f"a start model needs {N_FEATURES} finite weights")
-        return cls(weights)
+        records = data.get("records", [])
+        if not isinstance(records, list) or not all(isinstance(name, str) for name in records):
+            raise ValueError("a start model's records must be a list of record names")
+        return cls(weights, tuple(records))
 
     def log_probabilities(self, codes: np.ndarray, starts: Sequence[str], stops: Sequence[str], min_length: int,
                           frame_sums: np.ndarray | None = None) -> np.ndarray:

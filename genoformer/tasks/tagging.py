@@ -1,6 +1,7 @@
 """Gene-region tagging: per-base, strand-aware classes, fine-tuned from a pretrained encoder."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Literal
 
@@ -130,12 +131,13 @@ class TaggingTask(ReformerTask):
                     yield datamodule.genomes[source].fetch(iv.name, iv.start, iv.end), genes
 
         model, n_genes = start_model_from_genes(records())
+        names = sorted({iv.name for intervals in datamodule.split_intervals("train") for iv in intervals})
         if n_genes < MIN_START_TRAINING_GENES:
             warnings.warn(f"the training regions hold {n_genes} genes with a start and stop codon, too few to learn "
                           f"where genes start (at least {MIN_START_TRAINING_GENES}); the decoder learns it from "
                           "its own calls instead", stacklevel=2)
             model = None
-        self.start_model = model
+        self.start_model = None if model is None else dataclasses.replace(model, records=tuple(names))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
