@@ -60,6 +60,7 @@ class Annotation:
 
 def load_model(folder: str | Path) -> TaggingModel:
     """The tagging model in a model folder written by training (``genoformer export`` or the pipeline)."""
+    from .model.io import CONFIG_FILE
     from .model.networks import ReformerTagger, load_network
 
     network, pretrained = load_network(folder)
@@ -71,8 +72,8 @@ def load_model(folder: str | Path) -> TaggingModel:
         try:
             start_model = StartModel.from_dict(head["start_model"])
         except ValueError as error:
-            raise InputFileError(folder, f"has a broken start model in its config ({error}); export the model "
-                                         "again from its checkpoint") from None
+            raise InputFileError(Path(folder) / CONFIG_FILE, f"has a broken start model ({error}); export the "
+                                                             "model again from its checkpoint") from None
     return TaggingModel(scheme=LabelScheme.from_dict(head["scheme"]), organism=head.get("organism", "prokaryote"),
                         loss=head.get("loss"), window_length=int(head.get("window_length") or 0),
                         network=network, tokenizer=pretrained.tokenizer, start_model=start_model)
@@ -268,8 +269,9 @@ def annotate_genome(
     organism = organism or model.organism
     decoder_options = gene_decoder_options(organism, model.loss, gene_cost=gene_cost, codon_weight=codon_weight,
                                            start_weight=start_weight, closed_ends=closed_ends)
-    if model_starts and model.start_model is not None and self_trains(scheme, organism):
-        decoder_options["start_model"] = model.start_model
+    start_model = model.start_model if model_starts and self_trains(scheme, organism) else None
+    if start_model is not None:
+        decoder_options["start_model"] = start_model
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now
     else:
@@ -282,7 +284,7 @@ def annotate_genome(
         network.to(dev)
     combined = combined_evidence(weights, scheme.classes) if weights is not None else None
     genome = Genome(fasta)
-    learnt_on = decoder_options["start_model"].records if "start_model" in decoder_options else ()
+    learnt_on = start_model.records if start_model is not None else ()
     if learnt_on and not set(learnt_on) & set(genome.names):
         print(f"genoformer: warning: {fasta}: the model's start model was learnt on other records "
               f"({', '.join(learnt_on[:3])}{', ...' if len(learnt_on) > 3 else ''}); if this is another species, "

@@ -120,8 +120,8 @@ class Reformer(nn.Module):
         grad = torch.is_grad_enabled()
         if grad:
             n_reversible = self._reversible_blocks(ids.numel(), x.device)
-        else:  # the lean in-place stack, unless told to run the ordinary one
-            n_reversible = 0 if self.config.reversible is False else len(self.blocks)
+        else:  # the lean in-place stack, unless told to run the ordinary one (False, or 0 reversible blocks)
+            n_reversible = 0 if not self.config.reversible else len(self.blocks)
         ctx.kept_from = n_reversible
         if n_reversible == 0:
             x1 = x2 = x

@@ -120,18 +120,21 @@ class TaggingTask(ReformerTask):
     def learn_start_model(self, datamodule) -> None:
         """The prokaryote decoder's start model, from the CDS of the training regions' annotation (genes that
         lie wholly inside a region). Too few genes for one: a warning, and the decoder self-trains instead."""
+        training = datamodule.split_intervals("train")
+
         def records():
-            for source, intervals in enumerate(datamodule.split_intervals("train")):
+            for source, intervals in enumerate(training):
                 table = datamodule.annotations[source]
-                cds = table[(table["type"] == "CDS") & ~is_pseudo(table)]
+                by_record = dict(tuple(table[(table["type"] == "CDS") & ~is_pseudo(table)].groupby("seqid")))
                 for iv in intervals:
-                    inside = cds[(cds["seqid"] == iv.name) & (cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
+                    cds = by_record.get(iv.name, table.iloc[:0])
+                    inside = cds[(cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
                     genes = inside[["start", "end", "strand"]].assign(start=inside["start"] - iv.start,
                                                                       end=inside["end"] - iv.start)
                     yield datamodule.genomes[source].fetch(iv.name, iv.start, iv.end), genes
 
         model, n_genes = start_model_from_genes(records())
-        names = sorted({iv.name for intervals in datamodule.split_intervals("train") for iv in intervals})
+        names = sorted({iv.name for intervals in training for iv in intervals})
         if n_genes < MIN_START_TRAINING_GENES:
             warnings.warn(f"the training regions hold {n_genes} genes with a start and stop codon, too few to learn "
                           f"where genes start (at least {MIN_START_TRAINING_GENES}); the decoder learns it from "
