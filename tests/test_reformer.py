@@ -199,6 +199,9 @@ def test_head_groups_follow_the_call_size():
     assert cfg.head_groups(32 * 8192) == [slice(h, h + 1) for h in range(4)]
     assert (cfg.attention_rows("cpu"), cfg.attention_rows("cuda")) == (8192, 1 << 20)
     assert config(attention_chunk_tokens=64).attention_rows("cuda") == 64
+    # Position-wise steps: small on a CPU, a 1 Mb window's worth on a GPU (a few launches per layer).
+    assert (cfg.ff_positions("cpu"), cfg.ff_positions("cuda")) == (8192, 1 << 20)
+    assert config(ff_chunk_size=40).ff_positions("cuda") == 40
 
 
 def test_memory_knobs_do_not_change_results():

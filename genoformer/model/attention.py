@@ -8,6 +8,7 @@ from torch import nn
 
 from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec, chunked_attention
 from genoformer.model.config import MAX_BUCKET_FACTOR, ReformerConfig
+from genoformer.model.flex import flex_chunked_attention
 from genoformer.model.rotary import apply_rotary, apply_rotary_
 from genoformer.model.runtime import (
     SITE_ATTENTION_PROBS,
@@ -20,7 +21,6 @@ from genoformer.model.runtime import (
 )
 
 _PAD_BUCKET = 2**30    # padding sorts after every real bucket (bucket ids stay < 2**22 * 2 / chunk)
-_HASH_CHUNK = 8192  # positions hashed at a time (bounds the projection temporaries)
 
 
 # --------------------------------------------------------------------------------------- attention: shared
@@ -180,7 +180,8 @@ class LocalSelfAttention(_SelfAttention):
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
             rows_per_step=ctx.attention_rows, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
-        return chunked_attention(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
+        attend = flex_chunked_attention if ctx.flex_attention else chunked_attention
+        return attend(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
 
 
 # --------------------------------------------------------------------------------------- LSH attention
@@ -217,7 +218,7 @@ def lsh_sort(queries: torch.Tensor, ctx: ForwardContext, config: ReformerConfig,
     Angular LSH: bucket = argmax([xR; -xR]) of the unit key x for a random Gaussian R per round,
     head and factor. Rotations are drawn with shape (n_heads, d, 64) whatever the length, so a
     head's rotation does not depend on padding or on the head grouping. Positions are hashed
-    ``_HASH_CHUNK`` at a time (only the int32 bucket ids have the full length). Padding goes to a
+    ``ctx.ff_positions`` at a time (only the int32 bucket ids have the full length). Padding goes to a
     bucket after all real ones. Returns perm (batch*G, rounds, L) int32 (sorted index -> position;
     stable, so ties keep position order) and, for causal attention only (it masks other buckets),
     the sorted bucket ids (int32).
@@ -236,8 +237,8 @@ def lsh_sort(queries: torch.Tensor, ctx: ForwardContext, config: ReformerConfig,
                      [heads, :, :w // 2].to(device=queries.device, dtype=queries.dtype)
                      for i, w in enumerate(max_widths)]
         bucket = torch.empty(batch, n_group, length, dtype=torch.int32, device=queries.device)
-        for s in range(0, length, _HASH_CHUNK):
-            keys = F.normalize(queries[:, :, s:s + _HASH_CHUNK], dim=-1)
+        for s in range(0, length, ctx.ff_positions):
+            keys = F.normalize(queries[:, :, s:s + ctx.ff_positions], dim=-1)
             part = torch.zeros(keys.shape[:3], dtype=torch.long, device=keys.device)
             stride = torch.ones(batch, dtype=torch.long, device=keys.device)
             for i, rotation in enumerate(rotations):
@@ -251,7 +252,7 @@ def lsh_sort(queries: torch.Tensor, ctx: ForwardContext, config: ReformerConfig,
                     negative = proj.gather(-1, index[..., None]).squeeze(-1) < 0
                     part += (index + negative * (width // 2)[:, None, None]) * stride[:, None, None]
                 stride = stride * width
-            bucket[:, :, s:s + _HASH_CHUNK] = part
+            bucket[:, :, s:s + ctx.ff_positions] = part
         if ctx.real is not None:
             bucket.masked_fill_(~ctx.real[:, None, :], _PAD_BUCKET)
         values, order = torch.sort(bucket.view(batch * n_group, length), dim=-1, stable=True)
@@ -287,4 +288,5 @@ class LSHSelfAttention(_SelfAttention):
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
             rows_per_step=ctx.attention_rows, shared_keys=True, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
-        return chunked_attention(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)
+        attend = flex_chunked_attention if ctx.flex_attention else chunked_attention
+        return attend(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)

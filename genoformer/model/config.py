@@ -6,6 +6,7 @@ at once, never the result: the same weights and seed give the same outputs whate
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,17 @@ MAX_BUCKET_FACTOR = 128
 # 32 x 8,190 tokens (d_model 256, 8 heads, depth 6) took ~45 s on an H200 (4,096 kernel steps per
 # LSH layer and pass); with 4M-token groups, 1.09 / 0.96 / 0.95 s at 131,072 / 1M / 2M rows (peak
 # 3.9 / 7.5 / 11.8 GiB). 2M rows made a 1 Mb single-window step no faster (3.83 s against 3.72 s at
-# 131,072) at twice the memory (19.1 GiB against 9.5), so 1M.
-AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17), "cuda": (1 << 20, 1 << 22)}
+# 131,072) at twice the memory (19.1 GiB against 9.5), so 1M. The third knob, positions per
+# feed-forward (and normalise-and-project) step, is the CPU's 8,192 (a (batch, 8192, d_ff) float32
+# chunk); on a GPU 1M positions, so a 1 Mb window's position-wise work is a few launches per layer
+# instead of hundreds (the same bound sets how many positions LSH hashes at a time).
+AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17, 1 << 13), "cuda": (1 << 20, 1 << 22, 1 << 20)}
+# The attention kernel "auto" picks per device type (see ReformerConfig.attention_kernel). On an H200
+# (torch 2.11, bf16, d_model 256, depth 6, `python bench/gpu.py`) FlexAttention's fused kernel made
+# training steps 1.6x faster at 1 Mb and 4 Mb (1.87 -> 1.19 s, 8.87 -> 5.69 s) and fwd+bwd 1.7-2.1x
+# at 4-64 kb, with the same gradients (float32 within 2.7e-7 of CPU float64, as the chunked kernel).
+AUTO_ATTENTION_KERNEL = {"cpu": "chunked", "cuda": "flex"}
+ATTENTION_KERNELS = ("auto", "chunked", "flex")
 # The tokenizer of a model trained without one named (tasks, pipeline, `genoformer plan`).
 DEFAULT_TOKENIZER = "nucleotide"
 # Fields a training task sets itself (from its tokenizer, objective and seed); every other field is
@@ -93,7 +103,16 @@ class ReformerConfig:
         attention_chunk_tokens: query rows (batch x heads x positions) scored per step of the chunked
             attention kernel; bounds its working memory (about 4 KiB per row in float32). ``None`` =
             the device's default (``AUTO_MEMORY_KNOBS``: 8,192 on a CPU, 1,048,576 on a GPU).
-        ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time).
+        ff_chunk_size: positions per feed-forward step (its d_ff activations exist one chunk at a time)
+            and per normalise-and-project step of the reversible stack; ``None`` = the device's default
+            (``AUTO_MEMORY_KNOBS``: 8,192 on a CPU, 1,048,576 on a GPU).
+
+    Speed (the kernels agree to float rounding; tests/test_flex.py)
+        attention_kernel: how local and LSH attention are computed. "chunked" (`chunked.py`): chunk
+            steps of batched matrix products, any device, attention dropout. "flex" (`flex.py`): one fused
+            FlexAttention kernel per head group (compiled by torch.compile), CUDA only, no attention
+            dropout. "auto": ``AUTO_ATTENTION_KERNEL`` of the device (flex on a GPU), and "chunked"
+            whenever training uses attention dropout or Triton is missing.
 
     Precision
         low_precision_streams: under autocast (``bf16-mixed``), the reversible stack holds its two
@@ -127,7 +146,8 @@ class ReformerConfig:
     seed: int = 0
     head_group_size: int | None = None
     attention_chunk_tokens: int | None = None
-    ff_chunk_size: int = 8192
+    ff_chunk_size: int | None = None
+    attention_kernel: str = "auto"
     low_precision_streams: bool = True
 
     def __post_init__(self) -> None:
@@ -157,6 +177,22 @@ class ReformerConfig:
     def attention_rows(self, device_type: str = "cpu") -> int:
         """Query rows per step of the chunked attention kernel on this device type."""
         return self.attention_chunk_tokens or _auto_knobs(device_type)[0]
+
+    def flex_attention(self, device_type: str, training: bool) -> bool:
+        """Whether local and LSH attention run as FlexAttention (`flex.py`) in a call on this device."""
+        kernel = self.attention_kernel
+        if kernel == "auto":
+            uses_dropout = training and self.attention_dropout > 0
+            compiles = importlib.util.find_spec("triton") is not None  # FlexAttention's kernel is Triton
+            kernel = "chunked" if uses_dropout or not compiles else AUTO_ATTENTION_KERNEL.get(device_type, "chunked")
+        if kernel == "flex" and device_type != "cuda":
+            raise ValueError(f"model config attention_kernel 'flex' needs a CUDA device (FlexAttention's "
+                             f"fused kernel), not {device_type!r}: use 'chunked' or 'auto'")
+        return kernel == "flex"
+
+    def ff_positions(self, device_type: str = "cpu") -> int:
+        """Positions per feed-forward (and normalise-and-project) step on this device type."""
+        return self.ff_chunk_size or _auto_knobs(device_type)[2]
 
     # ------------------------------------------------------------------ encoder settings
     @classmethod
@@ -208,8 +244,8 @@ class ReformerConfig:
 
     # ------------------------------------------------------------------ validation
     _INT_FIELDS = ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes",
-                   "pad_token_id", "seed", "ff_chunk_size")
-    _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size", "attention_chunk_tokens")
+                   "pad_token_id", "seed")
+    _OPTIONAL_INT_FIELDS = ("eval_n_hashes", "n_buckets", "head_group_size", "attention_chunk_tokens", "ff_chunk_size")
     _FLOAT_FIELDS = ("dropout", "attention_dropout", "rotary_base", "layer_norm_eps", "init_std")
     _BOOL_FIELDS = ("causal", "tie_word_embeddings", "low_precision_streams")
 
@@ -249,9 +285,9 @@ class ReformerConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"model config {name!r} must be >= 1, got {getattr(self, name)}")
 
-        for name in ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes", "ff_chunk_size"):
+        for name in ("vocab_size", "d_model", "n_heads", "depth", "d_ff", "chunk_size", "n_hashes"):
             positive(name)
-        for name in ("eval_n_hashes", "head_group_size", "attention_chunk_tokens"):
+        for name in ("eval_n_hashes", "head_group_size", "attention_chunk_tokens", "ff_chunk_size"):
             if getattr(self, name) is not None:
                 positive(name)
         if self.d_model % self.n_heads:
@@ -279,6 +315,12 @@ class ReformerConfig:
                                    or (nb > MAX_BUCKET_FACTOR and nb & (nb - 1) == 0)):
             raise ConfigError(f"model config n_buckets={nb} must be null, 1, an even number <= "
                               f"{MAX_BUCKET_FACTOR}, or a power of two")
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ConfigError(f"model config attention_kernel={self.attention_kernel!r}; choose from "
+                              f"{list(ATTENTION_KERNELS)}")
+        if self.attention_kernel == "flex" and self.attention_dropout > 0:
+            raise ConfigError("model config attention_kernel 'flex' has no attention dropout: set "
+                              "attention_dropout to 0, or use 'chunked' or 'auto'")
         pattern = [self.attention] if isinstance(self.attention, str) else self.attention
         if not pattern:
             raise ConfigError("model config 'attention' list is empty")
@@ -291,5 +333,5 @@ class ReformerConfig:
                               f"depth={self.depth} (give one per layer or a repeating pattern)")
 
 
-def _auto_knobs(device_type: str) -> tuple[int, int]:
+def _auto_knobs(device_type: str) -> tuple[int, int, int]:
     return AUTO_MEMORY_KNOBS.get(device_type, AUTO_MEMORY_KNOBS["cpu"])

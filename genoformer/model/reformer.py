@@ -35,9 +35,9 @@ Design decisions (see also :class:`~genoformer.model.config.ReformerConfig`):
   log-sum-exp per row (LSH keys are normalised from q as each step gathers them), and recomputes
   scores in backward (flash-attention style); hash rounds are folded in one after another with an
   online log-sum-exp; heads are processed in groups of ``head_group_size`` (by default chosen per
-  call from batch x length); the feed-forward runs ``ff_chunk_size`` positions at a time; hashing
-  runs over chunks of positions. Sorting is a stable sort on int32 bucket ids (no bucket*L+pos key
-  to overflow); the permutations are int32.
+  call from batch x length); the feed-forward, the normalise-and-project steps and hashing run
+  ``ff_chunk_size`` positions at a time (by default chosen per device). Sorting is a stable sort
+  on int32 bucket ids (no bucket*L+pos key to overflow); the permutations are int32.
 * Under bf16 autocast everything that grows with length is bf16 (``low_precision_streams``): the
   two residual streams and their gradients, the rotary tables, projections, the attention output
   (rounds blended in float32, stored in bf16); accumulators that sum many terms (gradients of q and
@@ -145,8 +145,8 @@ class Reformer(nn.Module):
         del x2
         # The final norm overwrites the merged stream chunk by chunk: inference holds no third
         # full-length tensor (under autocast the output keeps the streams' dtype).
-        for s in range(0, merged.shape[1], self.config.ff_chunk_size):
-            chunk = merged[:, s:s + self.config.ff_chunk_size]
+        for s in range(0, merged.shape[1], ctx.ff_positions):
+            chunk = merged[:, s:s + ctx.ff_positions]
             chunk.copy_(self.norm(chunk))
         return merged[:, :length]
 

@@ -23,7 +23,7 @@ from genoformer.model.runtime import (
 class FeedForward(nn.Module):
     """LayerNorm -> Linear(d_model, d_ff) -> GELU -> Linear(d_ff, d_model) -> dropout.
 
-    Position-wise, so callers run it ``ff_chunk_size`` positions at a time; ``start`` is the first
+    Position-wise, so callers run it ``ctx.ff_positions`` positions at a time; ``start`` is the first
     position of the given slice (dropout masks are keyed by position)."""
 
     def __init__(self, config: ReformerConfig, layer_index: int = 0):
@@ -81,8 +81,9 @@ class ReversibleBlock(nn.Module):
         self.attention = _ATTENTION[config.layer_types[layer_index]](config, layer_index)
         self.feed_forward = FeedForward(config, layer_index)
 
-    def _chunks(self, length: int):
-        step = self.config.ff_chunk_size
+    @staticmethod
+    def _chunks(length: int, ctx: ForwardContext):
+        step = ctx.ff_positions
         return [(s, min(length, s + step)) for s in range(0, length, step)]
 
     def _branch_dropout(self, x: torch.Tensor, ctx: ForwardContext, start: int) -> torch.Tensor:
@@ -108,9 +109,9 @@ class ReversibleBlock(nn.Module):
 
         Dropout is a mask multiply, so dropout(sum of the groups' outputs + bias) is added group by
         group with the same per-position masks."""
-        attention, chunks = self.attention, self._chunks(x1.shape[1])
+        attention, chunks = self.attention, self._chunks(x1.shape[1], ctx)
         for heads in ctx.head_groups:
-            parts = attention.project(x2, heads, self.attention_norm, self.config.ff_chunk_size)
+            parts = attention.project(x2, heads, self.attention_norm, ctx.ff_positions)
             o = attention.attend(parts, heads, ctx, state)
             del parts
             weight = attention.group_out_weight(heads)
@@ -130,7 +131,7 @@ class ReversibleBlock(nn.Module):
         forward's hash permutations) runs under autograd, on full-length (batch, heads_in_group, L, head_dim) projections; layer norm, input
         and output projections and dropout are position-wise and are differentiated by hand one chunk
         of positions at a time, so no full-length d_model-wide temporary is made."""
-        chunks = self._chunks(y1.shape[1])
+        chunks = self._chunks(y1.shape[1], ctx)
         # Y2 = X2 + G(Y1): recompute G chunk by chunk, back-propagate dY2, peel G off Y2.
         ff_params = _trainable(self.feed_forward.parameters())
         for s, e in chunks:
@@ -148,7 +149,7 @@ class ReversibleBlock(nn.Module):
         batch = y1.shape[0]
         for heads in ctx.head_groups:
             with torch.no_grad():
-                parts = [p.requires_grad_() for p in attention.project(y2, heads, norm, self.config.ff_chunk_size)]
+                parts = [p.requires_grad_() for p in attention.project(y2, heads, norm, ctx.ff_positions)]
             with torch.enable_grad():
                 o = attention.attend(parts, heads, ctx, state)  # (batch, heads_in_group, L, head_dim)
             # output projection, chunk by chunk: peel this group off Y1, its weight gradient, dO

@@ -63,8 +63,10 @@ class ForwardContext:
     ``n_real`` (batch,) counts them. ``cos``/``sin`` are the rotary tables, (padded_length, head_dim/2),
     in the dtype the projections they rotate have (bf16 under bf16 autocast: the same values rotation
     would cast them to, at half the memory).
-    ``head_groups`` are the slices of heads attended together and ``attention_rows`` the query rows per
-    attention kernel step, both for this call's size and device (see ``ReformerConfig``).
+    ``head_groups`` are the slices of heads attended together, ``attention_rows`` the query rows per
+    attention kernel step and ``ff_positions`` the positions per position-wise step (feed-forward,
+    normalise-and-project, hashing), all for this call's size and device (see ``ReformerConfig``);
+    ``flex_attention``: local and LSH attention run as FlexAttention (`flex.py`), not chunk steps.
     """
 
     length: int
@@ -79,6 +81,8 @@ class ForwardContext:
     n_hashes: int
     head_groups: list[slice]
     attention_rows: int
+    ff_positions: int
+    flex_attention: bool
     # Blocks from this index on run as an ordinary stack whose activations autograd keeps (see Reformer);
     # their kernels may keep more. The default: none (every block reversible).
     kept_from: int = sys.maxsize
@@ -102,7 +106,8 @@ class ForwardContext:
         cos, sin = (t.to(dtype) for t in rotary_tables(padded, config.head_dim, config.rotary_base, device))
         n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
         return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
-                   config.head_groups(batch * padded, device.type), config.attention_rows(device.type))
+                   config.head_groups(batch * padded, device.type), config.attention_rows(device.type),
+                   config.ff_positions(device.type), config.flex_attention(device.type, training))
 
     def site_seed(self, layer: int, site: int) -> int:
         return mix_seed(self.hash_seed if site == SITE_HASH else self.seed, layer, site)

@@ -1,0 +1,139 @@
+"""The chunked attention as one fused GPU kernel: PyTorch's FlexAttention over the (hash-sorted) sequence.
+
+`chunked.py` computes, chunk by chunk, softmax attention of each sorted position over its own and the
+neighbouring chunks, with additive masks and the rounds folded by log-sum-exp. The same function is a
+block-sparse attention: in sorted order the keys a query may see lie in a band of chunks, so a block mask
+that lists, for each block of queries, the few blocks of keys in that band lets FlexAttention's generated
+Triton kernel (forward and backward) do the whole of it in one launch per head group, hash rounds as its
+heads. Masks that never empty a row (padding, the own-token penalty) are added to the scores as in
+`chunked.py`; the band, causality and causal LSH's own-bucket rule are mask functions (their rows always
+keep the query's own key). Each round's log-sum-exp comes back with its output, and the rounds are
+combined by the softmax of those, differentiably, as `chunked.py` folds them.
+
+No attention dropout (FlexAttention has none): the Reformer uses this kernel only where that is zero.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec
+
+# Query and key blocks of the block mask: FlexAttention's default tile; a chunk (64) is half of one.
+_BLOCK = 128
+
+
+@functools.cache
+def _compiled_flex():
+    """The fused kernel: FlexAttention is only block-sparse (and only linear in memory) compiled."""
+    return torch.compile(flex_attention)
+
+
+def _band(length: int, spec: ChunkSpec, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last key block (n_blocks,) of each query block: those holding its chunks' neighbours."""
+    c, n_chunks, n_blocks = spec.chunk, length // spec.chunk, -(-length // _BLOCK)
+    first_query = torch.arange(n_blocks, device=device) * _BLOCK
+    last_query = (first_query + _BLOCK - 1).clamp(max=length - 1)
+    first_key = (first_query // c + min(spec.offsets)).clamp(min=0) * c
+    last_key = ((last_query // c + max(spec.offsets)).clamp(max=n_chunks - 1) + 1) * c - 1
+    return first_key // _BLOCK, last_key // _BLOCK
+
+
+def _listed(first: torch.Tensor, last: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block counts and index lists (1, 1, rows, width) int32 of rows that hold blocks first..last."""
+    indices = first[:, None] + torch.arange(width, device=first.device)  # entries past a row's count are unused
+    return (last - first + 1).to(torch.int32)[None, None], indices.to(torch.int32)[None, None]
+
+
+def band_block_mask(length: int, spec: ChunkSpec, mask_mod, device, *, compact: bool = True) -> BlockMask:
+    """The block mask of the band: for each query block its few key blocks and, for backward, for each
+    key block its few query blocks. ``compact`` lists each row's blocks in a (rows, band width) table,
+    linear in length; PyTorch's own constructor (``compact=False``, for FlexAttention's eager reference)
+    wants (rows, all blocks) tables and would need 17 GB of them at 8 Mb."""
+    first, last = _band(length, spec, device)
+    n_blocks = first.numel()
+    if not compact:
+        counts, indices = _listed(first, last, n_blocks)
+        return BlockMask.from_kv_blocks(counts, indices.clamp(max=n_blocks - 1), BLOCK_SIZE=_BLOCK,
+                                        mask_mod=mask_mod, seq_lengths=(length, length))
+    width = int((last - first).max()) + 1
+    kv_counts, kv_indices = _listed(first, last, width)
+    # both ends are non-decreasing in the query block, so the query blocks that list key block j form a run
+    blocks = torch.arange(n_blocks, device=device)
+    q_first = torch.searchsorted(last, blocks)  # first query block whose last key block is >= j
+    q_last = torch.searchsorted(first, blocks, right=True) - 1  # last query block whose first key block is <= j
+    q_counts, q_indices = _listed(q_first, q_last, int((q_last - q_first).max()) + 1)
+    return BlockMask(seq_lengths=(length, length), kv_num_blocks=kv_counts, kv_indices=kv_indices.clamp(max=n_blocks - 1),
+                     full_kv_num_blocks=None, full_kv_indices=None, q_num_blocks=q_counts,
+                     q_indices=q_indices.clamp(max=n_blocks - 1), full_q_num_blocks=None, full_q_indices=None,
+                     BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
+
+
+def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *, compiled: bool = True) -> torch.Tensor:
+    """What `chunked.chunked_attention` returns, same arguments, through FlexAttention.
+
+    q, k, v: (batch, heads, L, d) (k None with shared keys); perm/sbuckets: (batch*heads, rounds, L)
+    int32 or None; key_real: (batch, L) bool or None. ``compiled=False`` runs FlexAttention eagerly
+    (a dense reference: for tests on small inputs). Returns (batch, heads, L, d) in v's dtype."""
+    if spec.dropout:
+        raise ValueError("FlexAttention has no attention dropout: use the chunked kernel")
+    batch, heads, length, d = q.shape
+    n = batch * heads
+    rounds = 1 if perm is None else perm.shape[1]
+    c = spec.chunk
+    with torch.autocast(q.device.type, enabled=False):
+        qf, vf = q.reshape(n * length, d), v.reshape(n * length, d)
+        kf = None if spec.shared_keys else k.reshape(n * length, d)
+        rows = None
+        if perm is not None:  # flat row of each (sequence, round, sorted index)
+            rows = (perm.long() + torch.arange(n, device=q.device)[:, None, None] * length).view(-1)
+
+        def sort(x):  # (n*L, d) -> (n, rounds, L, d) in sorted order
+            x = x.view(n, 1, length, d) if rows is None else x.index_select(0, rows)
+            return x.reshape(n, rounds, length, d)
+
+        qs, vs = sort(qf), sort(vf)
+        ks = F.normalize(qs.to(torch.promote_types(qs.dtype, torch.float32)), dim=-1).to(qs.dtype) \
+            if spec.shared_keys else sort(kf)
+        pad = None
+        if key_real is not None:  # (n, rounds, L): True where the sorted key is padding
+            pad = ~key_real.repeat_interleave(heads, 0).view(-1)
+            pad = (pad.view(n, 1, length) if rows is None else pad[rows].view(n, rounds, length)).contiguous()
+        buckets = None if sbuckets is None else sbuckets.contiguous()
+
+        def score_mod(score, b, h, qi, ki):
+            if spec.self_penalty:
+                score = torch.where(qi == ki, score + SELF_PENALTY, score)
+            if pad is not None:
+                score = torch.where(pad[b, h, ki], score + MASKED, score)
+            return score
+
+        def mask_mod(b, h, qi, ki):
+            rel = ki // c - qi // c
+            keep = (rel >= min(spec.offsets)) & (rel <= max(spec.offsets))
+            if spec.causal:
+                keep = keep & (ki <= qi)
+            if spec.causal_window:  # own bucket, at most one chunk back in sorted order
+                keep = keep & (ki <= qi) & (ki >= qi - c) & (buckets[b, h, qi] == buckets[b, h, ki])
+            return keep
+
+        block_mask = band_block_mask(length, spec, mask_mod, q.device, compact=compiled)
+        attend = _compiled_flex() if compiled else flex_attention
+        out, lse = attend(qs, ks, vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask, scale=spec.scale,
+                          return_lse=True)  # (n, rounds, L, d), (n, rounds, L)
+        if rows is None:
+            return out.view(batch, heads, length, d).to(v.dtype)
+        # back to positions: each round's output and log-sum-exp at perm's positions, then rounds blended
+        # by softmax of their log-sum-exps (one softmax over the union of the rounds' keys)
+        sorted_index = torch.arange(length, device=q.device).expand(n, rounds, length)
+        place = torch.empty_like(sorted_index).scatter_(2, perm.long(), sorted_index)  # position -> sorted index
+        place = (place + torch.arange(n * rounds, device=q.device).view(n, rounds, 1) * length).view(-1)
+        out = out.reshape(-1, d).index_select(0, place).view(n, rounds, length, d)
+        lse = lse.reshape(-1).index_select(0, place).view(n, rounds, length)
+        acc = torch.promote_types(out.dtype, torch.float32)
+        weight = torch.softmax(lse.to(acc), dim=1)[..., None]
+        out = (out.to(acc) * weight).sum(1)
+        return out.view(batch, heads, length, d).to(v.dtype)

@@ -1,0 +1,128 @@
+"""FlexAttention kernel (flex.py) against the chunked kernel it replaces on a GPU.
+
+FlexAttention's backward and fused kernel need CUDA; on the CPU its eager form (dense scores) computes
+the same function, so the forward is checked here at float64 on every mask the Reformer uses. The
+gradients and the compiled kernel are checked on a GPU by `python bench/gpu.py` (and by the CUDA test
+below where one is present)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from genoformer.errors import ConfigError
+from genoformer.model import Reformer, ReformerConfig
+from genoformer.model.chunked import ChunkSpec, chunked_attention
+from genoformer.model.flex import band_block_mask, flex_chunked_attention
+
+LENGTH, CHUNK, BATCH, HEADS, DIM = 640, 32, 2, 2, 16  # 5 key blocks of 128: more than a band's 3
+
+
+def _inputs(shared: bool, rounds: int, causal_window: bool, padded: bool, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(BATCH, HEADS, LENGTH, DIM, dtype=torch.float64, generator=g)
+    k = None if shared else torch.randn(q.shape, dtype=torch.float64, generator=g)
+    v = torch.randn(q.shape, dtype=torch.float64, generator=g)
+    perm = sorted_buckets = None
+    if shared:  # few buckets, so sorted chunks mix positions from all over the sequence
+        buckets = torch.randint(0, 6, (BATCH * HEADS, rounds, LENGTH), generator=g)
+        values, order = torch.sort(buckets, dim=-1, stable=True)
+        perm, sorted_buckets = order.to(torch.int32), values.to(torch.int32) if causal_window else None
+    real = None
+    if padded:  # the first sequence ends 70 tokens early (not a chunk multiple)
+        real = torch.ones(BATCH, LENGTH, dtype=torch.bool)
+        real[0, LENGTH - 70:] = False
+    return q, k, v, perm, sorted_buckets, real
+
+
+CASES = {  # name: (shared keys (LSH), rounds, causal, causal LSH window, padded)
+    "lsh": (True, 1, False, False, False),
+    "lsh 3 rounds padded": (True, 3, False, False, True),
+    "causal lsh 2 rounds padded": (True, 2, False, True, True),
+    "local padded": (False, 1, False, False, True),
+    "causal local padded": (False, 1, True, False, True),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_flex_forward_equals_the_chunked_kernel(name):
+    shared, rounds, causal, causal_window, padded = CASES[name]
+    q, k, v, perm, sorted_buckets, real = _inputs(shared, rounds, causal_window, padded, seed=len(name))
+    one_way = causal or causal_window
+    spec = ChunkSpec(chunk=CHUNK, offsets=(0, -1) if one_way else (0, -1, 1), causal=causal,
+                     causal_window=causal_window, self_penalty=shared, scale=1.0 if shared else DIM ** -0.5,
+                     dropout=0.0, dropout_seed=0, rows_per_step=256, shared_keys=shared)
+    expected = chunked_attention(q, k, v, perm, sorted_buckets, real, spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FlexAttention's note that eager mode is a slow reference
+        got = flex_chunked_attention(q, k, v, perm, sorted_buckets, real, spec, compiled=False)
+    rows = torch.ones(BATCH, LENGTH, dtype=torch.bool) if real is None else real  # padding queries' outputs are unused
+    assert torch.allclose(got[rows[:, None].expand(-1, HEADS, -1)], expected[rows[:, None].expand(-1, HEADS, -1)],
+                          rtol=0, atol=1e-12)
+
+
+def _block_pairs(counts: torch.Tensor, indices: torch.Tensor) -> set[tuple[int, int]]:
+    counts, indices = counts[0, 0].tolist(), indices[0, 0].tolist()
+    return {(row, indices[row][i]) for row in range(len(counts)) for i in range(counts[row])}
+
+
+@pytest.mark.parametrize("length, chunk", [(64, 64), (320, 32), (1088, 64), (4224, 128), (4160, 16)])
+@pytest.mark.parametrize("offsets", [(0,), (0, -1), (0, -1, 1)])
+def test_compact_block_mask_lists_the_band_both_ways(length, chunk, offsets):
+    """The compact mask (the GPU's; linear in length) lists exactly the blocks that hold a query's
+    neighbouring chunks, for each query block and, for backward, for each key block."""
+    spec = ChunkSpec(chunk=chunk, offsets=offsets, causal=False, causal_window=False, self_penalty=False,
+                     scale=1.0, dropout=0.0, dropout_seed=0, rows_per_step=1)
+    compact = band_block_mask(length, spec, None, "cpu")
+    position = torch.arange(length)
+    apart = position[None, :] // chunk - position[:, None] // chunk
+    band = {(q // 128, k // 128) for q, k in ((apart >= min(offsets)) & (apart <= max(offsets))).nonzero().tolist()}
+    assert _block_pairs(compact.kv_num_blocks, compact.kv_indices) == band
+    assert _block_pairs(compact.q_num_blocks, compact.q_indices) == {(k, q) for q, k in band}
+    reference = band_block_mask(length, spec, None, "cpu", compact=False)  # PyTorch's own transposition
+    assert _block_pairs(reference.q_num_blocks, reference.q_indices) == {(k, q) for q, k in band}
+
+
+def test_attention_kernel_setting_is_checked():
+    with pytest.raises(ConfigError, match="attention_kernel='fast'"):
+        ReformerConfig(vocab_size=8, attention_kernel="fast")
+    with pytest.raises(ConfigError, match="no attention dropout"):
+        ReformerConfig(vocab_size=8, attention_kernel="flex", attention_dropout=0.1)
+    config = ReformerConfig(vocab_size=8, attention_dropout=0.1)
+    assert not config.flex_attention("cpu", training=True)
+    assert not config.flex_attention("cuda", training=True)  # auto never picks flex under attention dropout
+
+
+def test_auto_picks_flex_on_a_gpu_only_where_it_can(monkeypatch):
+    import importlib.util
+
+    config = ReformerConfig(vocab_size=8)
+    real_find_spec = importlib.util.find_spec
+    for triton in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: (object() if triton else None) if name == "triton" else real_find_spec(name, *a))
+        assert config.flex_attention("cuda", training=True) is triton  # Triton compiles FlexAttention's kernel
+        assert not config.flex_attention("cpu", training=True)
+    assert not ReformerConfig(vocab_size=8, attention_kernel="chunked").flex_attention("cuda", training=False)
+
+
+def test_flex_on_a_cpu_is_refused_with_a_clear_message():
+    model = Reformer(ReformerConfig(vocab_size=8, d_model=32, n_heads=2, depth=2, d_ff=64, chunk_size=16,
+                                    attention_kernel="flex"))
+    with pytest.raises(ValueError, match="'flex' needs a CUDA device"):
+        model(torch.randint(1, 8, (1, 64)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's kernel and backward need CUDA")
+def test_flex_reformer_gradients_equal_the_chunked_kernel_on_cuda():
+    fields = dict(vocab_size=8, d_model=64, n_heads=4, depth=4, d_ff=128, chunk_size=32, n_hashes=2,
+                  attention=["local", "lsh"], reversible=True)
+    ids = torch.randint(1, 8, (2, 1000), device="cuda")
+    grads = []
+    for kernel in ("chunked", "flex"):
+        torch.manual_seed(0)
+        model = Reformer(ReformerConfig(**fields, attention_kernel=kernel)).cuda()
+        model(ids).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert ((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-4
