@@ -66,13 +66,14 @@ def band_block_mask(length: int, spec: ChunkSpec, mask_mod, device, *, compact: 
     q_first = torch.searchsorted(last, blocks)  # first query block whose last key block is >= j
     q_last = torch.searchsorted(first, blocks, right=True) - 1  # last query block whose first key block is <= j
     q_counts, q_indices = _listed(q_first, q_last, int((q_last - q_first).max()) + 1)
-    return BlockMask(seq_lengths=(length, length), kv_num_blocks=kv_counts, kv_indices=kv_indices.clamp(max=n_blocks - 1),
-                     full_kv_num_blocks=None, full_kv_indices=None, q_num_blocks=q_counts,
-                     q_indices=q_indices.clamp(max=n_blocks - 1), full_q_num_blocks=None, full_q_indices=None,
-                     BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
+    return BlockMask(seq_lengths=(length, length), kv_num_blocks=kv_counts,
+                     kv_indices=kv_indices.clamp(max=n_blocks - 1), full_kv_num_blocks=None, full_kv_indices=None,
+                     q_num_blocks=q_counts, q_indices=q_indices.clamp(max=n_blocks - 1), full_q_num_blocks=None,
+                     full_q_indices=None, BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
 
 
-def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *, compiled: bool = True) -> torch.Tensor:
+def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *,
+                           compiled: bool = True) -> torch.Tensor:
     """What `chunked.chunked_attention` returns, same arguments, through FlexAttention.
 
     q, k, v: (batch, heads, L, d) (k None with shared keys); perm/sbuckets: (batch*heads, rounds, L)
@@ -122,8 +123,8 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
 
         block_mask = band_block_mask(length, spec, mask_mod, q.device, compact=compiled)
         attend = _compiled_flex() if compiled else flex_attention
-        out, lse = attend(qs, ks, vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask, scale=spec.scale,
-                          return_lse=True)  # (n, rounds, L, d), (n, rounds, L)
+        out, lse = attend(qs, ks.to(qs.dtype), vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask,
+                          scale=spec.scale, return_lse=True)  # (n, rounds, L, d), (n, rounds, L)
         if rows is None:
             return out.view(batch, heads, length, d).to(v.dtype)
         # back to positions: each round's output and log-sum-exp at perm's positions, then rounds blended
