@@ -3,7 +3,7 @@
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
-depends on, its outputs and its wall time); a rerun skips a stage whose record matches, and a
+depends on, less the encoder's memory knobs and attention kernel, its outputs and its wall time); a rerun skips a stage whose record matches, and a
 training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
@@ -37,7 +37,7 @@ from .errors import ConfigError, InputFileError
 from .files import atomic_write
 from .genemodel import FORMAT_VERSION as GENE_MODEL_FORMAT
 from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
-from .model.config import DEFAULT_TOKENIZER, ReformerConfig
+from .model.config import DEFAULT_TOKENIZER, HOW_NOT_WHAT_FIELDS, ReformerConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
@@ -268,7 +268,10 @@ def _formats(config: dict, stage: str) -> list[str]:
 
 
 def _digest(config: dict, stage: str) -> str:
-    text = json.dumps({k: config[k] for k in DEPENDS[stage]}, sort_keys=True)
+    sections = {k: config[k] for k in DEPENDS[stage]}
+    if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
+        sections["model"] = {k: v for k, v in sections["model"].items() if k not in HOW_NOT_WHAT_FIELDS}
+    text = json.dumps(sections, sort_keys=True)
     formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain
         text += json.dumps(formats)

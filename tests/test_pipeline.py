@@ -86,6 +86,15 @@ def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_
         "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
+def test_memory_knobs_and_the_attention_kernel_leave_every_stage_up_to_date():
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    before = {stage: _digest(config, stage) for stage in STAGES}
+    config["model"].update(attention_kernel="chunked", ff_chunk_size=1024, head_group_size=1, attention_chunk_tokens=64)
+    assert {stage: _digest(config, stage) for stage in STAGES} == before
+    config["model"]["d_model"] = 2 * config["model"]["d_model"]  # what the encoder computes: retrain
+    assert [s for s in STAGES if _digest(config, s) != before[s]] == [s for s in STAGES if s != "genemodel"]
+
+
 def test_a_new_prokaryote_tagger_format_redoes_fine_tuning_and_later_stages_of_prokaryote_runs_only(monkeypatch):
     import genoformer.pipeline as pipeline
 

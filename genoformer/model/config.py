@@ -40,6 +40,9 @@ AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17, 1 << 13), "cuda": (1 << 20, 1 << 
 # at 4-64 kb, with the same gradients (float32 within 2.7e-7 of CPU float64, as the chunked kernel).
 AUTO_ATTENTION_KERNEL = {"cpu": "chunked", "cuda": "flex"}
 ATTENTION_KERNELS = ("auto", "chunked", "flex")
+# Fields that change how the encoder computes (memory held at once, which kernel), not what: a stage
+# rerun under a change of these alone is up to date (the pipeline leaves them out of its digests).
+HOW_NOT_WHAT_FIELDS = ("head_group_size", "attention_chunk_tokens", "ff_chunk_size", "attention_kernel")
 # The tokenizer of a model trained without one named (tasks, pipeline, `genoformer plan`).
 DEFAULT_TOKENIZER = "nucleotide"
 # Fields a training task sets itself (from its tokenizer, objective and seed); every other field is
