@@ -382,14 +382,14 @@ class Pipeline:
                           precision=precision).check()))
         last = checkpoints / "last.ckpt"
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-        if trainer.global_step < stage_cfg["max_steps"]:  # stopped by max_minutes, before the planned validation
-            _log(f"stopped by max_minutes after {trainer.global_step} of {stage_cfg['max_steps']} steps")
+        steps = int(trainer.callback_metrics.get("train/steps", trainer.global_step))  # the workers' under ddp_spawn
+        if steps < stage_cfg["max_steps"]:  # stopped by max_minutes, before the planned validation
+            _log(f"stopped by max_minutes after {steps} of {stage_cfg['max_steps']} steps")
             trainer.validate(task, datamodule=datamodule, verbose=False)
         # A rerun replaces the model folder this stage wrote before.
         task.export(folder / "model", window_length=stage_cfg["window_length"], overwrite=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        return {"outputs": [str((folder / "model").relative_to(self.out))], "metrics": metrics,
-                "steps": int(trainer.global_step)}
+        return {"outputs": [str((folder / "model").relative_to(self.out))], "metrics": metrics, "steps": steps}
 
     def pretrain(self, folder: Path) -> dict:
         from .tasks import MaskedLMTask

@@ -3,6 +3,7 @@
 pool every rank's windows."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -219,3 +220,8 @@ def test_pipeline_trains_on_two_cpu_processes_through_its_trainer_section(tmp_pa
     assert result.returncode == 0, result.stderr[-30000:]
     assert "Starting with 2 processes" in result.stderr
     assert (tmp_path / "run" / "finetune" / "model" / "model.safetensors").is_file()
+    # The pipeline reads the workers' step count (its own trainer's stays 0 under spawn): it does not
+    # take the run for one stopped early and spawn a second pair of workers to validate again.
+    assert "stopped by max_minutes" not in result.stderr
+    assert result.stderr.count("Initializing distributed: GLOBAL_RANK: 0") == 1
+    assert json.loads((tmp_path / "run" / "finetune" / "stage.json").read_text())["steps"] == 2

@@ -99,6 +99,9 @@ class ReformerTask(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.check_finite()
+        # The steps done, as a metric: a process that spawned the training workers (ddp_spawn) gets their
+        # metrics back but keeps its own trainer's global step, 0.
+        self.log("train/steps", float(self.global_step), rank_zero_only=True)
 
     # ---- exact resume -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
