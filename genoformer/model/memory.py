@@ -217,7 +217,10 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
         # measured at 262k-1M. Inference holds about a third of what training does per token, so its
         # crossover lies 2x further out (32k/64k probes: 1,234 bytes/token; 128k/256k: 1,653, against
         # 1,666 measured at 1-4 Mb).
-        base = max(config.ff_positions(device.type), 64 * config.chunk_size) * (2 if inference else 1)
+        # Probes stay CPU-sized on any device: a GPU's 1M-position steps would make them as long as the
+        # step being planned. There the feed-forward chunk grows with the probe, so the slope can only
+        # over-state.
+        base = max(config.ff_positions("cpu"), 64 * config.chunk_size) * (2 if inference else 1)
         probe_lengths = (8 * base, 16 * base) if length > 16 * base else (length, length)
     short, long = probe_lengths
     a = _probe(config, short, batch_size, precision, inference, device)

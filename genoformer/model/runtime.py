@@ -66,7 +66,7 @@ class ForwardContext:
     ``head_groups`` are the slices of heads attended together, ``attention_rows`` the query rows per
     attention kernel step and ``ff_positions`` the positions per position-wise step (feed-forward,
     normalise-and-project, hashing), all for this call's size and device (see ``ReformerConfig``);
-    ``flex_attention``: local and LSH attention run as FlexAttention (`flex.py`), not chunk steps.
+    ``uses_flex_attention``: local and LSH attention run as FlexAttention (`flex.py`), not chunk steps.
     """
 
     length: int
@@ -82,7 +82,7 @@ class ForwardContext:
     head_groups: list[slice]
     attention_rows: int
     ff_positions: int
-    flex_attention: bool
+    uses_flex_attention: bool
     # Blocks from this index on run as an ordinary stack whose activations autograd keeps (see Reformer);
     # their kernels may keep more. The default: none (every block reversible).
     kept_from: int = sys.maxsize
@@ -107,7 +107,7 @@ class ForwardContext:
         n_hashes = config.n_hashes if training or config.eval_n_hashes is None else config.eval_n_hashes
         return cls(length, padded, real, n_real, cos, sin, seed, hash_seed, training, n_hashes,
                    config.head_groups(batch * padded, device.type), config.attention_rows(device.type),
-                   config.ff_positions(device.type), config.flex_attention(device.type, training))
+                   config.ff_positions(device.type), config.uses_flex_attention(device.type, training))
 
     def site_seed(self, layer: int, site: int) -> int:
         return mix_seed(self.hash_seed if site == SITE_HASH else self.seed, layer, site)
