@@ -3,9 +3,8 @@
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
-depends on, its outputs and its wall time; the encoder's memory knobs and attention kernel do not
-count); a rerun skips a stage whose record matches, and a
-training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
+depends on but the encoder's memory knobs and kernel, its outputs and its wall time); a rerun skips a
+stage whose record matches, and a training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
 (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
 The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
@@ -38,7 +37,7 @@ from .errors import ConfigError, InputFileError
 from .files import atomic_write
 from .genemodel import FORMAT_VERSION as GENE_MODEL_FORMAT
 from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
-from .model.config import DEFAULT_TOKENIZER, HOW_NOT_WHAT_FIELDS, ReformerConfig
+from .model.config import DEFAULT_TOKENIZER, ReformerConfig, settings_as_digested
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PACKAGE_ROOT / "pipelines" / "default.yaml"
@@ -268,16 +267,10 @@ def _formats(config: dict, stage: str) -> list[str]:
     return formats
 
 
-# The memory knobs as releases before attention_kernel digested them (their defaults then), whatever
-# they are set to now: an upgrade leaves earlier runs' stages up to date.
-_DIGESTED_KNOBS = {"head_group_size": None, "attention_chunk_tokens": None, "ff_chunk_size": 8192}
-
-
 def _digest(config: dict, stage: str) -> str:
     sections = {k: config[k] for k in DEPENDS[stage]}
     if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
-        model = {k: v for k, v in sections["model"].items() if k not in HOW_NOT_WHAT_FIELDS}
-        sections["model"] = {**model, **_DIGESTED_KNOBS}
+        sections["model"] = settings_as_digested(sections["model"])
     text = json.dumps(sections, sort_keys=True)
     formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain

@@ -44,8 +44,11 @@ AUTO_MEMORY_KNOBS = {"cpu": (1 << 13, 1 << 17, 1 << 13), "cuda": (1 << 20, 1 << 
 AUTO_ATTENTION_KERNEL = {"cpu": "chunked", "cuda": "flex"}
 ATTENTION_KERNELS = ("auto", "chunked", "flex")
 # Fields that change how the encoder computes (memory held at once, which kernel), not what: a stage
-# rerun under a change of these alone is up to date (pipeline digests).
+# rerun under a change of these alone is up to date (see settings_as_digested).
 HOW_NOT_WHAT_FIELDS = ("head_group_size", "attention_chunk_tokens", "ff_chunk_size", "attention_kernel")
+# ...and the values pipeline digests see them at, whatever they are set to: the memory knobs' defaults
+# before attention_kernel existed (an upgrade leaves earlier runs' stages up to date); it is left out.
+_DIGESTED_KNOBS = {"head_group_size": None, "attention_chunk_tokens": None, "ff_chunk_size": 8192}
 # The tokenizer of a model trained without one named (tasks, pipeline, `genoformer plan`).
 DEFAULT_TOKENIZER = "nucleotide"
 # Fields a training task sets itself (from its tokenizer, objective and seed); every other field is
@@ -339,6 +342,11 @@ class ReformerConfig:
         if self.depth % len(pattern):
             raise ConfigError(f"model config 'attention' has {len(pattern)} entries, which does not divide "
                               f"depth={self.depth} (give one per layer or a repeating pattern)")
+
+
+def settings_as_digested(settings: dict) -> dict:
+    """Encoder settings as a stage digest sees them: ``HOW_NOT_WHAT_FIELDS`` at fixed values."""
+    return {**{k: v for k, v in settings.items() if k not in HOW_NOT_WHAT_FIELDS}, **_DIGESTED_KNOBS}
 
 
 @functools.cache
