@@ -67,6 +67,32 @@ def test_flex_forward_equals_the_chunked_kernel(name, length, chunk):
     assert torch.allclose(got[rows], expected[rows], rtol=0, atol=1e-12)
 
 
+def test_compiled_variants_stay_compiled(monkeypatch):
+    """Every mask variant, round count and (after the first) length is a compiled graph of its own; past
+    Dynamo's recompile limit FlexAttention would run eagerly (dense, out of memory at Mb lengths)."""
+    from torch._dynamo.utils import counters
+
+    import genoformer.model.flex as flex
+
+    compiled = flex._compiled_flex
+    monkeypatch.setattr(flex, "_compiled_flex", lambda: compiled("eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eager")
+        for length in (256, 320, 384):
+            for name in CASES:
+                shared, rounds, causal, causal_window, padded = CASES[name]
+                q, k, v, perm, sorted_buckets, real = _inputs(length, shared, rounds, causal_window, padded, seed=0)
+                spec = ChunkSpec(chunk=32, offsets=(0, -1) if causal or causal_window else (0, -1, 1), causal=causal,
+                                 causal_window=causal_window, self_penalty=shared, scale=1.0, dropout=0.0,
+                                 dropout_seed=0, rows_per_step=256, shared_keys=shared)
+                flex.flex_chunked_attention(q.float(), None if k is None else k.float(), v.float(), perm,
+                                            sorted_buckets, real, spec)
+    frames = counters["frames"]
+    assert frames["total"] == frames["ok"] > 8  # more graphs than Dynamo's default limit, every one compiled
+
+
 def _block_pairs(counts: torch.Tensor, indices: torch.Tensor) -> set[tuple[int, int]]:
     counts, indices = counts[0, 0].tolist(), indices[0, 0].tolist()
     return {(row, indices[row][i]) for row in range(len(counts)) for i in range(counts[row])}

@@ -26,10 +26,24 @@ from genoformer.model.chunked import MASKED, SELF_PENALTY, ChunkSpec
 _BLOCK = 128
 
 
+# Compiled variants to allow before torch.compile gives up on FlexAttention and runs it eagerly (dense:
+# out of memory at Mb lengths). Each mask variant (local or LSH, padded or not, causal), gradient mode and
+# hash-round count is one, and twice over once a second length makes its shapes dynamic: a model with
+# both layer kinds passed Dynamo's default of 8 after two lengths (counted with the eager backend).
+_RECOMPILE_LIMIT = 64
+
+
 @functools.cache
-def _compiled_flex():
-    """The fused kernel: FlexAttention is only block-sparse (and only linear in memory) compiled."""
-    return torch.compile(flex_attention)
+def _compiled_flex(backend: str = "inductor"):
+    """The fused kernel: FlexAttention is only block-sparse (and only linear in memory) compiled.
+    (``backend="eager"``: Dynamo's tracing and guards without code generation, for tests on a CPU.)"""
+    compiled = torch.compile(flex_attention, backend=backend)
+
+    def attend(*args, **kwargs):
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+            return compiled(*args, **kwargs)
+
+    return attend
 
 
 def _band(length: int, spec: ChunkSpec) -> tuple[torch.Tensor, torch.Tensor]:
