@@ -2,10 +2,10 @@
 → annotate → evaluate → report.
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
-stage. A stage records what it was run with (``stage.json``: a hash of the config sections it
-depends on but the encoder's memory knobs and kernel, its outputs and its wall time); a rerun skips a
-stage whose record matches, and a training stage that was interrupted resumes from its last checkpoint. Stages can be run alone
-(``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
+stage. A stage records what it was run with (``stage.json``: a hash of the config sections it depends
+on but the encoder's memory knobs and kernel, its outputs and its wall time); a rerun skips a stage whose
+record matches, and an interrupted training stage resumes from its last checkpoint. Stages can be run
+alone (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
 The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
 decoder with the same options given no network (``evidence="none"``), and, with a ``genemodel``

@@ -136,7 +136,7 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
 
         block_mask = band_block_mask(length, spec, mask_mod, q.device)
         attend = _compiled_flex() if compiled else flex_attention
-        out, lse = attend(qs, ks.to(qs.dtype), vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask,
+        out, lse = attend(qs, ks, vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask,
                           scale=spec.scale, return_lse=True)  # (n, rounds, L, d), (n, rounds, L)
         if rows is None:
             return out.view(batch, heads, length, d).to(v.dtype)
