@@ -282,7 +282,7 @@ def annotate_genome(
                               "set --window-length")
         dev = _device(device)
         network.to(dev)
-    combined = combined_evidence(weights, scheme.classes) if weights is not None else None
+    combined = combined_evidence(weights, scheme.classes, gene_model.site_network) if weights is not None else None
     genome = Genome(fasta)
     learnt_on = start_model.records if start_model is not None else ()
     if learnt_on and not set(learnt_on) & set(genome.names):
@@ -343,8 +343,9 @@ def annotate_genome(
                     continue
                 probs = probabilities(iv, update)
                 if gene_model is not None:  # the network's evidence weighed into the gene model's scores
+                    sequence = genome.fetch(iv.name, iv.start, iv.end)
                     tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix,
-                                                         evidence=lambda _, p=probs: combined(p)))
+                                                         evidence=lambda _, p=probs, s=sequence: combined(p, s)))
                 elif not pooled:
                     tables += decode_stretches([_stretch(genome, iv)], lambda i, lazy: (
                         genome.fetch(iv.name, iv.start, iv.end), probs), scheme, organism, **decoder_options)

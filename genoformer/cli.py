@@ -52,6 +52,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number of at least 0."""
     try:
@@ -218,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--annotation", required=True, help="its annotation (GFF3, GTF or GenBank): coding genes to learn from")
     p.add_argument("--regions", default=None, help="BED file: learn only from genes wholly inside these (default: all records)")
     p.add_argument("--order", type=positive_int, default=5, help="order of the coding and non-coding Markov chains (1-8)")
+    p.add_argument("--site-network-steps", type=non_negative_int, default=0,
+                   help="also train a splice-site network for this many steps (0: none; 1500: ~8 minutes on 2 CPU "
+                        "cores), whose evidence `genoformer combine` weighs in")
     p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
 
     p = command("combine", "fit how much a tagging model's evidence counts in a gene model's scores, on validation regions")

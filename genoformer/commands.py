@@ -31,7 +31,8 @@ def gene_model(args: argparse.Namespace) -> int:
 
     genome = Genome(args.fasta)
     regions = genome_stretches(genome, args.fasta, regions=args.regions)
-    model = GeneModel.fit(genome, read_annotation(args.annotation), regions, order=args.order)
+    model = GeneModel.fit(genome, read_annotation(args.annotation), regions, order=args.order,
+                          site_network_steps=args.site_network_steps, progress=lambda line: print(line, file=sys.stderr))
     print(model.save(args.out))
     print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)
     return 0

@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None,
                  "max_minutes": None},
     # A learned eukaryotic gene model (genoformer.genemodel), fitted on the training stretches' annotation.
-    "genemodel": {"enabled": False, "order": 5},
+    "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
                  "gene_cost": None, "codon_weight": None, "start_weight": None, "closed_ends": None},
 }
@@ -406,9 +406,8 @@ class Pipeline:
         pretrained = f["model"] or (str(self.out / "pretrain" / "model") if c["pretrain"]["enabled"] else None)
         return self.train(folder, lambda: TaggingTask(
             tokenizer=c["model"]["tokenizer"], encoder=encoder_settings(c["model"]), classes=c["data"]["classes"],
-            organism=c["data"]["organism"], loss=f["loss"],
-            freeze_encoder=f["freeze_encoder"], pretrained=pretrained, lr=f["lr"], warmup_steps=f["warmup_steps"],
-            seed=c["seed"]), f, classes_data=True)
+            organism=c["data"]["organism"], loss=f["loss"], freeze_encoder=f["freeze_encoder"], pretrained=pretrained,
+            lr=f["lr"], warmup_steps=f["warmup_steps"], seed=c["seed"]), f, classes_data=True)
 
     def genemodel(self, folder: Path) -> dict:
         """Fit the gene model on the annotated genes of the training stretches (everything outside the
@@ -423,7 +422,8 @@ class Pipeline:
         genome = Genome(fasta)
         annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
         model = GeneModel.fit(genome, read_annotation(annotation), self.training_stretches(genome),
-                              order=c["genemodel"]["order"])
+                              order=c["genemodel"]["order"], site_network_steps=c["genemodel"]["site_network_steps"],
+                              progress=_log)
         model.save(folder / "model")
         return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
 

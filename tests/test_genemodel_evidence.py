@@ -78,7 +78,7 @@ def test_an_oracle_network_weighed_in_beats_the_gene_model_alone_and_the_fit_fin
                                grid={"cds": (0.0, 0.2, 1.0), "intron": (0.0, 0.2, 1.0), "cap": (1.0, 4.0)})
     assert fit.weights.cds > 0 and fit.weights.intron > 0
     alone = fit.trials[0]  # the search starts from weights 0: the gene model alone
-    assert alone["weights"] == {"cds": 0.0, "intron": 0.0, "cap": 4.0}
+    assert alone["weights"] == {"cds": 0.0, "intron": 0.0, "cap": 4.0, "sites": 0.0, "site_offset": 0.0}
     # Measured: exon F1 0.62 -> 0.97, gene F1 0.43 -> 0.93 (the fit's objective: the mean of three F1s).
     assert fit.scores["exon_f1"] > alone["exon_f1"] + 0.2 and fit.scores["gene_f1"] > alone["gene_f1"] + 0.3
     # decode_with_gene_model with the fitted weights calls what the fit scored.
@@ -98,7 +98,11 @@ def test_weights_written_to_a_file_load_back_equal(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not a readable JSON"),
     ('{"format": "something else", "format_version": 1}', "not an evidence weights file"),
-    ('{"format": "genoformer evidence weights", "format_version": 7, "weights": {}}', "reads version 1, the file has 7"),
+    ('{"format": "genoformer evidence weights", "format_version": 7, "weights": {}}', "reads versions 1 and 2, the file has 7"),
+    ('{"format": "genoformer evidence weights", "format_version": 2, "weights": {"cds": 1, "intron": 1, "cap": 4}}',
+     "missing ['sites', 'site_offset']"),
+    ('{"format": "genoformer evidence weights", "format_version": 2, "weights": {"cds": 1, "intron": 1, "cap": 4, '
+     '"sites": -0.5, "site_offset": 0}}', "must be >= 0"),
     ('{"format": "genoformer evidence weights", "format_version": 1}', "'weights': missing"),
     ('{"format": "genoformer evidence weights", "format_version": 1, "weights": {"cds": 1, "cap": 4}}',
      "missing ['intron']"),
@@ -117,6 +121,13 @@ def test_a_bad_weights_file_is_refused_naming_the_file_and_what_is_wrong(tmp_pat
     assert str(path) in str(error.value)
 
 
+def test_a_version_1_weights_file_reads_with_the_site_weights_0(tmp_path):
+    path = tmp_path / WEIGHTS_FILE
+    path.write_text('{"format": "genoformer evidence weights", "format_version": 1, '
+                    '"weights": {"cds": 0.1, "intron": 0.2, "cap": 2}}')
+    assert EvidenceWeights.load(path) == EvidenceWeights(cds=0.1, intron=0.2, cap=2.0, sites=0.0, site_offset=0.0)
+
+
 def test_a_missing_weights_file_names_the_command_that_fits_one(tmp_path):
     with pytest.raises(ModelFileError, match="genoformer combine"):
         EvidenceWeights.load(tmp_path)
@@ -125,9 +136,9 @@ def test_a_missing_weights_file_names_the_command_that_fits_one(tmp_path):
 
 
 def test_combine_then_annotate_through_the_cli_with_a_tiny_network(tmp_path, capsys, athaliana):
-    """`genoformer combine` fits the weights of an (untrained) tiny tagger on a Chr4 stretch and writes them
-    beside the gene model; `annotate --model --gene-model` decodes with them; weights 0 give the gene model
-    alone's genes."""
+    """`genoformer combine` fits the weights of an (untrained) tiny tagger and of the gene model's (barely
+    trained) site network on a Chr4 stretch and writes them beside the gene model; `annotate --model
+    --gene-model` decodes with them; weights 0 give the gene model alone's genes."""
     from genoformer.tasks import TaggingTask
 
     genome, _ = athaliana
@@ -135,7 +146,8 @@ def test_combine_then_annotate_through_the_cli_with_a_tiny_network(tmp_path, cap
     (tmp_path / "train.bed").write_text("Chr1\t0\t304276\nChr2\t0\t196982\nChr3\t0\t234598\n")
     (tmp_path / "val.bed").write_text("Chr4\t0\t30000\n")
     assert main(["gene-model", "--fasta", str(ATHALIANA_FASTA), "--annotation", str(ATHALIANA_GFF),
-                 "--regions", str(tmp_path / "train.bed"), "--out", str(tmp_path / "genes")]) == 0
+                 "--regions", str(tmp_path / "train.bed"), "--out", str(tmp_path / "genes"), "--site-network-steps", "5"]) == 0
+    assert (tmp_path / "genes" / "site_network.safetensors").is_file()
     capsys.readouterr()
     assert main(["combine", "--model", str(tagger), "--gene-model", str(tmp_path / "genes"), "--fasta",
                  str(ATHALIANA_FASTA), "--annotation", str(ATHALIANA_GFF), "--regions", str(tmp_path / "val.bed"),
@@ -145,6 +157,7 @@ def test_combine_then_annotate_through_the_cli_with_a_tiny_network(tmp_path, cap
     assert "weights cds" in written.err and "objective" in written.err
     fitted = json.loads((tmp_path / "genes" / WEIGHTS_FILE).read_text())
     assert fitted["fit"]["regions"] == ["Chr4:0-30000"] and fitted["fit"]["trials"]
+    assert any(trial["weights"]["sites"] > 0 for trial in fitted["fit"]["trials"])  # the site network was tried
 
     def annotate(out, *extra):
         assert main(["annotate", "--model", str(tagger), "--gene-model", str(tmp_path / "genes"), "--fasta",

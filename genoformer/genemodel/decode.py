@@ -174,11 +174,14 @@ class ScoringTables:
 
 
 class StrandEvidence(NamedTuple):
-    """Extra per-base terms (n,) one strand's path scores add, strand coordinates: ``cds`` on each coding
-    base (every frame), ``intron`` on each intron base (e.g. a network's weighted log-odds)."""
+    """Extra terms one strand's path scores add, strand coordinates: per base (n,), ``cds`` on each coding
+    base (every frame), ``intron`` on each intron base (e.g. a network's weighted log-odds); per boundary
+    (n + 1,), ``signals`` on each site of a kind the path uses (e.g. a site network's, for donors and
+    acceptors)."""
 
     cds: np.ndarray
     intron: np.ndarray
+    signals: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,12 @@ class StrandTerms:
 
     def scores(self, evidence: StrandEvidence | None = None) -> StrandScores:
         """The decoder's prefix-summed scores, with ``evidence``'s terms added to each base."""
-        cds, intron = self.cds, self.intron
+        cds, intron, signals = self.cds, self.intron, self.signals
         if evidence is not None:
             cds, intron = cds + evidence.cds, intron + evidence.intron
-        return StrandScores(cds=prefix_sums(cds), intron=prefix_sums(intron), signals=self.signals)
+            signals = {kind: values + evidence.signals[kind] if evidence.signals and kind in evidence.signals
+                       else values for kind, values in signals.items()}
+        return StrandScores(cds=prefix_sums(cds), intron=prefix_sums(intron), signals=signals)
 
 
 def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables, settings: DecodeSettings | None = None,

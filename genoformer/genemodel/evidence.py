@@ -4,9 +4,13 @@ The tagger's per-base probabilities enter the learned gene model's path scores a
 (see :mod:`genoformer.genemodel.decode`): on each strand, every coding base adds
 ``cds * clip(log P(CDS) - log P(outside), ±cap)`` and every intron base adds
 ``intron * clip(log P(intron) - log P(outside), ±cap)``, the log-odds the network alone is decoded
-with (:func:`genoformer.decode.eukaryote.network_log_odds`). With both weights 0 the combination is
-the gene model alone, exactly. The cap bounds what one confident base can say: neighbouring bases'
-probabilities are not independent evidence.
+with (:func:`genoformer.decode.eukaryote.network_log_odds`). The cap bounds what one confident base can
+say: neighbouring bases' probabilities are not independent evidence. The gene model's splice-site
+network (:mod:`genoformer.genemodel.site_network`), where it has one, adds ``sites * (logit +
+site_offset)`` to each donor and acceptor a path uses: its log-odds that the candidate is a real site;
+the offset moves the level at which a site pays for itself (the network's logits carry the training
+share of real sites among candidates, ~1 in 150). With all weights 0 the combination is the gene
+model alone, exactly.
 
 The weights are fitted on validation regions (:func:`fit_evidence_weights`: a coordinate search over
 a small grid maximising the mean of nucleotide CDS F1, CDS exon F1 and gene F1 of the project's
@@ -30,16 +34,20 @@ from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.decode import DecodeSettings, ScoringTables, StrandEvidence
 from genoformer.genemodel.model import GeneModel
+from genoformer.genemodel.site_network import SiteNetwork
 from genoformer.genome.intervals import Interval
+from genoformer.model.sites import SITE_KINDS
 
 WEIGHTS_FILE = "evidence_weights.json"
 WEIGHTS_FORMAT = "genoformer evidence weights"
-WEIGHTS_VERSION = 1
+WEIGHTS_VERSION = 2  # 2: site network weights (a version 1 file reads with them 0)
+SITE_FIELDS = ("sites", "site_offset")
 # The coordinate search's values per weight (tried in turn, each with the others held at their best).
 # Small weights first: a weakly trained network's evidence (3-4 nats a base at most) outweighs the gene
 # model's own per-base terms (tenths of a nat) already at 0.1.
 SEARCH_GRID = {"cds": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), "intron": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
-               "cap": (0.5, 1.0, 2.0, 4.0)}
+               "cap": (0.5, 1.0, 2.0, 4.0), "sites": (0.0, 0.25, 0.5, 0.75, 1.0),
+               "site_offset": (0.0, 1.0, 2.0, 3.0, 4.0)}
 OBJECTIVE = "mean of nucleotide CDS F1, CDS exon F1 and gene F1"
 
 
@@ -50,25 +58,40 @@ class EvidenceWeights:
     cds: float = 0.0  # times the capped log-odds of CDS against outside, on each coding base
     intron: float = 0.0  # times the capped log-odds of intron against outside, on each intron base
     cap: float = 4.0  # per-base log-odds are clipped to [-cap, cap] first (nats)
+    sites: float = 0.0  # times the site network's logit (+ site_offset) at each donor and acceptor used
+    site_offset: float = 0.0  # nats added to the site network's logits before weighing
 
     def __post_init__(self):
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"evidence weight {name!r} must be a finite number, got {value!r}")
-        if self.cds < 0 or self.intron < 0:
-            raise ConfigError(f"evidence weights must be >= 0, got cds {self.cds}, intron {self.intron}")
+        if self.cds < 0 or self.intron < 0 or self.sites < 0:
+            raise ConfigError(f"evidence weights must be >= 0, got cds {self.cds}, intron {self.intron}, "
+                              f"sites {self.sites}")
         if self.cap <= 0:
             raise ConfigError(f"evidence cap must be > 0 nats, got {self.cap}")
 
-    def strand_evidence(self, probs: np.ndarray, classes: Sequence[str]) -> list[StrandEvidence]:
+    def strand_evidence(self, probs: np.ndarray, classes: Sequence[str],
+                        site_logits: Sequence[np.ndarray] | None = None) -> list[StrandEvidence]:
         """The extra terms of the + and − strands (each in its strand's coordinates) from (2, classes, n)
-        probabilities in forward coordinates (row 0: + strand genes)."""
-        return [self.terms(*network_log_odds(strand_probs, classes)) for strand_probs in _strand_rows(probs)]
+        probabilities in forward coordinates (row 0: + strand genes) and, with site weights, each strand's
+        (2, n + 1) site network logits in its own coordinates (:meth:`SiteNetwork.logits`)."""
+        site_logits = site_logits or (None, None)
+        return [self.terms(*network_log_odds(strand_probs, classes), sites)
+                for strand_probs, sites in zip(_strand_rows(probs), site_logits)]
 
-    def terms(self, cds_log_odds: np.ndarray, intron_log_odds: np.ndarray) -> StrandEvidence:
-        """One strand's extra terms from the network's per-base log-odds (``network_log_odds``)."""
+    def terms(self, cds_log_odds: np.ndarray, intron_log_odds: np.ndarray,
+              site_logits: np.ndarray | None = None) -> StrandEvidence:
+        """One strand's extra terms from the network's per-base log-odds (``network_log_odds``) and the
+        site network's (2, n + 1) logits (needed when ``sites`` is not 0)."""
+        signals = None
+        if self.sites:
+            if site_logits is None:
+                raise ConfigError(f"evidence weight sites {self.sites} needs a site network's logits: the gene "
+                                  "model has no site network (learn one with its site network steps above 0)")
+            signals = {kind: self.sites * (site_logits[row] + self.site_offset) for row, kind in enumerate(SITE_KINDS)}
         return StrandEvidence(cds=self.cds * np.clip(cds_log_odds, -self.cap, self.cap),
-                              intron=self.intron * np.clip(intron_log_odds, -self.cap, self.cap))
+                              intron=self.intron * np.clip(intron_log_odds, -self.cap, self.cap), signals=signals)
 
     def save(self, path: str | Path, fit: dict | None = None) -> Path:
         """Write the weights (and what they were fitted on, ``fit``) as JSON, atomically; returns the path."""
@@ -95,12 +118,13 @@ class EvidenceWeights:
             raise ModelFileError(path, f"not a readable JSON evidence weights file ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
             raise ModelFileError(path, f"not an evidence weights file (expected \"format\": \"{WEIGHTS_FORMAT}\")")
-        if data.get("format_version") != WEIGHTS_VERSION:
-            raise ModelFileError(path, f"evidence weights field 'format_version': this genoformer reads version "
-                                       f"{WEIGHTS_VERSION}, the file has {data.get('format_version')!r}; fit the "
-                                       "weights again with this version")
+        version = data.get("format_version")
+        if version not in (1, WEIGHTS_VERSION):
+            raise ModelFileError(path, f"evidence weights field 'format_version': this genoformer reads versions 1 "
+                                       f"and {WEIGHTS_VERSION}, the file has {version!r}; fit the weights again with "
+                                       "this version")
         weights = data.get("weights")
-        names = [f for f in cls.__dataclass_fields__]
+        names = [f for f in cls.__dataclass_fields__ if version > 1 or f not in SITE_FIELDS]
         if not isinstance(weights, dict):
             raise ModelFileError(path, f"evidence weights field 'weights': missing, or not a mapping of {names}")
         unknown = sorted(set(weights) - set(names))
@@ -119,13 +143,29 @@ def _strand_rows(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probs[0], probs[1, :, ::-1]
 
 
-def combined_evidence(weights: EvidenceWeights, classes: Sequence[str]) -> Callable[[np.ndarray], tuple]:
-    """For :func:`~genoformer.genemodel.decode.decode_with_gene_model`'s ``evidence``: a stretch's (2, classes,
-    n) probabilities -> the strands' extra terms and the sums that score the called features."""
-    classes = tuple(classes)
+def strand_site_logits(site_network: SiteNetwork | None, sequence: str) -> list[np.ndarray] | None:
+    """The site network's (2, n + 1) logits on the + and the − strand of ``sequence`` (each in its strand's
+    coordinates); None without a site network."""
+    if site_network is None:
+        return None
+    codes = encode_bases(sequence)
+    return [site_network.logits(view) for view in (codes, reverse_complement_codes(codes))]
 
-    def evidence(probs: np.ndarray) -> tuple[list[StrandEvidence], StrandSums]:
-        return weights.strand_evidence(probs, classes), StrandSums(probs, classes)
+
+def combined_evidence(weights: EvidenceWeights, classes: Sequence[str],
+                      site_network: SiteNetwork | None = None) -> Callable[..., tuple]:
+    """For :func:`~genoformer.genemodel.decode.decode_with_gene_model`'s ``evidence``: a stretch's (2, classes,
+    n) probabilities and its sequence -> the strands' extra terms and the sums that score the called
+    features. ``site_network`` (the gene model's) is run on the sequence when ``weights.sites`` is not 0."""
+    classes = tuple(classes)
+    if weights.sites and site_network is None:
+        raise ConfigError(f"evidence weight sites {weights.sites} weighs in a site network, but the gene model has none")
+
+    def evidence(probs: np.ndarray, sequence: str | None = None) -> tuple[list[StrandEvidence], StrandSums]:
+        if weights.sites and sequence is None:
+            raise ConfigError("weighing in the site network needs the stretch's sequence")
+        site_logits = strand_site_logits(site_network, sequence) if weights.sites else None
+        return weights.strand_evidence(probs, classes, site_logits), StrandSums(probs, classes)
 
     return evidence
 
@@ -187,17 +227,19 @@ def regional_scores(reference: pd.DataFrame, prediction: pd.DataFrame, regions: 
 class _Stretch:
     """One validation stretch prepared once: both strands' gene-model terms and network log-odds."""
 
-    def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray, classes: Sequence[str]):
+    def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray, classes: Sequence[str],
+                 site_network: SiteNetwork | None):
         probs = check_inputs(sequence, probs)
         codes = encode_bases(sequence)
         self.length = len(codes)
         self.views = (codes, reverse_complement_codes(codes))
         self.terms = [tables.strand_terms(view) for view in self.views]
         self.log_odds = [network_log_odds(strand_probs, classes) for strand_probs in _strand_rows(probs)]
+        self.site_logits = strand_site_logits(site_network, sequence) or [None, None]
 
     def transcripts(self, tables: ScoringTables, weights: EvidenceWeights):
-        decoded = [tables.decode(view, terms.scores(weights.terms(*log_odds)))
-                   for view, terms, log_odds in zip(self.views, self.terms, self.log_odds)]
+        decoded = [tables.decode(view, terms.scores(weights.terms(*log_odds, sites)))
+                   for view, terms, log_odds, sites in zip(self.views, self.terms, self.log_odds, self.site_logits)]
         return tables.transcripts(decoded, self.length)
 
 
@@ -211,18 +253,22 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
     ``probabilities(region)`` gives a region's (2, classes, length) network probabilities (``classes``
     names the rows). A coordinate search: each weight in turn takes the best of its ``grid`` values
     (default :data:`SEARCH_GRID`) with the others held, for ``rounds`` rounds, from all weights 0 (the
-    gene model alone, so the fit never scores below it on these regions). Fitting and scoring on the same
-    regions is optimistic: score the result on other regions.
+    gene model alone, so the fit never scores below it on these regions). The site weights are searched
+    only when the gene model has a site network. Fitting and scoring on the same regions is optimistic:
+    score the result on other regions.
     """
-    grid = grid or SEARCH_GRID
+    grid = dict(grid or SEARCH_GRID)
+    if gene_model.site_network is None:
+        for name in SITE_FIELDS:
+            grid.pop(name, None)
     unknown = set(grid) - set(EvidenceWeights.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"evidence search grid names unknown weights {sorted(unknown)}")
     if not regions:
         raise ConfigError("fitting evidence weights needs at least one validation region")
     tables = ScoringTables(gene_model, settings or DecodeSettings())
-    stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end), probabilities(iv), classes)
-                 for iv in regions]
+    stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end), probabilities(iv), classes,
+                          gene_model.site_network) for iv in regions]
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())
     tried: dict[EvidenceWeights, dict] = {}
     trials: list[dict] = []
@@ -242,15 +288,15 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
                 progress(f"evidence weights {asdict(weights)}: {tried[weights]}")
         return tried[weights]["objective"]
 
-    best = EvidenceWeights(cds=0.0, intron=0.0)
+    best = EvidenceWeights()
     score(best)
     for _ in range(rounds):
         before = best
         for name, values in grid.items():
-            if name == "cap" and best.cds == best.intron == 0:
-                continue  # the cap of zero weights changes nothing
+            if (name == "cap" and best.cds == best.intron == 0) or (name == "site_offset" and best.sites == 0):
+                continue  # the cap or offset of zero weights changes nothing
             candidates = [replace(best, **{name: value}) for value in values]
-            best = max(candidates + [best], key=lambda w: (score(w), -w.cds - w.intron))
+            best = max(candidates + [best], key=lambda w: (score(w), -w.cds - w.intron - w.sites))
         if best == before:
             break
     return EvidenceFit(weights=best, scores=tried[best], trials=trials)

@@ -2,7 +2,8 @@
 
 A gene model is stored as one JSON file, ``gene_model.json`` in its folder: plain counts (integers),
 the fitted signal models' log-odds tables (numbers) and settings, never pickle. Log-probabilities are
-derived from the counts when loaded, so the file is exactly what was counted and fitted. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
+derived from the counts when loaded, so the file is exactly what was counted and fitted. A splice-site
+network trained beside it (``genoformer.genemodel.site_network``) is stored in the same folder. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
 from another version, or one missing a field, is refused naming the file and the field.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
+from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, WEIGHTS_FILE as SITE_WEIGHTS_FILE
+from genoformer.genemodel.site_network import SiteNetwork, SiteTraining, fit_site_network
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, MAX_DECOYS, START_RANKS, WINDOWS, fit_site_table, log_odds_table, rank_log_odds,
 )
@@ -54,20 +57,28 @@ class GeneModel:
     lengths: dict[str, list[int]]
     report: dict[str, int] = field(default_factory=dict)
     pseudocount: float = 1.0
+    # A splice-site network trained beside it (genemodel.site_network), whose evidence the decoder weighs in
+    # with fitted EvidenceWeights; stored in the same folder. None: none was trained.
+    site_network: SiteNetwork | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ fitting
 
     @classmethod
     def fit(cls, genome, annotation: pd.DataFrame, regions: Iterable[Interval], *, order: int = 5,
-            start_codons: Iterable[str] = ("ATG",), stop_codons: Iterable[str] = STOP_CODONS) -> "GeneModel":
+            start_codons: Iterable[str] = ("ATG",), stop_codons: Iterable[str] = STOP_CODONS,
+            site_network_steps: int = 0, progress: Callable[[str], None] | None = None) -> "GeneModel":
         """Learn from the coding genes of ``annotation`` (``read_annotation``) lying wholly inside
         ``regions`` of ``genome`` (a :class:`~genoformer.genome.Genome`), one transcript per gene (the
         longest CDS). Genes whose CDS is not a whole open reading frame are skipped and counted in
         ``report``. Refused, naming the annotation file: regions without a coding gene, an annotation whose CDS
         mostly do not fit the sequence, introns mostly not GT-AG / GC-AG / AT-AC; fewer than ``FEW_GENES``
-        usable genes give a warning."""
+        usable genes give a warning. ``site_network_steps`` above 0 also trains a splice-site network on the
+        same regions for that many steps (:func:`~genoformer.genemodel.site_network.fit_site_network`; a few
+        minutes on a CPU for 1,500), whose evidence ``EvidenceWeights`` can weigh in."""
         if not 1 <= order <= 8:
             raise ConfigError(f"gene model order must be between 1 and 8, got {order}")
+        if isinstance(site_network_steps, bool) or not isinstance(site_network_steps, int) or site_network_steps < 0:
+            raise ConfigError(f"site network steps must be an integer >= 0 (0: no site network), got {site_network_steps!r}")
         counts = TrainingCounts(order=order)
         start_codons, stop_codons = tuple(start_codons), tuple(stop_codons)
         began = time.perf_counter()
@@ -84,7 +95,13 @@ class GeneModel:
         check_training_genes(counts, annotation, genome.path, regions)
         fitted = {kind: _fitted_signal(counts, kind) for kind in WINDOWS}  # kind -> (table, rank weights)
         counts.report["training seconds"] = round(time.perf_counter() - began, 1)
-        return cls(order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
+        site_network = None
+        if site_network_steps:
+            site_network = fit_site_network(genome, annotation, regions, donor_words=_signal_words(counts.donors, "GT"),
+                                            acceptor_words=_signal_words(counts.acceptors, "AG"),
+                                            training=SiteTraining(steps=site_network_steps), progress=progress)
+            counts.report.update({f"site network {key}": value for key, value in site_network.report.items()})
+        return cls(site_network=site_network, order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
                    background=counts.background, signals=counts.signals,
                    fitted_signals={kind: table for kind, (table, _) in fitted.items()},
                    start_rank_weights=fitted["start"][1],
@@ -97,10 +114,7 @@ class GeneModel:
 
     def signal_words(self, kind: str) -> tuple[str, ...]:
         """Donor or acceptor dinucleotides common enough to be candidates (at least the canonical one)."""
-        seen = {"donor": self.donors, "acceptor": self.acceptors}[kind]
-        total = max(sum(seen.values()), 1)
-        common = [w for w, c in seen.items() if c >= MIN_SIGNAL_SHARE * total and "N" not in w]
-        return tuple(sorted(set(common) | {"donor": {"GT"}, "acceptor": {"AG"}}[kind]))
+        return _signal_words(self.donors if kind == "donor" else self.acceptors, "GT" if kind == "donor" else "AG")
 
     def mean_length(self, kind: str, floor: float = 1.0) -> float:
         """Mean training length of ``kind`` ("exon": every exon kind pooled), ``floor`` without any."""
@@ -122,10 +136,16 @@ class GeneModel:
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``folder/gene_model.json`` (atomically); returns its path."""
+        """Write ``folder/gene_model.json`` (atomically) and the site network's files, if it has one (else
+        removes any left from an earlier model there); returns the JSON file's path."""
         path = Path(folder) / FILE_NAME
         with atomic_write(path) as handle:
             json.dump(self.to_dict(), handle, separators=(",", ":"))
+        if self.site_network is not None:
+            self.site_network.save(folder)
+        else:
+            for name in (SITE_CONFIG_FILE, SITE_WEIGHTS_FILE):
+                (Path(folder) / name).unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -140,7 +160,10 @@ class GeneModel:
             raise ModelFileError(path, f"not a readable JSON gene model ({exc})") from None
         if not isinstance(data, dict):
             raise ModelFileError(path, "not a gene model: expected a JSON object")
-        return cls.from_dict(data, path)
+        model = cls.from_dict(data, path)
+        if (Path(folder) / SITE_CONFIG_FILE).exists():
+            model.site_network = SiteNetwork.load(folder)
+        return model
 
     @classmethod
     def from_dict(cls, data: dict, path: str | Path | None = None) -> "GeneModel":
@@ -214,6 +237,13 @@ class GeneModel:
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
                    lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
                    report=dict(data.get("report") or {}), pseudocount=float(pseudocount))
+
+
+def _signal_words(seen: dict[str, int], canonical: str) -> tuple[str, ...]:
+    """The dinucleotides at least MIN_SIGNAL_SHARE of ``seen``'s sites have, with the canonical one."""
+    total = max(sum(seen.values()), 1)
+    common = [w for w, c in seen.items() if c >= MIN_SIGNAL_SHARE * total and "N" not in w]
+    return tuple(sorted(set(common) | {canonical}))
 
 
 def _with_defaults(seen: Counter, words: tuple[str, ...]) -> dict[str, int]:

@@ -1,0 +1,81 @@
+"""A splice-site network: a dilated residual convolution that scores every boundary of a strand as a
+donor (an intron's first base) and as an acceptor (the base after an intron's last).
+
+A splice site's evidence lies within about a hundred bases of it (the exon's last codons, the GT and
+the intron's first bases, the branch point and pyrimidine tract before the AG), and a convolution reads
+that window at every position of a chromosome for a fraction of what attention costs. It is the
+nonlinear counterpart of the gene model's linear site models (``genoformer.genemodel.signals``): the
+same windows, but interactions between positions and a wider reach.
+
+    net = SpliceSiteNetwork(SiteNetworkConfig())
+    logits = net(one_hot)   # (batch, 5, length) -> (batch, 2, length): donor, acceptor log-odds at each base
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BASE_CODES = 5  # A, C, G, T and N (``genoformer.decode.segments.encode_bases`` codes)
+SITE_KINDS = ("donor", "acceptor")
+
+
+@dataclass(frozen=True)
+class SiteNetworkConfig:
+    """Width and reach of the network: ``dilations`` gives one residual convolution each."""
+
+    channels: int = 48
+    kernel_size: int = 11
+    dilations: tuple[int, ...] = (1, 1, 4, 4, 10, 10)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        if self.channels < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0 or not self.dilations \
+                or min(self.dilations) < 1:
+            raise ValueError(f"site network needs channels >= 1, an odd kernel size and dilations >= 1, got {self}")
+
+    @property
+    def reach(self) -> int:
+        """Bases either side of a position that its output reads (the receptive field's half-width)."""
+        return sum(d * (self.kernel_size - 1) // 2 for d in self.dilations)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dilations": list(self.dilations)}
+
+
+class ResidualConvolution(nn.Module):
+    """x + conv(gelu(norm(x))): one dilated convolution, length-preserving."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(channels)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                              padding=dilation * (kernel_size - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.gelu(self.norm(x)))  # (batch, channels, length)
+
+
+class SpliceSiteNetwork(nn.Module):
+    """One-hot bases (batch, 5, length) -> (batch, 2, length) logits: row 0 that a donor boundary lies before
+    each base (the intron starts there), row 1 an acceptor boundary (the exon starts there)."""
+
+    def __init__(self, config: SiteNetworkConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Conv1d(BASE_CODES, config.channels, 1)
+        self.blocks = nn.ModuleList(ResidualConvolution(config.channels, config.kernel_size, d) for d in config.dilations)
+        self.out = nn.Conv1d(config.channels, len(SITE_KINDS), 1)
+
+    def forward(self, one_hot: torch.Tensor) -> torch.Tensor:
+        h = self.embed(one_hot)  # (batch, channels, length)
+        for block in self.blocks:
+            h = block(h)
+        return self.out(F.gelu(h))  # (batch, 2, length)
+
+
+def one_hot_bases(codes: torch.Tensor) -> torch.Tensor:
+    """(batch, length) base codes 0-4 -> (batch, 5, length) float one-hot."""
+    return F.one_hot(codes.long(), BASE_CODES).transpose(1, 2).float()
