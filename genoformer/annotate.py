@@ -224,7 +224,8 @@ def annotate_genome(
     ``None`` (then ``organism`` is required) and only gives the scheme, organism and gene cost.
     ``gene_model`` (a :class:`~genoformer.genemodel.GeneModel` or its folder; eukaryotes) calls the genes
     with that learned gene model instead of the decoder: alone with ``evidence="none"``, else with the
-    network's probabilities weighed into its scores by ``evidence_weights`` (an
+    network's probabilities (without ``model``: its site network's alone) weighed into its scores by
+    ``evidence_weights`` (an
     :class:`~genoformer.genemodel.EvidenceWeights` or its JSON file; default: the gene model folder's
     ``evidence_weights.json``, written by ``genoformer combine`` / :func:`genoformer.combine.fit_evidence`).
     ``regions`` is a BED path or a list of Intervals; ``out`` is a prefix for PREFIX.gff3,
@@ -254,17 +255,18 @@ def annotate_genome(
         gene_model, organism = _gene_model(gene_model, organism)
     elif evidence_weights is not None:
         raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
+    sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_network
     if model is None:
-        if evidence == "network":
-            raise ConfigError("annotating with a network needs a model (--model); evidence 'none' (--evidence none) "
-                              "runs the gene decoder alone")
+        if evidence == "network" and not sites_only:
+            raise ConfigError("annotating with a network needs a model (--model), or a gene model with a site network; "
+                              "evidence 'none' (--evidence none) runs the gene decoder alone")
         if organism is None:
             raise ConfigError("without a model, give the organism (--organism prokaryote or eukaryote) to choose "
                               "the gene decoder")
         model = decoder_alone(organism)
     elif not isinstance(model, TaggingModel):
         model = load_model(model)
-    network = model.network if evidence == "network" else None
+    network = model.network if evidence == "network" else None  # None also when the site network is the only one
     scheme = model.scheme
     organism = organism or model.organism
     decoder_options = gene_decoder_options(organism, model.loss, gene_cost=gene_cost, codon_weight=codon_weight,
@@ -338,8 +340,10 @@ def annotate_genome(
                     print(f"genoformer: {fasta}: record {iv.name!r} [{iv.start}, {iv.end}) is shorter than one "
                           f"{min_stretch}-mer token; no predictions for it", file=sys.stderr)
                     continue
-                if gene_model is not None and network is None:  # the gene model reads the sequence alone
-                    tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix))
+                if gene_model is not None and network is None:  # the gene model (and its site network) read the sequence
+                    sites = (lambda r: combined(None, genome.fetch(r.name, r.start, r.end))) if sites_only else None
+                    tables.append(decode_with_gene_model(genome, gene_model, [iv], id_prefix=_stretch(genome, iv).id_prefix,
+                                                         evidence=sites))
                     continue
                 probs = probabilities(iv, update)
                 if gene_model is not None:  # the network's evidence weighed into the gene model's scores

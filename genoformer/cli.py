@@ -184,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("annotate", "predict gene regions over whole FASTA files; write GFF3, BED and probability tracks")
     p.add_argument("--model", default=None, help="model folder written by training (config.json, model.safetensors, "
-                                             "tokenizer.json); optional with --evidence none")
+                                             "tokenizer.json); optional with --evidence none, or with a --gene-model "
+                                             "that has a site network (then its evidence alone is weighed in)")
     p.add_argument("--evidence", choices=["network", "none"], default="network",
                    help="none: no network; every base gets probabilities that favour none of the decoder's choices "
                         "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
@@ -234,8 +235,10 @@ def _parser() -> argparse.ArgumentParser:
                         "cores), whose evidence `genoformer combine` weighs in")
     p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
 
-    p = command("combine", "fit how much a tagging model's evidence counts in a gene model's scores, on validation regions")
-    p.add_argument("--model", required=True, help="tagging model folder (gene-structure classes)")
+    p = command("combine", "fit how much a tagging model's and a site network's evidence count in a gene model's "
+                           "scores, on validation regions")
+    p.add_argument("--model", default=None, help="tagging model folder (gene-structure classes); omit to weigh in only "
+                                                 "the gene model's site network")
     p.add_argument("--gene-model", required=True, help="gene model folder written by `genoformer gene-model`")
     p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
     p.add_argument("--annotation", required=True, help="its reference annotation (GFF3, GTF or GenBank), to score against")

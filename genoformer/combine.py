@@ -31,13 +31,14 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
                  window_length: int | None = None, batch_size: int = 8, both_strands: bool = True,
                  device: str = "auto", settings: DecodeSettings | None = None, grid: dict | None = None,
                  progress: Callable[[str], None] | None = None) -> FittedEvidence:
-    """Fit and write the weights of ``model``'s evidence (a tagging model folder or ``load_model`` result)
-    in ``gene_model``'s scores (a folder or :class:`~genoformer.genemodel.GeneModel`) on ``regions``
-    (a BED path or Intervals) of ``fasta``, scored against ``annotation`` (a path or ``read_annotation``
-    table). ``out``: the weights file (default: the gene model folder's ``evidence_weights.json``; needed
-    when ``gene_model`` is an object). Prediction options are ``annotate_genome``'s; ``grid`` and
-    ``settings`` :func:`~genoformer.genemodel.fit_evidence_weights`'."""
-    from .annotate import TaggingModel, _device, genome_stretches, load_model
+    """Fit and write the weights of ``model``'s evidence (a tagging model folder or ``load_model`` result;
+    None: none, only the gene model's site network is weighed in) in ``gene_model``'s scores (a folder or
+    :class:`~genoformer.genemodel.GeneModel`) on ``regions`` (a BED path or Intervals) of ``fasta``,
+    scored against ``annotation`` (a path or ``read_annotation`` table). ``out``: the weights file
+    (default: the gene model folder's ``evidence_weights.json``; needed when ``gene_model`` is an
+    object). Prediction options are ``annotate_genome``'s; ``grid`` and ``settings``
+    :func:`~genoformer.genemodel.fit_evidence_weights`'."""
+    from .annotate import TaggingModel, _device, decoder_alone, genome_stretches, load_model
     from .genome import Genome, read_annotation
     from .predict import predict_record
 
@@ -47,25 +48,31 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
         out = Path(gene_model) / WEIGHTS_FILE
     if not isinstance(gene_model, GeneModel):
         gene_model = GeneModel.load(gene_model)
-    if not isinstance(model, TaggingModel):
-        model = load_model(model)
-    if model.scheme.kind != "gene_structure" or "CDS" not in model.scheme.classes:
-        raise ConfigError(f"combining with a gene model needs a gene-structure tagging model with a CDS class; this "
-                          f"one's classes are {list(model.scheme.classes)}")
-    window = window_length or model.window_length
-    if window < max(model.tokenizer.k, 1):
-        raise ConfigError(f"window length {window} is below the model's minimum ({model.tokenizer.k} bases); "
-                          "set the window length")
     genome = Genome(fasta)
     stretches = genome_stretches(genome, fasta, regions=regions)
     table = annotation if not isinstance(annotation, (str, Path)) else read_annotation(annotation)
-    dev = _device(device)
-    model.network.to(dev)
+    if model is None:
+        if gene_model.site_network is None:
+            raise ConfigError("nothing to combine: give a tagging model (--model), or a gene model with a site "
+                              "network (`genoformer gene-model --site-network-steps N`)")
+        model, probabilities = decoder_alone("eukaryote"), None
+    else:
+        if not isinstance(model, TaggingModel):
+            model = load_model(model)
+        if model.scheme.kind != "gene_structure" or "CDS" not in model.scheme.classes:
+            raise ConfigError(f"combining with a gene model needs a gene-structure tagging model with a CDS class; "
+                              f"this one's classes are {list(model.scheme.classes)}")
+        window = window_length or model.window_length
+        if window < max(model.tokenizer.k, 1):
+            raise ConfigError(f"window length {window} is below the model's minimum ({model.tokenizer.k} bases); "
+                              "set the window length")
+        dev = _device(device)
+        model.network.to(dev)
 
-    def probabilities(iv):  # (2, classes, len(iv))
-        return predict_record(model.network, genome, iv.name, model.tokenizer, model.scheme.n_classes,
-                              window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
-                              both_strands=both_strands, device=dev)
+        def probabilities(iv):  # (2, classes, len(iv))
+            return predict_record(model.network, genome, iv.name, model.tokenizer, model.scheme.n_classes,
+                                  window_length=window, start=iv.start, end=iv.end, batch_size=batch_size,
+                                  both_strands=both_strands, device=dev)
 
     fit = fit_evidence_weights(genome, table, stretches, gene_model, probabilities, model.scheme.classes,
                                settings=settings, grid=grid, progress=progress)

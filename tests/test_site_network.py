@@ -166,3 +166,41 @@ def test_site_evidence_adds_its_weighted_shifted_logits_to_each_donor_and_accept
     assert sum(len(t.cds) for t in called) > sum(len(t.cds) for t in alone)
     with pytest.raises(ConfigError, match="the gene model has none"):
         combined_evidence(weights, ("CDS",), None)
+
+
+def test_without_a_tagger_combine_fits_the_site_weights_and_annotate_uses_them(tmp_path, capsys, athaliana, trained):
+    """The site network alone as evidence: `genoformer combine` without --model searches only its weights, and
+    `annotate --gene-model` without --model calls genes with them (weights 0: the gene model alone's genes)."""
+    from genoformer.cli import main
+
+    genome, annotation = athaliana
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GeneModel.fit(genome, annotation, TRAIN)
+    model.site_network = trained
+    model.save(tmp_path / "genes")
+    (tmp_path / "val.bed").write_text("Chr4\t0\t60000\n")
+    common = ["--fasta", str(ATHALIANA_FASTA), "--regions", str(tmp_path / "val.bed")]
+    assert main(["combine", "--gene-model", str(tmp_path / "genes"), "--annotation", str(ATHALIANA_GFF), *common]) == 0
+    fitted = json.loads((tmp_path / "genes" / "evidence_weights.json").read_text())
+    tried = {name for trial in fitted["fit"]["trials"] for name, value in trial["weights"].items() if value}
+    assert tried <= {"sites", "site_offset", "cap"} and "sites" in tried  # the tagger's weights stay 0
+    capsys.readouterr()
+
+    def annotate(out, *extra):
+        assert main(["annotate", "--gene-model", str(tmp_path / "genes"), *common, "--out", str(tmp_path / out),
+                     *extra]) == 0
+        return read_annotation(tmp_path / f"{out}.gff3")
+
+    with_sites = annotate("sites")
+    assert not (tmp_path / "sites.CDS.plus.bedgraph").exists()  # no tagger: no probability tracks
+    EvidenceWeights().save(tmp_path / "zero.json")
+    zero, alone = annotate("zero", "--evidence-weights", str(tmp_path / "zero.json")), annotate("alone", "--evidence", "none")
+    cds = [sorted(map(tuple, t.loc[t["type"] == "CDS", ["start", "end"]].to_numpy().tolist())) for t in (with_sites, zero, alone)]
+    assert cds[1] == cds[2] and len(cds[2]) > 20
+    if fitted["weights"]["sites"]:
+        assert cds[0] != cds[2]
+    model.site_network = None
+    model.save(tmp_path / "bare")
+    assert main(["combine", "--gene-model", str(tmp_path / "bare"), "--annotation", str(ATHALIANA_GFF), *common]) == 2
+    assert "give a tagging model (--model), or a gene model with a site network" in capsys.readouterr().err

@@ -71,14 +71,23 @@ class EvidenceWeights:
         if self.cap <= 0:
             raise ConfigError(f"evidence cap must be > 0 nats, got {self.cap}")
 
-    def strand_evidence(self, probs: np.ndarray, classes: Sequence[str],
+    def strand_evidence(self, probs: np.ndarray | None, classes: Sequence[str],
                         site_logits: Sequence[np.ndarray] | None = None) -> list[StrandEvidence]:
         """The extra terms of the + and − strands (each in its strand's coordinates) from (2, classes, n)
-        probabilities in forward coordinates (row 0: + strand genes) and, with site weights, each strand's
-        (2, n + 1) site network logits in its own coordinates (:meth:`SiteNetwork.logits`)."""
+        probabilities in forward coordinates (row 0: + strand genes; None: no tagger, its weights must be
+        0) and, with site weights, each strand's (2, n + 1) site network logits in its own coordinates
+        (:meth:`SiteNetwork.logits`)."""
         site_logits = site_logits or (None, None)
-        return [self.terms(*network_log_odds(strand_probs, classes), sites)
-                for strand_probs, sites in zip(_strand_rows(probs), site_logits)]
+        return [self.terms(*log_odds, sites) for log_odds, sites in zip(self.log_odds(probs, classes), site_logits)]
+
+    def log_odds(self, probs: np.ndarray | None, classes: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each strand's per-base (CDS, intron) log-odds of a tagger's probabilities; zeros without one."""
+        if probs is not None:
+            return [network_log_odds(strand_probs, classes) for strand_probs in _strand_rows(probs)]
+        if self.cds or self.intron:
+            raise ConfigError(f"evidence weights cds {self.cds} and intron {self.intron} weigh a tagging network's "
+                              "probabilities: give the tagging model (--model), or weights 0")
+        return [(np.zeros(1), np.zeros(1))] * 2  # broadcast over every base
 
     def terms(self, cds_log_odds: np.ndarray, intron_log_odds: np.ndarray,
               site_logits: np.ndarray | None = None) -> StrandEvidence:
@@ -161,11 +170,12 @@ def combined_evidence(weights: EvidenceWeights, classes: Sequence[str],
     if weights.sites and site_network is None:
         raise ConfigError(f"evidence weight sites {weights.sites} weighs in a site network, but the gene model has none")
 
-    def evidence(probs: np.ndarray, sequence: str | None = None) -> tuple[list[StrandEvidence], StrandSums]:
+    def evidence(probs: np.ndarray | None, sequence: str | None = None) -> tuple[list[StrandEvidence], StrandSums]:
         if weights.sites and sequence is None:
             raise ConfigError("weighing in the site network needs the stretch's sequence")
         site_logits = strand_site_logits(site_network, sequence) if weights.sites else None
-        return weights.strand_evidence(probs, classes, site_logits), StrandSums(probs, classes)
+        sums = StrandSums(probs, classes) if probs is not None else StrandSums(np.zeros((2, 0, 0)), ())
+        return weights.strand_evidence(probs, classes, site_logits), sums
 
     return evidence
 
@@ -227,14 +237,13 @@ def regional_scores(reference: pd.DataFrame, prediction: pd.DataFrame, regions: 
 class _Stretch:
     """One validation stretch prepared once: both strands' gene-model terms and network log-odds."""
 
-    def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray, classes: Sequence[str],
+    def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray | None, classes: Sequence[str],
                  site_network: SiteNetwork | None):
-        probs = check_inputs(sequence, probs)
         codes = encode_bases(sequence)
         self.length = len(codes)
         self.views = (codes, reverse_complement_codes(codes))
         self.terms = [tables.strand_terms(view) for view in self.views]
-        self.log_odds = [network_log_odds(strand_probs, classes) for strand_probs in _strand_rows(probs)]
+        self.log_odds = EvidenceWeights().log_odds(None if probs is None else check_inputs(sequence, probs), classes)
         self.site_logits = strand_site_logits(site_network, sequence) or [None, None]
 
     def transcripts(self, tables: ScoringTables, weights: EvidenceWeights):
@@ -244,31 +253,35 @@ class _Stretch:
 
 
 def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Interval], gene_model: GeneModel,
-                         probabilities: Callable[[Interval], np.ndarray], classes: Sequence[str], *,
+                         probabilities: Callable[[Interval], np.ndarray] | None, classes: Sequence[str], *,
                          settings: DecodeSettings | None = None, grid: dict | None = None, rounds: int = 2,
                          progress: Callable[[str], None] | None = None) -> EvidenceFit:
     """Weights for the network's evidence that maximise :data:`OBJECTIVE` on ``regions`` of ``genome``
     against ``annotation`` (``read_annotation``), decoding with ``gene_model`` and ``settings``.
 
     ``probabilities(region)`` gives a region's (2, classes, length) network probabilities (``classes``
-    names the rows). A coordinate search: each weight in turn takes the best of its ``grid`` values
+    names the rows); None: no tagging network, only the site network's weights are searched. A coordinate search: each weight in turn takes the best of its ``grid`` values
     (default :data:`SEARCH_GRID`) with the others held, for ``rounds`` rounds, from all weights 0 (the
     gene model alone, so the fit never scores below it on these regions). The site weights are searched
     only when the gene model has a site network. Fitting and scoring on the same regions is optimistic:
     score the result on other regions.
     """
     grid = dict(grid or SEARCH_GRID)
-    if gene_model.site_network is None:
-        for name in SITE_FIELDS:
-            grid.pop(name, None)
+    dropped = (SITE_FIELDS if gene_model.site_network is None else ()) + (
+        ("cds", "intron", "cap") if probabilities is None else ())
+    for name in dropped:
+        grid.pop(name, None)
+    if not grid:
+        raise ConfigError("nothing to fit: without a tagging network the gene model needs a site network")
     unknown = set(grid) - set(EvidenceWeights.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"evidence search grid names unknown weights {sorted(unknown)}")
     if not regions:
         raise ConfigError("fitting evidence weights needs at least one validation region")
     tables = ScoringTables(gene_model, settings or DecodeSettings())
-    stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end), probabilities(iv), classes,
-                          gene_model.site_network) for iv in regions]
+    stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end),
+                          None if probabilities is None else probabilities(iv), classes, gene_model.site_network)
+                 for iv in regions]
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())
     tried: dict[EvidenceWeights, dict] = {}
     trials: list[dict] = []
