@@ -19,7 +19,8 @@ Peers (Debian: ``apt-get install prodigal augustus augustus-data``):
 
 ``--gene-model DIR`` (learned by ``genoformer gene-model``, e.g. on ``athaliana_chr1_train.bed``) adds a row
 per A. thaliana data set: genoformer's gene model alone, no network, decoded over the same held-out
-regions. ``--whole-genome`` adds a row per peer scored over its whole genome (AUGUSTUS then runs a
+regions; and a second row with its site network's evidence where the folder has a site network and its
+weights (``gene-model --site-network-steps``, then ``combine`` without a tagger). ``--whole-genome`` adds a row per peer scored over its whole genome (AUGUSTUS then runs a
 second time, on every record), comparable with the numbers in docs/field-notes.md.
 
 Both sides are read with :func:`genoformer.genome.annotation.read_annotation` and compared by
@@ -50,7 +51,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genoformer.evaluate import evaluate, write_json  # noqa: E402
-from genoformer.genemodel import GeneModel, decode_with_gene_model  # noqa: E402
+from genoformer.genemodel import EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model  # noqa: E402
+from genoformer.genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE  # noqa: E402
 from genoformer.genome.annotation import read_annotation  # noqa: E402
 from genoformer.genome.fasta import Genome  # noqa: E402
 from genoformer.genome.intervals import Interval, read_bed_regions  # noqa: E402
@@ -210,16 +212,28 @@ def run_peer(dataset: Dataset, genome: Genome, stretches: list[Interval], workdi
     return on_genome(read_annotation(out), names), seconds, tool, shlex.join(argv)
 
 
-def gene_model_row(dataset: Dataset, genome: Genome, reference: pd.DataFrame, held_out: list[Interval],
-                   folder: Path) -> dict:
-    """genoformer's gene model alone (no network) decoded over the held-out regions, timed like a peer."""
+def gene_model_rows(dataset: Dataset, genome: Genome, reference: pd.DataFrame, held_out: list[Interval],
+                    folder: Path) -> list[dict]:
+    """genoformer's gene model alone (no network) decoded over the held-out regions, timed like a peer; and,
+    when the folder has a site network and weights for it alone (``genoformer combine`` without a
+    tagger), the gene model with the site network's evidence."""
     model = GeneModel.load(folder)
-    cpu, start = time.process_time(), time.perf_counter()
-    prediction = decode_with_gene_model(genome, model, held_out)
-    seconds = (time.perf_counter() - start, time.process_time() - cpu)
-    results = evaluate(reference, prediction, lengths=genome.lengths, regions=held_out)
-    return scores_row(dataset.label, "genoformer gene model alone", region_label(held_out, genome.lengths), seconds,
-                      results, gene_model=str(folder), training_genes=model.report.get("genes used"))
+    variants = [("genoformer gene model alone", None)]
+    if model.site_model is not None and (folder / EVIDENCE_WEIGHTS_FILE).is_file():
+        weights = EvidenceWeights.load(folder)
+        if weights.reads_site_network and not (weights.cds or weights.intron):
+            sites = combined_evidence(weights, ("CDS",), model.site_model)
+            variants.append(("genoformer gene model + site network",
+                             lambda r: sites(None, genome.fetch(r.name, r.start, r.end))))
+    rows = []
+    for label, evidence in variants:
+        cpu, start = time.process_time(), time.perf_counter()
+        prediction = decode_with_gene_model(genome, model, held_out, evidence=evidence)
+        seconds = (time.perf_counter() - start, time.process_time() - cpu)
+        results = evaluate(reference, prediction, lengths=genome.lengths, regions=held_out)
+        rows.append(scores_row(dataset.label, label, region_label(held_out, genome.lengths), seconds, results,
+                               gene_model=str(folder), training_genes=model.report.get("genes used")))
+    return rows
 
 
 def dataset_path(text: str) -> Path:
@@ -256,7 +270,7 @@ def bench_dataset(key: str, *, run_peers: bool, whole_genome: bool, genoformer: 
                 results = evaluate(reference, prediction, lengths=lengths, regions=scope)
                 rows.append(scores_row(dataset.label, tool, region_label(scope, lengths), seconds, results, command=command))
     if gene_model is not None and dataset.species == "arabidopsis":
-        rows.append(gene_model_row(dataset, genome, reference, held_out, gene_model))
+        rows += gene_model_rows(dataset, genome, reference, held_out, gene_model)
     for path in genoformer:
         results = evaluate(reference, read_annotation(path), lengths=lengths, regions=held_out)
         rows.append(scores_row(dataset.label, "genoformer", region_label(held_out, lengths), None, results, prediction=str(path)))

@@ -255,7 +255,7 @@ def annotate_genome(
         gene_model, organism = _gene_model(gene_model, organism)
     elif evidence_weights is not None:
         raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
-    sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_network
+    sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_model is not None
     if model is None:
         if evidence == "network" and not sites_only:
             raise ConfigError("annotating with a network needs a model (--model), or a gene model with a site network; "
@@ -284,7 +284,7 @@ def annotate_genome(
                               "set --window-length")
         dev = _device(device)
         network.to(dev)
-    combined = combined_evidence(weights, scheme.classes, gene_model.site_network) if weights is not None else None
+    combined = combined_evidence(weights, scheme.classes, gene_model.site_model) if weights is not None else None
     genome = Genome(fasta)
     learnt_on = start_model.records if start_model is not None else ()
     if learnt_on and not set(learnt_on) & set(genome.names):

@@ -231,8 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", default=None, help="BED file: learn only from genes wholly inside these (default: all records)")
     p.add_argument("--order", type=positive_int, default=5, help="order of the coding and non-coding Markov chains (1-8)")
     p.add_argument("--site-network-steps", type=non_negative_int, default=0,
-                   help="also train a splice-site network for this many steps (0: none; 1500: ~8 minutes on 2 CPU "
-                        "cores), whose evidence `genoformer combine` weighs in")
+                   help="also train a splice-site network for this many steps (0: none; 1500: "
+                        "~9 minutes on 2 CPU cores), whose evidence `genoformer combine` weighs in")
     p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
 
     p = command("combine", "fit how much a tagging model's and a site network's evidence count in a gene model's "

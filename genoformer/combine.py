@@ -52,7 +52,7 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
     stretches = genome_stretches(genome, fasta, regions=regions)
     table = annotation if not isinstance(annotation, (str, Path)) else read_annotation(annotation)
     if model is None:
-        if gene_model.site_network is None:
+        if gene_model.site_model is None:
             raise ConfigError("nothing to combine: give a tagging model (--model), or a gene model with a site "
                               "network (`genoformer gene-model --site-network-steps N`)")
         model, probabilities = decoder_alone("eukaryote"), None

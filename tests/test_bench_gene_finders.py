@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from genoformer.evaluate import evaluate
-from genoformer.genemodel import GeneModel
+from genoformer.genemodel import EvidenceWeights, GeneModel
+from genoformer.genemodel.evidence import WEIGHTS_FILE
 from genoformer.genome.annotation import read_annotation
 from genoformer.genome.fasta import Genome
 from genoformer.genome.intervals import Interval, read_bed_regions
@@ -102,13 +103,21 @@ def test_augustus_on_a_region_inside_a_record_calls_genes_where_they_are_on_the_
 def test_gene_model_rows_decode_the_held_out_regions_with_a_saved_gene_model(athaliana_fasta, athaliana_gff, tmp_path):
     genome, reference = Genome(athaliana_fasta), read_annotation(athaliana_gff)
     training = [Interval(name, 0, genome.lengths[name]) for name in ("Chr1", "Chr2", "Chr3", "Chr4")]
-    GeneModel.fit(genome, reference, training).save(tmp_path / "model")
+    GeneModel.fit(genome, reference, training, site_network_steps=3).save(tmp_path / "model")
     held_out = [Interval("Chr5", 0, 60_000)]
-    row = gene_finders.gene_model_row(gene_finders.DATASETS["athaliana"], genome, reference, held_out, tmp_path / "model")
+
+    def rows():
+        return gene_finders.gene_model_rows(gene_finders.DATASETS["athaliana"], genome, reference, held_out,
+                                            tmp_path / "model")
+
+    [row] = rows()  # no evidence weights in the folder: the gene model alone
     assert row["tool"] == "genoformer gene model alone" and row["training_genes"] > 250 and row["seconds"] > 0 and row["cpu_seconds"] > 0
     assert row["results"]["nucleotide"]["coding"]["f1"] > 0.8
     table = gene_finders.format_rows([row])
     assert "| A. thaliana 1% slices | genoformer gene model alone | held-out Chr5 (60,000 bp) |" in table
+    EvidenceWeights(sites=0.5, site_offset=2.0).save(tmp_path / "model" / WEIGHTS_FILE)
+    alone, with_sites = rows()
+    assert with_sites["tool"] == "genoformer gene model + site network" and with_sites["results"] != alone["results"]
 
 
 def test_the_chromosome_1_data_sets_read_files_given_on_the_command_line(tmp_path):

@@ -125,7 +125,7 @@ def test_a_version_1_weights_file_reads_with_the_site_weights_0(tmp_path):
     path = tmp_path / WEIGHTS_FILE
     path.write_text('{"format": "genoformer evidence weights", "format_version": 1, '
                     '"weights": {"cds": 0.1, "intron": 0.2, "cap": 2}}')
-    assert EvidenceWeights.load(path) == EvidenceWeights(cds=0.1, intron=0.2, cap=2.0, sites=0.0, site_offset=0.0)
+    assert EvidenceWeights.load(path) == EvidenceWeights(cds=0.1, intron=0.2, cap=2.0)  # every site weight 0
 
 
 def test_a_missing_weights_file_names_the_command_that_fits_one(tmp_path):

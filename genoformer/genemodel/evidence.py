@@ -9,8 +9,8 @@ say: neighbouring bases' probabilities are not independent evidence. The gene mo
 network (:mod:`genoformer.genemodel.site_network`), where it has one, adds ``sites * (logit +
 site_offset)`` to each donor and acceptor a path uses: its log-odds that the candidate is a real site;
 the offset moves the level at which a site pays for itself (the network's logits carry the training
-share of real sites among candidates, ~1 in 150). With all weights 0 the combination is the gene
-model alone, exactly.
+share of real sites among candidates, ~1 in 150). With all weights 0 the combination is the gene model
+alone, exactly.
 
 The weights are fitted on validation regions (:func:`fit_evidence_weights`: a coordinate search over
 a small grid maximising the mean of nucleotide CDS F1, CDS exon F1 and gene F1 of the project's
@@ -34,7 +34,7 @@ from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.decode import DecodeSettings, ScoringTables, StrandEvidence
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.site_network import SiteNetwork
+from genoformer.genemodel.site_network import SiteModel
 from genoformer.genome.intervals import Interval
 from genoformer.model.sites import SITE_KINDS
 
@@ -65,18 +65,23 @@ class EvidenceWeights:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"evidence weight {name!r} must be a finite number, got {value!r}")
-        if self.cds < 0 or self.intron < 0 or self.sites < 0:
+        if min(self.cds, self.intron, self.sites) < 0:
             raise ConfigError(f"evidence weights must be >= 0, got cds {self.cds}, intron {self.intron}, "
                               f"sites {self.sites}")
         if self.cap <= 0:
             raise ConfigError(f"evidence cap must be > 0 nats, got {self.cap}")
+
+    @property
+    def reads_site_network(self) -> bool:
+        """Whether these weights weigh in a site network's evidence (and so need one)."""
+        return self.sites != 0
 
     def strand_evidence(self, probs: np.ndarray | None, classes: Sequence[str],
                         site_logits: Sequence[np.ndarray] | None = None) -> list[StrandEvidence]:
         """The extra terms of the + and − strands (each in its strand's coordinates) from (2, classes, n)
         probabilities in forward coordinates (row 0: + strand genes; None: no tagger, its weights must be
         0) and, with site weights, each strand's (2, n + 1) site network logits in its own coordinates
-        (:meth:`SiteNetwork.logits`)."""
+        (:meth:`SiteModel.logits`)."""
         site_logits = site_logits or (None, None)
         return [self.terms(*log_odds, sites) for log_odds, sites in zip(self.log_odds(probs, classes), site_logits)]
 
@@ -94,10 +99,10 @@ class EvidenceWeights:
         """One strand's extra terms from the network's per-base log-odds (``network_log_odds``) and the
         site network's (2, n + 1) logits (needed when ``sites`` is not 0)."""
         signals = None
-        if self.sites:
+        if self.reads_site_network:
             if site_logits is None:
-                raise ConfigError(f"evidence weight sites {self.sites} needs a site network's logits: the gene "
-                                  "model has no site network (learn one with its site network steps above 0)")
+                raise ConfigError(f"evidence weight sites {self.sites} needs a site network's logits: the gene model "
+                                  "has none (learn one with site network steps above 0)")
             signals = {kind: self.sites * (site_logits[row] + self.site_offset) for row, kind in enumerate(SITE_KINDS)}
         return StrandEvidence(cds=self.cds * np.clip(cds_log_odds, -self.cap, self.cap),
                               intron=self.intron * np.clip(intron_log_odds, -self.cap, self.cap), signals=signals)
@@ -152,28 +157,28 @@ def _strand_rows(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probs[0], probs[1, :, ::-1]
 
 
-def strand_site_logits(site_network: SiteNetwork | None, sequence: str) -> list[np.ndarray] | None:
+def strand_site_logits(site_model: SiteModel | None, sequence: str) -> list[np.ndarray] | None:
     """The site network's (2, n + 1) logits on the + and the − strand of ``sequence`` (each in its strand's
     coordinates); None without a site network."""
-    if site_network is None:
+    if site_model is None:
         return None
     codes = encode_bases(sequence)
-    return [site_network.logits(view) for view in (codes, reverse_complement_codes(codes))]
+    return [site_model.logits(view) for view in (codes, reverse_complement_codes(codes))]
 
 
 def combined_evidence(weights: EvidenceWeights, classes: Sequence[str],
-                      site_network: SiteNetwork | None = None) -> Callable[..., tuple]:
+                      site_model: SiteModel | None = None) -> Callable[..., tuple]:
     """For :func:`~genoformer.genemodel.decode.decode_with_gene_model`'s ``evidence``: a stretch's (2, classes,
     n) probabilities and its sequence -> the strands' extra terms and the sums that score the called
-    features. ``site_network`` (the gene model's) is run on the sequence when ``weights.sites`` is not 0."""
+    features. ``site_model`` (the gene model's) is run on the sequence when the weights read it."""
     classes = tuple(classes)
-    if weights.sites and site_network is None:
+    if weights.reads_site_network and site_model is None:
         raise ConfigError(f"evidence weight sites {weights.sites} weighs in a site network, but the gene model has none")
 
     def evidence(probs: np.ndarray | None, sequence: str | None = None) -> tuple[list[StrandEvidence], StrandSums]:
-        if weights.sites and sequence is None:
+        if weights.reads_site_network and sequence is None:
             raise ConfigError("weighing in the site network needs the stretch's sequence")
-        site_logits = strand_site_logits(site_network, sequence) if weights.sites else None
+        site_logits = strand_site_logits(site_model, sequence) if weights.reads_site_network else None
         sums = StrandSums(probs, classes) if probs is not None else StrandSums(np.zeros((2, 0, 0)), ())
         return weights.strand_evidence(probs, classes, site_logits), sums
 
@@ -238,13 +243,13 @@ class _Stretch:
     """One validation stretch prepared once: both strands' gene-model terms and network log-odds."""
 
     def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray | None, classes: Sequence[str],
-                 site_network: SiteNetwork | None):
+                 site_model: SiteModel | None):
         codes = encode_bases(sequence)
         self.length = len(codes)
         self.views = (codes, reverse_complement_codes(codes))
         self.terms = [tables.strand_terms(view) for view in self.views]
         self.log_odds = EvidenceWeights().log_odds(None if probs is None else check_inputs(sequence, probs), classes)
-        self.site_logits = strand_site_logits(site_network, sequence) or [None, None]
+        self.site_logits = strand_site_logits(site_model, sequence) or [None, None]
 
     def transcripts(self, tables: ScoringTables, weights: EvidenceWeights):
         decoded = [tables.decode(view, terms.scores(weights.terms(*log_odds, sites)))
@@ -267,7 +272,7 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
     score the result on other regions.
     """
     grid = dict(grid or SEARCH_GRID)
-    dropped = (SITE_FIELDS if gene_model.site_network is None else ()) + (
+    dropped = (SITE_FIELDS if gene_model.site_model is None else ()) + (
         ("cds", "intron", "cap") if probabilities is None else ())
     for name in dropped:
         grid.pop(name, None)
@@ -280,7 +285,7 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
         raise ConfigError("fitting evidence weights needs at least one validation region")
     tables = ScoringTables(gene_model, settings or DecodeSettings())
     stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end),
-                          None if probabilities is None else probabilities(iv), classes, gene_model.site_network)
+                          None if probabilities is None else probabilities(iv), classes, gene_model.site_model)
                  for iv in regions]
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())
     tried: dict[EvidenceWeights, dict] = {}

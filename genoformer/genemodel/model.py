@@ -23,7 +23,7 @@ from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, WEIGHTS_FILE as SITE_WEIGHTS_FILE
-from genoformer.genemodel.site_network import SiteNetwork, SiteTraining, fit_site_network
+from genoformer.genemodel.site_network import SiteModel, SiteTraining, fit_site_network
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, MAX_DECOYS, START_RANKS, WINDOWS, fit_site_table, log_odds_table, rank_log_odds,
 )
@@ -59,7 +59,7 @@ class GeneModel:
     pseudocount: float = 1.0
     # A splice-site network trained beside it (genemodel.site_network), whose evidence the decoder weighs in
     # with fitted EvidenceWeights; stored in the same folder. None: none was trained.
-    site_network: SiteNetwork | None = field(default=None, compare=False, repr=False)
+    site_model: SiteModel | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ fitting
 
@@ -95,13 +95,13 @@ class GeneModel:
         check_training_genes(counts, annotation, genome.path, regions)
         fitted = {kind: _fitted_signal(counts, kind) for kind in WINDOWS}  # kind -> (table, rank weights)
         counts.report["training seconds"] = round(time.perf_counter() - began, 1)
-        site_network = None
+        site_model = None
         if site_network_steps:
-            site_network = fit_site_network(genome, annotation, regions, donor_words=_signal_words(counts.donors, "GT"),
-                                            acceptor_words=_signal_words(counts.acceptors, "AG"),
-                                            training=SiteTraining(steps=site_network_steps), progress=progress)
-            counts.report.update({f"site network {key}": value for key, value in site_network.report.items()})
-        return cls(site_network=site_network, order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
+            words = {"donor": _signal_words(counts.donors, "GT"), "acceptor": _signal_words(counts.acceptors, "AG")}
+            site_model = fit_site_network(genome, annotation, regions, words=words,
+                                          training=SiteTraining(steps=site_network_steps), progress=progress)
+            counts.report.update({f"site network {key}": value for key, value in site_model.report.items()})
+        return cls(site_model=site_model, order=order, coding=counts.coding, intron=counts.intron, intergenic=counts.intergenic,
                    background=counts.background, signals=counts.signals,
                    fitted_signals={kind: table for kind, (table, _) in fitted.items()},
                    start_rank_weights=fitted["start"][1],
@@ -141,8 +141,8 @@ class GeneModel:
         path = Path(folder) / FILE_NAME
         with atomic_write(path) as handle:
             json.dump(self.to_dict(), handle, separators=(",", ":"))
-        if self.site_network is not None:
-            self.site_network.save(folder)
+        if self.site_model is not None:
+            self.site_model.save(folder)
         else:
             for name in (SITE_CONFIG_FILE, SITE_WEIGHTS_FILE):
                 (Path(folder) / name).unlink(missing_ok=True)
@@ -162,7 +162,7 @@ class GeneModel:
             raise ModelFileError(path, "not a gene model: expected a JSON object")
         model = cls.from_dict(data, path)
         if (Path(folder) / SITE_CONFIG_FILE).exists():
-            model.site_network = SiteNetwork.load(folder)
+            model.site_model = SiteModel.load(folder)
         return model
 
     @classmethod

@@ -3,10 +3,11 @@ the gene model's folder, read at decoding time as evidence on each candidate don
 
 Training (:func:`fit_site_network`) reads both strands of the training regions. Every donor and acceptor
 candidate the decoder would consider (the gene model's donor and acceptor dinucleotides) is a labelled
-position: 1 where an annotated coding transcript (any isoform) splices there, 0 elsewhere; other bases
-carry no label. Random crops of both strands are drawn, and the network (``genoformer.model.sites``)
-is fitted by binary cross-entropy at the labelled positions of each crop's interior (a network's
-reach from either crop edge, where its padding would stand in for sequence, is left out).
+position of its kind: 1 where an annotated coding transcript (any isoform) splices there, 0 elsewhere;
+other bases carry no label. Random crops of both strands are drawn, and the network
+(:class:`genoformer.model.sites.SiteNetwork`) is fitted by binary cross-entropy at the labelled
+positions of each crop's interior (a network's reach from either crop edge, where its padding would
+stand in for sequence, is left out).
 
 Its output is the log-odds that a candidate is a real site, at the training set's share of real sites
 among candidates. :class:`~genoformer.genemodel.evidence.EvidenceWeights` scales and shifts it into the
@@ -37,7 +38,7 @@ from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.training import _merged, coding_transcripts
 from genoformer.genome.intervals import Interval
-from genoformer.model.sites import SITE_KINDS, SiteNetworkConfig, SpliceSiteNetwork, one_hot_bases
+from genoformer.model.sites import SITE_KINDS, SiteNetwork, SiteNetworkConfig, one_hot_bases
 
 CONFIG_FILE = "site_network.json"
 WEIGHTS_FILE = "site_network.safetensors"
@@ -65,21 +66,19 @@ class SiteTraining:
                               f"warmup >= 0; got {self}")
 
 
-def site_labels(codes: np.ndarray, donors: Sequence[int], acceptors: Sequence[int], donor_words: Sequence[str],
-                acceptor_words: Sequence[str]) -> np.ndarray:
-    """(2, n) int8 labels of one strand (``codes`` in strand coordinates): row 0 donors, row 1 acceptors;
-    at each candidate boundary 1 if it is listed in ``donors`` / ``acceptors`` (boundaries, strand
+def site_labels(codes: np.ndarray, real: dict[str, Sequence[int]], words: dict[str, Sequence[str]]) -> np.ndarray:
+    """(kinds, n) int8 labels of one strand (``codes`` in strand coordinates), a row per ``SITE_KINDS``: at
+    each candidate boundary of a kind (its ``words``) 1 if ``real`` lists it (boundaries, strand
     coordinates), else 0; :data:`UNLABELLED` at other positions and at listed sites that are not candidates."""
     n = len(codes)
-    candidates = signal_positions(codes, starts=(), stops=(), donors=donor_words, acceptors=acceptor_words)
-    labels = np.full((2, n), UNLABELLED, np.int8)
-    for row, (kind, real) in enumerate(zip(SITE_KINDS, (donors, acceptors))):
+    candidates = signal_positions(codes, starts=(), stops=(), donors=words["donor"], acceptors=words["acceptor"])
+    labels = np.full((len(SITE_KINDS), n), UNLABELLED, np.int8)
+    for row, kind in enumerate(SITE_KINDS):
         at = candidates[kind]
-        at = at[at < n]
-        labels[row, at] = 0
-        real = np.asarray(sorted(set(real)), dtype=np.int64)
-        real = real[(real >= 0) & (real < n)]
-        labels[row, real[labels[row, real] == 0]] = 1
+        labels[row, at[at < n]] = 0
+        listed = np.asarray(sorted(set(real.get(kind, ()))), dtype=np.int64)
+        listed = listed[(listed >= 0) & (listed < n)]
+        labels[row, listed[labels[row, listed] == 0]] = 1
     return labels
 
 
@@ -111,27 +110,27 @@ def region_sites(annotation: pd.DataFrame, region: Interval, by_record: dict | N
 
 
 @dataclass
-class SiteNetwork:
-    """A trained :class:`~genoformer.model.sites.SpliceSiteNetwork` and the candidate words it scores."""
+class SiteModel:
+    """A trained :class:`~genoformer.model.sites.SiteNetwork` and the candidate words of each kind it scores."""
 
-    network: SpliceSiteNetwork
-    donor_words: tuple[str, ...]
-    acceptor_words: tuple[str, ...]
+    network: SiteNetwork
+    words: dict[str, tuple[str, ...]]  # kind (donor, acceptor) -> its candidate dinucleotides
     report: dict = field(default_factory=dict)
 
     @torch.no_grad()
     def logits(self, codes: np.ndarray) -> np.ndarray:
-        """(2, n + 1) float32 log-odds of one strand (``codes`` in strand coordinates): row 0 that boundary x
-        is a donor, row 1 an acceptor (boundary n: 0). Read at candidate boundaries only."""
+        """(kinds, n + 1) float32 log-odds of one strand (``codes`` in strand coordinates), a row per
+        ``SITE_KINDS``: that boundary x is a donor, an acceptor (boundary n: 0). Read at candidate
+        boundaries only."""
         self.network.eval()
         n, reach = len(codes), self.network.config.reach
-        out = np.zeros((2, n + 1), np.float32)
+        out = np.zeros((len(SITE_KINDS), n + 1), np.float32)
         device = next(self.network.parameters()).device
         for start in range(0, n, PREDICT_CHUNK):
             lo, hi = max(0, start - reach), min(n, start + PREDICT_CHUNK + reach)
             end = min(n, start + PREDICT_CHUNK)
             piece = torch.as_tensor(codes[lo:hi].astype(np.int64), device=device)[None]
-            logits = self.network(one_hot_bases(piece))[0].float().cpu().numpy()  # (2, hi - lo)
+            logits = self.network(one_hot_bases(piece))[0].float().cpu().numpy()  # (kinds, hi - lo)
             out[:, start:end] = logits[:, start - lo:end - lo]
         return out
 
@@ -144,13 +143,13 @@ class SiteNetwork:
         with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
             handle.write(save({k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}))
         data = {"format": FILE_FORMAT, "format_version": FILE_VERSION, "config": self.network.config.to_dict(),
-                "donor_words": list(self.donor_words), "acceptor_words": list(self.acceptor_words),
+                "kinds": list(SITE_KINDS), "words": {kind: list(self.words[kind]) for kind in SITE_KINDS},
                 "report": self.report}
         with atomic_write(folder / CONFIG_FILE) as handle:
             json.dump(data, handle, indent=1)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "SiteNetwork":
+    def load(cls, folder: str | Path) -> "SiteModel":
         """Read a folder written by :meth:`save`; refuses another format or version, missing or malformed
         fields and weights that do not fit the configuration, naming the file."""
         folder = Path(folder)
@@ -167,20 +166,23 @@ class SiteNetwork:
             raise ModelFileError(path, f"site network field 'format_version': this genoformer reads version "
                                        f"{FILE_VERSION}, the file has {data.get('format_version')!r}; learn the gene "
                                        "model again with this version")
-        for name in ("config", "donor_words", "acceptor_words"):
+        for name in ("config", "kinds", "words"):
             if name not in data:
                 raise ModelFileError(path, f"site network field {name!r}: missing")
+        if data["kinds"] != list(SITE_KINDS):
+            raise ModelFileError(path, f"site network field 'kinds': this genoformer scores {list(SITE_KINDS)}, the "
+                                       f"file {data['kinds']!r}; learn the gene model again with this version")
         try:
             config = SiteNetworkConfig(**data["config"])
         except (TypeError, ValueError) as exc:
             raise ModelFileError(path, f"site network field 'config': {exc}") from None
-        words = {}
-        for name in ("donor_words", "acceptor_words"):
-            value = data[name]
+        words = data["words"]
+        for kind, size in zip(SITE_KINDS, (2, 2)):
+            value = words.get(kind) if isinstance(words, dict) else None
             if not isinstance(value, list) or not value or not all(
-                    isinstance(w, str) and len(w) == 2 and set(w) <= set("ACGT") for w in value):
-                raise ModelFileError(path, f"site network field {name!r}: expected a list of dinucleotides, got {value!r}")
-            words[name] = tuple(value)
+                    isinstance(w, str) and len(w) == size and set(w) <= set("ACGT") for w in value):
+                raise ModelFileError(path, f"site network field 'words': {kind} needs a list of {size}-letter words, "
+                                           f"got {value!r}")
         weights_path = folder / WEIGHTS_FILE
         try:
             state = load_file(str(weights_path))
@@ -188,7 +190,7 @@ class SiteNetwork:
             raise ModelFileError(weights_path, "site network weights not found") from None
         except (OSError, SafetensorError) as exc:
             raise ModelFileError(weights_path, f"not a readable safetensors file ({exc})") from None
-        network = SpliceSiteNetwork(config)
+        network = SiteNetwork(config)
         expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
         if expected != found:
@@ -197,14 +199,15 @@ class SiteNetwork:
                                                f"(first mismatch: {wrong[0]})")
         network.load_state_dict(state)
         network.eval()
-        return cls(network, report=data.get("report") or {}, **words)
+        return cls(network, {kind: tuple(words[kind]) for kind in SITE_KINDS}, report=data.get("report") or {})
 
 
-def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interval], *, donor_words: Sequence[str],
-                     acceptor_words: Sequence[str], config: SiteNetworkConfig | None = None,
-                     training: SiteTraining | None = None,
-                     progress: Callable[[str], None] | None = None) -> SiteNetwork:
-    """Train a site network on the annotated introns of ``regions`` of ``genome`` (see the module)."""
+def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interval], *, words: dict[str, Sequence[str]],
+                     config: SiteNetworkConfig | None = None, training: SiteTraining | None = None,
+                     progress: Callable[[str], None] | None = None) -> SiteModel:
+    """Train a site network on the annotated introns of ``regions`` of ``genome`` (see the module);
+    ``words``: each kind's candidate dinucleotides (``{"donor": ("GC", "GT"), "acceptor": ("AG",)}``)."""
+    words = {kind: tuple(words[kind]) for kind in SITE_KINDS}
     config, training = config or SiteNetworkConfig(), training or SiteTraining()
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
@@ -216,22 +219,22 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
         sites = region_sites(annotation, region, by_record)
         for strand, view in (("+", codes), ("-", reverse_complement_codes(codes))):
             views.append(view)
-            labels.append(site_labels(view, sites[strand]["donor"], sites[strand]["acceptor"], donor_words,
-                                      acceptor_words))
-    real = [int(sum((lab[row] == 1).sum() for lab in labels)) for row in range(2)]
-    if min(real, default=0) == 0:
+            labels.append(site_labels(view, sites[strand], words))
+    real = {kind: int(sum((lab[row] == 1).sum() for lab in labels)) for row, kind in enumerate(SITE_KINDS)}
+    if min(real.values()) == 0:
         names = ", ".join(sorted({iv.name for iv in regions})) or "none"
-        raise ConfigError(f"the site network learns from annotated introns, but the training regions ({names}) hold "
-                          f"{real[0]} donors and {real[1]} acceptors at candidate dinucleotides")
+        raise ConfigError(f"the site network learns from annotated introns, but the training regions "
+                          f"({names}) hold " + ", ".join(f"{count} {kind}s" for kind, count in real.items())
+                          + " at candidate words")
     reach = config.reach
     crop = max(training.crop, 2 * reach + 1)
     sizes = np.array([len(v) for v in views], dtype=np.float64)
-    network = SpliceSiteNetwork(config)
+    network = SiteNetwork(config)
     optimiser = torch.optim.AdamW(network.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     network.train()
     for step in range(training.steps):
         codes = np.full((training.batch_size, crop), 4, np.int64)  # N past a short view's end
-        targets = np.full((training.batch_size, 2, crop), UNLABELLED, np.int64)
+        targets = np.full((training.batch_size, len(SITE_KINDS), crop), UNLABELLED, np.int64)
         for b, v in enumerate(rng.choice(len(views), size=training.batch_size, p=sizes / sizes.sum())):
             start = int(rng.integers(0, max(1, len(views[v]) - crop + 1)))
             piece = views[v][start:start + crop]
@@ -243,7 +246,7 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
         scale = min(1.0, (step + 1) / max(1, training.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * step / training.steps))
         for group in optimiser.param_groups:
             group["lr"] = training.lr * scale
-        logits = network(one_hot_bases(torch.as_tensor(codes)))  # (batch, 2, crop)
+        logits = network(one_hot_bases(torch.as_tensor(codes)))  # (batch, kinds, crop)
         loss = F.binary_cross_entropy_with_logits(logits[labelled], target[labelled].float())
         optimiser.zero_grad()
         loss.backward()
@@ -251,6 +254,6 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
         if progress and (step % 100 == 0 or step == training.steps - 1):
             progress(f"site network step {step + 1}/{training.steps}: loss {loss.item():.4f}")
     network.eval()
-    report = {"donors": real[0], "acceptors": real[1], "steps": training.steps,
+    report = {**{f"{kind}s": count for kind, count in real.items()}, "steps": training.steps,
               "training seconds": round(time.perf_counter() - began, 1)}
-    return SiteNetwork(network, tuple(donor_words), tuple(acceptor_words), report)
+    return SiteModel(network, words, report)

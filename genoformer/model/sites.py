@@ -7,7 +7,7 @@ that window at every position of a chromosome for a fraction of what attention c
 nonlinear counterpart of the gene model's linear site models (``genoformer.genemodel.signals``): the
 same windows, but interactions between positions and a wider reach.
 
-    net = SpliceSiteNetwork(SiteNetworkConfig())
+    net = SiteNetwork(SiteNetworkConfig())
     logits = net(one_hot)   # (batch, 5, length) -> (batch, 2, length): donor, acceptor log-odds at each base
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BASE_CODES = 5  # A, C, G, T and N (``genoformer.decode.segments.encode_bases`` codes)
-SITE_KINDS = ("donor", "acceptor")
+SITE_KINDS = ("donor", "acceptor")  # the output rows
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class ResidualConvolution(nn.Module):
         return x + self.conv(F.gelu(self.norm(x)))  # (batch, channels, length)
 
 
-class SpliceSiteNetwork(nn.Module):
-    """One-hot bases (batch, 5, length) -> (batch, 2, length) logits: row 0 that a donor boundary lies before
-    each base (the intron starts there), row 1 an acceptor boundary (the exon starts there)."""
+class SiteNetwork(nn.Module):
+    """One-hot bases (batch, 5, length) -> (batch, 2, length) logits, one row per ``SITE_KINDS``: that a donor
+    boundary lies before each base (an intron starts there), or an acceptor boundary (an exon starts there)."""
 
     def __init__(self, config: SiteNetworkConfig):
         super().__init__()
@@ -73,7 +73,7 @@ class SpliceSiteNetwork(nn.Module):
         h = self.embed(one_hot)  # (batch, channels, length)
         for block in self.blocks:
             h = block(h)
-        return self.out(F.gelu(h))  # (batch, 2, length)
+        return self.out(F.gelu(h))  # (batch, kinds, length)
 
 
 def one_hot_bases(codes: torch.Tensor) -> torch.Tensor:
