@@ -41,26 +41,24 @@ PATH_OPTIONS = ("model", "gene_model", "annotation", "fasta", "out", "regions", 
                 "evidence_weights")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _whole_number(text: str, minimum: int, wanted: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number (1 or more)")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not {wanted}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _whole_number(text, 1, "a positive number (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
+    return _whole_number(text, 0, "0 or more")
 
 
 def non_negative_float(text: str) -> float:

@@ -97,6 +97,14 @@ def athaliana_gff() -> Path:
     return _existing(ATHALIANA_GFF)
 
 
+@pytest.fixture(scope="module")
+def athaliana(athaliana_fasta, athaliana_gff):
+    """The A. thaliana slices read: (Genome, read_annotation table), once per test module."""
+    from genoformer.genome import Genome, read_annotation
+
+    return Genome(athaliana_fasta), read_annotation(athaliana_gff)
+
+
 @pytest.fixture(scope="session")
 def celegans_fasta() -> Path:
     return _existing(CELEGANS_FASTA)

@@ -20,7 +20,7 @@ from genoformer.genemodel.signals import (
     FITTED_WINDOWS, START_RANKS, WINDOWS, fit_site_table, log_odds_table, rank_log_odds, start_ranks,
 )
 from genoformer.genemodel.training import TrainingCounts, add_region, coding_transcripts
-from genoformer.genome import Genome, Interval, read_annotation
+from genoformer.genome import Interval
 
 STOPS = ("TAA", "TAG", "TGA")
 TRAINING_SLICES = ("Chr1", "Chr2", "Chr3", "Chr4")
@@ -183,11 +183,6 @@ def test_brute_force_sees_spliced_genes_so_the_exactness_check_has_teeth():
 
 
 # --------------------------------------------------------------------------- learning real genes
-
-@pytest.fixture(scope="module")
-def athaliana(athaliana_fasta, athaliana_gff):
-    return Genome(athaliana_fasta), read_annotation(athaliana_gff)
-
 
 @pytest.fixture(scope="module")
 def trained(athaliana):

@@ -16,17 +16,12 @@ from genoformer.genemodel import (
     EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model, fit_evidence_weights, gene_model_transcripts,
 )
 from genoformer.genemodel.evidence import WEIGHTS_FILE
-from genoformer.genome import Genome, Interval, LabelIndex, LabelScheme, read_annotation
+from genoformer.genome import Interval, LabelIndex, LabelScheme, read_annotation
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY
 
 SCHEME = LabelScheme.gene_structure()
 CHR4 = [Interval("Chr4", 0, 90_000)]  # a held-out stretch of the Chr4 slice (the model learns from Chr1-Chr3)
-
-
-@pytest.fixture(scope="module")
-def athaliana():
-    return Genome(ATHALIANA_FASTA), read_annotation(ATHALIANA_GFF)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,6 @@ RECORD = "Chr2"
 
 
 @pytest.fixture(scope="module")
-def athaliana(athaliana_fasta, athaliana_gff):
-    return Genome(athaliana_fasta), read_annotation(athaliana_gff)
-
-
-@pytest.fixture(scope="module")
 def chr2_gff_lines(athaliana_gff) -> list[list[str]]:
     """The Chr2 slice's GFF3 data lines, split into columns."""
     with gzip.open(athaliana_gff, "rt") as handle:

@@ -15,7 +15,7 @@ from genoformer.errors import ConfigError, ModelFileError
 from genoformer.genemodel import EvidenceWeights, GeneModel, combined_evidence, gene_model_transcripts
 from genoformer.genemodel import site_network as sn
 from genoformer.genemodel.site_network import SiteModel, SiteTraining, fit_site_network, region_sites, site_labels
-from genoformer.genome import Genome, Interval, read_annotation
+from genoformer.genome import Interval, read_annotation
 from genoformer.model.sites import SITE_KINDS, SiteNetwork, SiteNetworkConfig
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF
@@ -25,11 +25,6 @@ QUICK = SiteTraining(steps=300, batch_size=8, crop=2000, lr=4e-3)  # ~10 s on on
 TRAIN = [Interval(name, 0, length) for name, length in (("Chr1", 304276), ("Chr2", 196982), ("Chr3", 234598))]
 HELD_OUT = Interval("Chr4", 0, 185850)
 WORDS = {"donor": ("GC", "GT"), "acceptor": ("AG",)}
-
-
-@pytest.fixture(scope="module")
-def athaliana():
-    return Genome(ATHALIANA_FASTA), read_annotation(ATHALIANA_GFF)
 
 
 @pytest.fixture(scope="module")
