@@ -109,6 +109,11 @@ def test_a_gene_model_folder_keeps_its_site_network_and_drops_a_stale_one(tmp_pa
     model.save(tmp_path)
     assert GeneModel.load(tmp_path).site_model is None
     assert not (tmp_path / sn.WEIGHTS_FILE).exists() and not (tmp_path / sn.CONFIG_FILE).exists()
+    trained.save(tmp_path)
+    (tmp_path / sn.CONFIG_FILE).unlink()  # its weights alone beside the gene model: refused, not ignored
+    with pytest.raises(ModelFileError, match="site network file not found") as error:
+        GeneModel.load(tmp_path)
+    assert sn.CONFIG_FILE in str(error.value)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -118,6 +123,8 @@ def test_a_gene_model_folder_keeps_its_site_network_and_drops_a_stale_one(tmp_pa
     (lambda d: d.update(kinds=["donor", "acceptor", "start"]), "'kinds': this genoformer scores"),
     (lambda d: d["config"].update(kernel_size=4), "'config': site network needs"),
     (lambda d: d["config"].update(channels=8), "weights do not fit the configuration"),
+    (lambda d: d["config"].update(channels=48.0), "'config': site network needs whole numbers"),
+    (lambda d: d["config"].update(channels=10 ** 6), "'config': site network needs whole numbers"),
 ])
 def test_a_bad_site_network_file_is_refused_naming_the_file(tmp_path, trained, change, message):
     trained.save(tmp_path)
@@ -134,6 +141,7 @@ def test_missing_weights_and_training_without_introns_are_refused(tmp_path, atha
     (tmp_path / sn.WEIGHTS_FILE).unlink()
     with pytest.raises(ModelFileError, match="site network weights not found"):
         SiteModel.load(tmp_path)
+
     genome, annotation = athaliana
     with pytest.raises(ConfigError, match="learns from annotated introns.*ChrM.*0 donors"):
         fit_site_network(genome, annotation, [Interval("ChrM", 0, 3669)], words=WORDS, config=SMALL, training=QUICK)
@@ -200,3 +208,18 @@ def test_without_a_tagger_combine_fits_the_site_weights_and_annotate_uses_them(t
     model.save(tmp_path / "bare")
     assert main(["combine", "--gene-model", str(tmp_path / "bare"), "--annotation", str(ATHALIANA_GFF), *common]) == 2
     assert "give a tagging model (--model), or a gene model with a site network" in capsys.readouterr().err
+
+
+def test_training_skips_batches_without_a_label_and_keeps_the_callers_random_state(athaliana):
+    """A reach wider than the training view leaves no labelled position inside any crop: the network stays
+    finite (a loss over no labels is NaN, which would spread into every weight), and the caller's global
+    torch random state is the same after training as before."""
+    genome, annotation = athaliana
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model = fit_site_network(genome, annotation, [Interval("Chr4", 0, 20000)], words=WORDS,
+                             config=SiteNetworkConfig(channels=4, kernel_size=21, dilations=(1000, 1000)),
+                             training=SiteTraining(steps=3, batch_size=2))
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.isfinite(p).all() for p in model.network.parameters())

@@ -53,7 +53,8 @@ OBJECTIVE = "mean of nucleotide CDS F1, CDS exon F1 and gene F1"
 
 @dataclass(frozen=True)
 class EvidenceWeights:
-    """How much the network's per-base log-odds count in the gene model's scores (0: not at all)."""
+    """How much the tagger's per-base log-odds and the site network's site logits count in the gene model's
+    scores (0: not at all)."""
 
     cds: float = 0.0  # times the capped log-odds of CDS against outside, on each coding base
     intron: float = 0.0  # times the capped log-odds of intron against outside, on each intron base

@@ -161,8 +161,8 @@ class GeneModel:
         if not isinstance(data, dict):
             raise ModelFileError(path, "not a gene model: expected a JSON object")
         model = cls.from_dict(data, path)
-        if (Path(folder) / SITE_CONFIG_FILE).exists():
-            model.site_model = SiteModel.load(folder)
+        if any((Path(folder) / name).exists() for name in (SITE_CONFIG_FILE, SITE_WEIGHTS_FILE)):
+            model.site_model = SiteModel.load(folder)  # one file without the other is refused, named
         return model
 
     @classmethod

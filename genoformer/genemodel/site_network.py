@@ -208,8 +208,15 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
     """Train a site network on the annotated introns of ``regions`` of ``genome`` (see the module);
     ``words``: each kind's candidate dinucleotides (``{"donor": ("GC", "GT"), "acceptor": ("AG",)}``)."""
     words = {kind: tuple(words[kind]) for kind in SITE_KINDS}
+    regions = list(regions)
     config, training = config or SiteNetworkConfig(), training or SiteTraining()
-    torch.manual_seed(training.seed)
+    with torch.random.fork_rng():  # seeded here, without resetting the caller's random state
+        torch.manual_seed(training.seed)
+        return _train(genome, annotation, regions, words, config, training, progress)
+
+
+def _train(genome, annotation: pd.DataFrame, regions: list[Interval], words: dict[str, tuple[str, ...]],
+           config: SiteNetworkConfig, training: SiteTraining, progress: Callable[[str], None] | None) -> SiteModel:
     rng = np.random.default_rng(training.seed)
     began = time.perf_counter()
     views, labels = [], []
@@ -243,6 +250,8 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
         targets[..., :reach] = targets[..., crop - reach:] = UNLABELLED
         target = torch.as_tensor(targets)
         labelled = target != UNLABELLED
+        if not labelled.any():  # every crop in N runs or too near a view's end: no loss to learn from
+            continue
         scale = min(1.0, (step + 1) / max(1, training.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * step / training.steps))
         for group in optimiser.param_groups:
             group["lr"] = training.lr * scale

@@ -31,10 +31,13 @@ class SiteNetworkConfig:
     dilations: tuple[int, ...] = (1, 1, 4, 4, 10, 10)
 
     def __post_init__(self):
-        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
-        if self.channels < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0 or not self.dilations \
-                or min(self.dilations) < 1:
-            raise ValueError(f"site network needs channels >= 1, an odd kernel size and dilations >= 1, got {self}")
+        object.__setattr__(self, "dilations", tuple(self.dilations))
+        sizes = (self.channels, self.kernel_size, *self.dilations)
+        if (not all(type(x) is int for x in sizes) or not 1 <= self.channels <= 1024 or not 1 <= self.kernel_size <= 101
+                or self.kernel_size % 2 == 0 or not 1 <= len(self.dilations) <= 32
+                or not all(1 <= d <= 1000 for d in self.dilations)):
+            raise ValueError(f"site network needs whole numbers: channels 1-1024, an odd kernel size up to 101 and "
+                             f"1-32 dilations of 1-1000, got {self}")
 
     @property
     def reach(self) -> int:
