@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path[0] == str(ROOT / "bench"):
     sys.path[0] = str(ROOT)
 
-from genoformer.pipeline import load_config, run_pipeline  # noqa: E402
+from genoformer.pipeline import run_pipeline  # noqa: E402
+from genoformer.pipeline_config import load_config  # noqa: E402
 
 COLUMNS = ("f1_CDS", "f1_intron", "f1_intergenic", "macro_f1", "exon_f1", "gene_f1")
 

@@ -56,7 +56,7 @@ from genoformer.genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE 
 from genoformer.genome.annotation import read_annotation  # noqa: E402
 from genoformer.genome.fasta import Genome  # noqa: E402
 from genoformer.genome.intervals import Interval, read_bed_regions  # noqa: E402
-from genoformer.pipeline import package_file  # noqa: E402
+from genoformer.pipeline_config import package_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIONS_DIR = ROOT / "pipelines" / "regions"

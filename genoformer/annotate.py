@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .decode import StartModel, Stretch, decode_stretches, gene_decoder_options, self_trains
+from .decode.start_network import StartNetwork
 from .errors import ConfigError, InputFileError
 from .files import exclusive_lock
 from .genemodel import EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model
@@ -47,6 +48,7 @@ class TaggingModel:
     network: Any = None  # a ReformerTagger in eval mode; None: no network
     tokenizer: Any = None
     start_model: StartModel | None = None  # where prokaryote genes start, learnt from the training annotation
+    start_network: StartNetwork | None = None  # a network's evidence on the same, weighed beside the start model
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ def load_model(folder: str | Path) -> TaggingModel:
                                                              "model again from its checkpoint") from None
     return TaggingModel(scheme=LabelScheme.from_dict(head["scheme"]), organism=head.get("organism", "prokaryote"),
                         loss=head.get("loss"), window_length=int(head.get("window_length") or 0),
-                        network=network, tokenizer=pretrained.tokenizer, start_model=start_model)
+                        network=network, tokenizer=pretrained.tokenizer, start_model=start_model,
+                        start_network=StartNetwork.load(folder))
 
 
 def decoder_alone(organism: str) -> TaggingModel:
@@ -241,7 +244,8 @@ def annotate_genome(
     (by default they are called, flagged partial). The model folder's start model (prokaryotes: where
     genes start, learnt from its training genome's annotation) chooses each gene's start unless
     ``model_starts`` is False: for a genome other than the one the model was trained on, whose ribosome
-    binding sites may differ, the decoder then learns them from its own calls alone.
+    binding sites may differ, the decoder then learns them from its own calls alone. With ``evidence``
+    "network", the folder's start network (``genoformer start-network``) adds its evidence to the start model's.
     """
     from .export import open_track, write_bed, write_gff3
     from .genome import make_annotation
@@ -274,6 +278,8 @@ def annotate_genome(
     start_model = model.start_model if model_starts and self_trains(scheme, organism) else None
     if start_model is not None:
         decoder_options["start_model"] = start_model
+        if evidence == "network" and model.start_network is not None:
+            decoder_options["start_evidence"] = model.start_network.to(_device(device)).scores
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now
     else:

@@ -1,13 +1,19 @@
-"""Fitting how much a tagging network's evidence counts in a learned gene model's scores.
+"""Fitting how much a network's evidence counts in a decoder's scores, on validation regions.
 
-``genoformer combine`` and the pipeline run :func:`fit_evidence`: the network predicts its per-base
-class probabilities over validation regions, :func:`genoformer.genemodel.fit_evidence_weights` searches
-the weights that score best there against the annotation, and the weights are written as JSON beside
-the gene model (``evidence_weights.json``), where ``genoformer annotate --model M --gene-model G``
+Eukaryotes: ``genoformer combine`` and the pipeline run :func:`fit_evidence`: the network predicts its
+per-base class probabilities over validation regions, :func:`genoformer.genemodel.fit_evidence_weights`
+searches the weights that score best there against the annotation, and the weights are written as JSON
+beside the gene model (``evidence_weights.json``), where ``genoformer annotate --model M --gene-model G``
 finds them::
 
     fit = fit_evidence("runs/x/finetune/model", "runs/x/gene_model", "genome.fa", "genome.gff3", "val.bed")
     fit.weights, fit.scores  # EvidenceWeights(cds=..., intron=..., cap=...), the validation F1s
+
+Prokaryotes: ``genoformer start-network`` and the pipeline's fine-tuning stage run
+:func:`add_start_network`: a start-site network trained on the training regions' genes, its weight beside
+the model folder's start model chosen on the validation regions'
+(:func:`genoformer.decode.start_network.fit_start_network`), written into the model folder, where
+``genoformer annotate --model M`` finds it.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .decode.start_network import DEFAULT_STEPS, StartNetwork, fit_start_network, region_genes
 from .genemodel import DecodeSettings, EvidenceFit, GeneModel, fit_evidence_weights
 from .genemodel.evidence import WEIGHTS_FILE
 
@@ -78,3 +85,33 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
                                settings=settings, grid=grid, progress=progress)
     path = fit.weights.save(out, fit.record(stretches))
     return FittedEvidence(weights=fit.weights, scores=fit.scores, trials=fit.trials, path=path)
+
+
+def add_start_network(model: str | Path, sources, *, steps: int = DEFAULT_STEPS, progress: Callable[[str], None] | None = None) -> StartNetwork:
+    """Train a start network for the prokaryote tagging model folder ``model`` and write it there (replacing
+    one trained before). ``sources``: (fasta, annotation, training regions, validation regions) of each genome,
+    annotation a path or ``read_annotation`` table, regions Intervals or a BED path (training regions None:
+    the genome's whole records less its validation regions)."""
+    from .annotate import genome_stretches, load_model
+    from .genome import Genome, read_annotation, subtract_intervals
+    from .model.site_model import SiteTraining
+
+    tagging = load_model(model)
+    if tagging.start_model is None:
+        raise ConfigError(f"{model}: the model folder has no start model (prokaryote gene structures, learnt when "
+                          "fine-tuning on an annotation): the start network is weighed beside it")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"start network steps must be an integer >= 1, got {steps!r}")
+    train, validation = [], []
+    for fasta, annotation, train_regions, val_regions in sources:
+        genome = Genome(fasta)
+        table = annotation if not isinstance(annotation, (str, Path)) else read_annotation(annotation)
+        held = genome_stretches(genome, fasta, regions=val_regions)
+        stretches = (subtract_intervals(genome_stretches(genome, fasta), held) if train_regions is None
+                     else genome_stretches(genome, fasta, regions=train_regions))
+        train += region_genes(genome, table, stretches)
+        validation += region_genes(genome, table, held)
+    network = fit_start_network(train, validation, tagging.start_model, training=SiteTraining(steps=steps),
+                                progress=progress)
+    network.save(model)
+    return network

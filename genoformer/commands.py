@@ -50,6 +50,18 @@ def combine(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_network(args: argparse.Namespace) -> int:
+    from .combine import add_start_network
+    from .decode.start_network import STEM
+
+    network = add_start_network(args.model, [(args.fasta, args.annotation, args.train_regions, args.val_regions)],
+                                steps=args.steps, progress=lambda line: print(line, file=sys.stderr))
+    print(Path(args.model) / f"{STEM}.json")
+    print(f"weight {network.weight:g}; " + ", ".join(f"{key} {value}" for key, value in network.site_model.report.items()),
+          file=sys.stderr)
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from Bio import bgzf
@@ -197,3 +198,11 @@ def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
     gff = folder / "ecoli60k.gff3"
     gff.write_text("\n".join(lines) + "\n")
     return fasta, gff
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of ``scores`` ranking the 1s of ``labels`` (0/1) first."""
+    order = np.argsort(-scores)
+    hits = labels[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())

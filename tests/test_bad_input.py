@@ -30,7 +30,7 @@ from genoformer.evaluate import evaluate
 from genoformer.genome import Genome, genbank_to_fasta, read_annotation
 from genoformer.model import Reformer, ReformerConfig
 from genoformer.model.networks import load_network
-from genoformer.pipeline import load_config
+from genoformer.pipeline_config import load_config
 
 from .conftest import NO_SEQUENCE_GENBANK, TINY, fasta_bytes
 

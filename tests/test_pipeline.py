@@ -18,9 +18,8 @@ from genoformer.errors import ConfigError
 from genoformer.genemodel import GeneModel
 from genoformer.genome import Genome, Interval, read_annotation, read_bed_regions
 from genoformer import pipeline
-from genoformer.pipeline import (
-    DEFAULT_CONFIG, DEFAULTS, SECTION_FORMATS, STAGES, _digest, load_config, run_pipeline,
-)
+from genoformer.pipeline import SECTION_FORMATS, STAGES, _digest, run_pipeline
+from genoformer.pipeline_config import DEFAULT_CONFIG, DEFAULTS, load_config
 from genoformer.tasks import GenomeDataModule
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY
@@ -256,6 +255,7 @@ def test_set_overrides_config_keys_with_yaml_values():
     ("data.fasta.x=1", "--set 'data.fasta.x=1': 'data.fasta' is not a section"),
     ("seed=[1", "--set 'seed=\\[1': the value is not valid YAML"),
     ("trainer.strategy=ddp", "trainer.strategy ddp reruns the whole pipeline in each process: use ddp_spawn"),
+    ("finetune.start_network_steps=-5", "finetune.start_network_steps must be >= 0"),
 ])
 def test_set_errors_name_the_override(tmp_path, item, message):
     with pytest.raises(ConfigError, match=message):

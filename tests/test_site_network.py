@@ -14,11 +14,13 @@ from genoformer.decode.segments import encode_bases, reverse_complement_codes
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.genemodel import EvidenceWeights, GeneModel, combined_evidence, gene_model_transcripts
 from genoformer.genemodel import site_network as sn
-from genoformer.genemodel.site_network import SiteModel, SiteTraining, fit_site_network, region_sites, site_labels
+from genoformer.genemodel.site_network import SITE_KINDS, fit_site_network, load_site_model, region_sites, site_labels
 from genoformer.genome import Interval, read_annotation
-from genoformer.model.sites import SITE_KINDS, SiteNetwork, SiteNetworkConfig
+from genoformer.model import site_model
+from genoformer.model.site_model import SiteModel, SiteTraining
+from genoformer.model.sites import SiteNetwork, SiteNetworkConfig
 
-from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF
+from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, average_precision
 
 SMALL = SiteNetworkConfig(channels=24, kernel_size=7, dilations=(1, 2, 4, 8))  # reach 45 bases
 QUICK = SiteTraining(steps=300, batch_size=8, crop=2000, lr=4e-3)  # ~10 s on one core
@@ -57,13 +59,6 @@ def test_sites_of_a_minus_strand_gene_match_its_hand_read_gff_lines(athaliana):
     assert len(sites["-"]["donor"]) == len(sites["-"]["acceptor"]) > 5
 
 
-def _average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    order = np.argsort(-scores)
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / hits.sum())
-
-
 def test_trained_on_three_slices_it_finds_the_sites_of_a_fourth_far_above_chance(athaliana, trained):
     genome, annotation = athaliana
     sites = region_sites(annotation, HELD_OUT)
@@ -77,7 +72,7 @@ def test_trained_on_three_slices_it_finds_the_sites_of_a_fourth_far_above_chance
             labels.append(truth[at])
             scores.append(trained.logits(view)[row, at])
         labels, scores = np.concatenate(labels), np.concatenate(scores)
-        found[kind] = (_average_precision(labels, scores), labels.mean())  # chance: the share of real sites
+        found[kind] = (average_precision(labels, scores), labels.mean())  # chance: the share of real sites
     # Measured with these settings (300 steps of 8 x 2,000 bases), average precision against chance: donors
     # 0.36 / 0.006, acceptors 0.31 / 0.008; the default network, 1,500 steps of 16 x 4,000 bases on
     # chromosome 1's training stretch, reaches 0.82 / 0.78 on its validation stretch.
@@ -86,10 +81,10 @@ def test_trained_on_three_slices_it_finds_the_sites_of_a_fourth_far_above_chance
 
 def test_prediction_in_chunks_equals_one_pass(monkeypatch):
     torch.manual_seed(0)
-    network = SiteModel(SiteNetwork(SMALL).eval(), WORDS)
+    network = SiteModel(SiteNetwork(SMALL, SITE_KINDS).eval(), WORDS)
     codes = np.random.default_rng(0).integers(0, 5, 1000).astype(np.uint8)
     whole = network.logits(codes)
-    monkeypatch.setattr(sn, "PREDICT_CHUNK", 97)  # chunks meet at 97, 194, ...: each reads its reach beyond
+    monkeypatch.setattr(site_model, "PREDICT_CHUNK", 97)  # chunks meet at 97, 194, ...: each reads its reach beyond
     assert np.allclose(network.logits(codes), whole, atol=1e-5) and whole.shape == (2, 1001)
     assert (whole[:, -1] == 0).all()
 
@@ -109,7 +104,7 @@ def test_a_gene_model_folder_keeps_its_site_network_and_drops_a_stale_one(tmp_pa
     model.save(tmp_path)
     assert GeneModel.load(tmp_path).site_model is None
     assert not (tmp_path / sn.WEIGHTS_FILE).exists() and not (tmp_path / sn.CONFIG_FILE).exists()
-    trained.save(tmp_path)
+    trained.save(tmp_path, sn.STEM)
     (tmp_path / sn.CONFIG_FILE).unlink()  # its weights alone beside the gene model: refused, not ignored
     with pytest.raises(ModelFileError, match="site network file not found") as error:
         GeneModel.load(tmp_path)
@@ -127,20 +122,20 @@ def test_a_gene_model_folder_keeps_its_site_network_and_drops_a_stale_one(tmp_pa
     (lambda d: d["config"].update(channels=10 ** 6), "'config': site network needs whole numbers"),
 ])
 def test_a_bad_site_network_file_is_refused_naming_the_file(tmp_path, trained, change, message):
-    trained.save(tmp_path)
+    trained.save(tmp_path, sn.STEM)
     data = json.loads((tmp_path / sn.CONFIG_FILE).read_text())
     change(data)
     (tmp_path / sn.CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match=re.escape(message)) as error:
-        SiteModel.load(tmp_path)
+        load_site_model(tmp_path)
     assert str(tmp_path) in str(error.value)
 
 
 def test_missing_weights_and_training_without_introns_are_refused(tmp_path, athaliana, trained):
-    trained.save(tmp_path)
+    trained.save(tmp_path, sn.STEM)
     (tmp_path / sn.WEIGHTS_FILE).unlink()
     with pytest.raises(ModelFileError, match="site network weights not found"):
-        SiteModel.load(tmp_path)
+        load_site_model(tmp_path)
 
     genome, annotation = athaliana
     with pytest.raises(ConfigError, match="learns from annotated introns.*ChrM.*0 donors"):

@@ -18,7 +18,7 @@ import torch
 from genoformer import cli
 from genoformer.errors import ModelFileError
 from genoformer.model.networks import load_network
-from genoformer.pipeline import load_config
+from genoformer.pipeline_config import load_config
 from genoformer.tasks import GenomeDataModule, MaskedLMTask, TaggingTask
 
 from .conftest import TINY

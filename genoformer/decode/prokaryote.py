@@ -393,14 +393,15 @@ class _Decoder:
     start_weight: float
     closed_ends: bool
     start_model: StartModel | None
+    start_evidence: Callable[[np.ndarray], np.ndarray] | None  # a strand's codes -> scores added to its starts'
 
     @classmethod
     def build(cls, *, min_cds_length=90, start_codons=START_CODONS, stop_codons=STOP_CODONS, max_overlap=60,
               max_opposite_overlap=MAX_OPPOSITE_OVERLAP, gene_cost=300.0, rbs_bonus=100.0, codon_weight=CODON_WEIGHT,
-              start_weight=START_WEIGHT, closed_ends=False, start_model=None) -> "_Decoder":
+              start_weight=START_WEIGHT, closed_ends=False, start_model=None, start_evidence=None) -> "_Decoder":
         return cls(_start_table(start_codons), tuple(stop_codons), min_cds_length,
                    max(0, min(max_overlap, min_cds_length - 1)), max(0, max_opposite_overlap), gene_cost, rbs_bonus,
-                   codon_weight, start_weight, closed_ends, start_model)
+                   codon_weight, start_weight, closed_ends, start_model, start_evidence)
 
     def genes(self, strands: _Strands, codon_table: np.ndarray | None = None,
               start_table: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -433,12 +434,15 @@ class _Decoder:
 
     def start_choice(self, strands: _Strands, row: int, codon_table: np.ndarray | None) -> np.ndarray | None:
         """``start_weight`` x the start model's log probability of each start codon of strand ``row`` among its
-        ORF's, once there are codon statistics (its codon feature reads them); None without a start model."""
+        ORF's, once there are codon statistics (its codon feature reads them), with ``start_evidence``'s scores
+        (a start network's) added to the model's; None without a start model."""
         if self.start_model is None or self.start_weight == 0 or codon_table is None:
             return None
         frame_sums = codon_frame_sums(strands.hexamers[row], codon_table, 1.0)
+        view = strands.views[row]
+        extra = None if self.start_evidence is None else self.start_evidence(view)
         return self.start_weight * self.start_model.log_probabilities(
-            strands.views[row], list(self.starts), self.stops, self.min_cds_length, frame_sums)
+            view, list(self.starts), self.stops, self.min_cds_length, frame_sums, extra)
 
     def learn(self, records: Callable[[], Iterable[_Strands]]) -> GeneStatistics:
         """Self-train on every record ``records()`` yields (called once per pass: it may reread them)."""
@@ -543,6 +547,7 @@ def call_genes_prokaryote(
     start_weight: float = START_WEIGHT,
     closed_ends: bool = False,
     start_model: StartModel | None = None,
+    start_evidence: Callable[[np.ndarray], np.ndarray] | None = None,
     statistics: GeneStatistics | None = None,
 ) -> pd.DataFrame:
     """Genes (gene -> mRNA -> exon + CDS rows) called from (2, n_classes, length) probabilities.
@@ -562,14 +567,16 @@ def call_genes_prokaryote(
     ``rbs_bonus``; ``start_codons`` still says which codons may start a gene. Given ``statistics``
     (:func:`learn_gene_statistics` over a whole genome), those passes' tables are not learnt from this
     sequence alone: one pass decodes with them. ``start_model`` (:func:`start_model_from_genes`, learnt from
-    annotated genes) chooses among each reading frame's starts in the passes with codon statistics.
+    annotated genes) chooses among each reading frame's starts in the passes with codon statistics;
+    ``start_evidence`` (a strand's base codes -> (length,) scores, e.g. a start network's
+    :meth:`~genoformer.decode.start_network.StartNetwork.scores`) adds to its score of each candidate.
     """
     transcripts = prokaryote_transcripts(
         sequence, probs, classes=classes, statistics=statistics, min_cds_length=min_cds_length,
         start_codons=start_codons, stop_codons=stop_codons, max_overlap=max_overlap,
         max_opposite_overlap=max_opposite_overlap, gene_cost=gene_cost,
         rbs_bonus=rbs_bonus, codon_weight=codon_weight, start_weight=start_weight, closed_ends=closed_ends,
-        start_model=start_model,
+        start_model=start_model, start_evidence=start_evidence,
     )
     probs = np.asarray(probs)
     return transcript_table(seqid, transcripts, StrandSums(probs, resolve_classes(probs, classes)))

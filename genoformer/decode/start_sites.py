@@ -173,13 +173,16 @@ class StartModel:
         return cls(weights, tuple(records))
 
     def log_probabilities(self, codes: np.ndarray, starts: Sequence[str], stops: Sequence[str], min_length: int,
-                          frame_sums: np.ndarray | None = None) -> np.ndarray:
+                          frame_sums: np.ndarray | None = None, extra: np.ndarray | None = None) -> np.ndarray:
         """(length,) log probability of each candidate start of a strand (``codes`` read 5' -> 3') among its
-        ORF's candidates (0 elsewhere)."""
+        ORF's candidates (0 elsewhere). ``extra`` (length,): scores added to the model's at each candidate
+        (a start network's, :mod:`genoformer.decode.start_network`)."""
         start_at, orf_end, rank = candidate_starts(word_codes(codes, 3), starts, stops, min_length)
         out = np.zeros(len(codes))
         if len(start_at):
             score = self.raw_scores(codes, start_at, orf_end, rank, frame_sums)
+            if extra is not None:
+                score = score + extra[start_at]
             top = pd.Series(score).groupby(orf_end).transform("max").to_numpy()
             total = pd.Series(np.exp(score - top)).groupby(orf_end).transform("sum").to_numpy()
             out[start_at] = score - top - np.log(total)

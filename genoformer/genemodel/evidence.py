@@ -34,9 +34,9 @@ from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
 from genoformer.genemodel.decode import DecodeSettings, ScoringTables, StrandEvidence
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.site_network import SiteModel
+from genoformer.genemodel.site_network import SITE_KINDS
 from genoformer.genome.intervals import Interval
-from genoformer.model.sites import SITE_KINDS
+from genoformer.model.site_model import SiteModel
 
 WEIGHTS_FILE = "evidence_weights.json"
 WEIGHTS_FORMAT = "genoformer evidence weights"

@@ -22,8 +22,9 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
-from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, WEIGHTS_FILE as SITE_WEIGHTS_FILE
-from genoformer.genemodel.site_network import SiteModel, SiteTraining, fit_site_network
+from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, STEM as SITE_STEM
+from genoformer.genemodel.site_network import WEIGHTS_FILE as SITE_WEIGHTS_FILE, fit_site_network, load_site_model
+from genoformer.model.site_model import SiteModel, SiteTraining
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, MAX_DECOYS, START_RANKS, WINDOWS, fit_site_table, log_odds_table, rank_log_odds,
 )
@@ -142,7 +143,7 @@ class GeneModel:
         with atomic_write(path) as handle:
             json.dump(self.to_dict(), handle, separators=(",", ":"))
         if self.site_model is not None:
-            self.site_model.save(folder)
+            self.site_model.save(folder, SITE_STEM)
         else:
             for name in (SITE_CONFIG_FILE, SITE_WEIGHTS_FILE):
                 (Path(folder) / name).unlink(missing_ok=True)
@@ -162,7 +163,7 @@ class GeneModel:
             raise ModelFileError(path, "not a gene model: expected a JSON object")
         model = cls.from_dict(data, path)
         if any((Path(folder) / name).exists() for name in (SITE_CONFIG_FILE, SITE_WEIGHTS_FILE)):
-            model.site_model = SiteModel.load(folder)  # one file without the other is refused, named
+            model.site_model = load_site_model(folder)  # one file without the other is refused, named
         return model
 
     @classmethod

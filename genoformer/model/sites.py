@@ -1,14 +1,16 @@
-"""A splice-site network: a dilated residual convolution that scores every boundary of a strand as a
-donor (an intron's first base) and as an acceptor (the base after an intron's last).
+"""A site network: a dilated residual convolution that scores every position of a strand as a site of
+one or more kinds: splice donors and acceptors for the eukaryote gene model, translation starts for the
+prokaryote decoder.
 
-A splice site's evidence lies within about a hundred bases of it (the exon's last codons, the GT and
-the intron's first bases, the branch point and pyrimidine tract before the AG), and a convolution reads
-that window at every position of a chromosome for a fraction of what attention costs. It is the
-nonlinear counterpart of the gene model's linear site models (``genoformer.genemodel.signals``): the
-same windows, but interactions between positions and a wider reach.
+A site's evidence lies within about a hundred bases of it (a splice site's exon codons, GT, branch point
+and pyrimidine tract; a start's ribosome binding site upstream and the coding sequence downstream), and
+a convolution reads that window at every position of a chromosome for a fraction of what attention
+costs. It is the nonlinear counterpart of the decoders' linear site models
+(``genoformer.genemodel.signals``, ``genoformer.decode.start_sites``): the same windows, but
+interactions between positions and a wider reach.
 
-    net = SiteNetwork(SiteNetworkConfig())
-    logits = net(one_hot)   # (batch, 5, length) -> (batch, 2, length): donor, acceptor log-odds at each base
+    net = SiteNetwork(SiteNetworkConfig(), kinds=("donor", "acceptor"))
+    logits = net(one_hot)   # (batch, 5, length) -> (batch, 2, length): log-odds of each kind at each base
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 BASE_CODES = 5  # A, C, G, T and N (``genoformer.decode.segments.encode_bases`` codes)
-SITE_KINDS = ("donor", "acceptor")  # the output rows
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,18 @@ class ResidualConvolution(nn.Module):
 
 
 class SiteNetwork(nn.Module):
-    """One-hot bases (batch, 5, length) -> (batch, 2, length) logits, one row per ``SITE_KINDS``: that a donor
-    boundary lies before each base (an intron starts there), or an acceptor boundary (an exon starts there)."""
+    """One-hot bases (batch, 5, length) -> (batch, kinds, length) logits, one row per name in ``kinds``: that a
+    site of that kind lies at each position (what a position means is the kind's: a splice donor's is
+    the boundary before the intron's first base, a start's the start codon's first base)."""
 
-    def __init__(self, config: SiteNetworkConfig):
+    def __init__(self, config: SiteNetworkConfig, kinds: tuple[str, ...]):
         super().__init__()
-        self.config = config
+        if not kinds or len(set(kinds)) != len(kinds):
+            raise ValueError(f"a site network needs one or more distinct kinds of site, got {kinds!r}")
+        self.config, self.kinds = config, tuple(kinds)
         self.embed = nn.Conv1d(BASE_CODES, config.channels, 1)
         self.blocks = nn.ModuleList(ResidualConvolution(config.channels, config.kernel_size, d) for d in config.dilations)
-        self.out = nn.Conv1d(config.channels, len(SITE_KINDS), 1)
+        self.out = nn.Conv1d(config.channels, len(self.kinds), 1)
 
     def forward(self, one_hot: torch.Tensor) -> torch.Tensor:
         h = self.embed(one_hot)  # (batch, channels, length)

@@ -14,9 +14,9 @@ from ..datasets.stitch import ProbabilityStitcher
 from ..datasets.windows import IGNORE_LABEL
 from ..decode import StartModel, Stretch, decode_stretches, gene_decoder_options, start_model_from_genes
 from ..decode.prokaryote import MIN_START_TRAINING_GENES
+from ..decode.start_network import region_genes
 from ..errors import ConfigError
 from ..evaluate import evaluate
-from ..evaluate.features import is_pseudo
 from ..genome import LabelScheme
 from ..model.config import DEFAULT_TOKENIZER
 from ..model.networks import ReformerTagger
@@ -121,19 +121,9 @@ class TaggingTask(ReformerTask):
         """The prokaryote decoder's start model, from the CDS of the training regions' annotation (genes that
         lie wholly inside a region). Too few genes for one: a warning, and the decoder self-trains instead."""
         training = datamodule.split_intervals("train")
-
-        def records():
-            for source, intervals in enumerate(training):
-                table = datamodule.annotations[source]
-                by_record = dict(tuple(table[(table["type"] == "CDS") & ~is_pseudo(table)].groupby("seqid")))
-                for iv in intervals:
-                    cds = by_record.get(iv.name, table.iloc[:0])
-                    inside = cds[(cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
-                    genes = inside[["start", "end", "strand"]].assign(start=inside["start"] - iv.start,
-                                                                      end=inside["end"] - iv.start)
-                    yield datamodule.genomes[source].fetch(iv.name, iv.start, iv.end), genes
-
-        model, n_genes = start_model_from_genes(records())
+        model, n_genes = start_model_from_genes(
+            genes for source, intervals in enumerate(training)
+            for genes in region_genes(datamodule.genomes[source], datamodule.annotations[source], intervals))
         names = sorted({iv.name for intervals in training for iv in intervals})
         if n_genes < MIN_START_TRAINING_GENES:
             warnings.warn(f"the training regions hold {n_genes} genes with a start and stop codon, too few to learn "
