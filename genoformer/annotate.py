@@ -31,7 +31,11 @@ from .files import exclusive_lock
 from .genemodel import EvidenceWeights, GeneModel, combined_evidence, decode_with_gene_model
 from .genome import Genome, Interval, LabelScheme
 
-EVIDENCE = ("network", "none")
+# network: the model folder's networks (tagger, and a prokaryote start network); starts: its start network
+# alone, the tagger not run; none: no network, the gene decoder alone.
+EVIDENCE = ("network", "starts", "none")
+NO_START_NETWORK = ("evidence 'starts' needs a prokaryote model folder with a start network (`genoformer start-network`, "
+                    "or the pipeline's finetune.start_network_steps)")
 TRACK_STRANDS = (("plus", "+"), ("minus", "-"))  # track file names and signs, + strand row first
 
 
@@ -245,13 +249,17 @@ def annotate_genome(
     genes start, learnt from its training genome's annotation) chooses each gene's start unless
     ``model_starts`` is False: for a genome other than the one the model was trained on, whose ribosome
     binding sites may differ, the decoder then learns them from its own calls alone. With ``evidence``
-    "network", the folder's start network (``genoformer start-network``) adds its evidence to the start model's.
+    "network", the folder's start network (``genoformer start-network``) adds its evidence to the start model's;
+    with "starts" it alone does (the tagger is not run; probabilities as with "none").
     """
     from .export import open_track, write_bed, write_gff3
     from .genome import make_annotation
 
     if evidence not in EVIDENCE:
         raise ConfigError(f"evidence must be one of {EVIDENCE}, got {evidence!r}")
+    if evidence == "starts" and (gene_model is not None or not model_starts):
+        raise ConfigError("evidence 'starts' weighs a prokaryote model folder's start network beside its start model: "
+                          "not with a gene model, nor with self-trained starts")
     weights = None
     if gene_model is not None:
         folder = None if isinstance(gene_model, GeneModel) else gene_model
@@ -260,6 +268,8 @@ def annotate_genome(
     elif evidence_weights is not None:
         raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
     sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_model is not None
+    if evidence == "starts" and model is None:
+        raise ConfigError(NO_START_NETWORK)
     if model is None:
         if evidence == "network" and not sites_only:
             raise ConfigError("annotating with a network needs a model (--model), or a gene model with a site network; "
@@ -270,6 +280,8 @@ def annotate_genome(
         model = decoder_alone(organism)
     elif not isinstance(model, TaggingModel):
         model = load_model(model)
+    if evidence == "starts" and model.start_network is None:
+        raise ConfigError(NO_START_NETWORK)
     network = model.network if evidence == "network" else None  # None also when the site network is the only one
     scheme = model.scheme
     organism = organism or model.organism
@@ -278,7 +290,7 @@ def annotate_genome(
     start_model = model.start_model if model_starts and self_trains(scheme, organism) else None
     if start_model is not None:
         decoder_options["start_model"] = start_model
-        if evidence == "network" and model.start_network is not None:
+        if evidence != "none" and model.start_network is not None:
             decoder_options["start_evidence"] = model.start_network.to(_device(device)).scores
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now

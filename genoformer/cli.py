@@ -187,8 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder written by training (config.json, model.safetensors, "
                                              "tokenizer.json); optional with --evidence none, or with a --gene-model "
                                              "that has a site network (then its evidence alone is weighed in)")
-    p.add_argument("--evidence", choices=["network", "none"], default="network",
-                   help="none: no network; every base gets probabilities that favour none of the decoder's choices "
+    p.add_argument("--evidence", choices=["network", "starts", "none"], default="network",
+                   help="network: the model folder's networks (the tagger, and a prokaryote start network if it has "
+                        "one); starts: its start network alone, the tagger not run (fast); none: no network; every base "
+                        "gets probabilities that favour none of the decoder's choices "
                         "(prokaryotes: P(CDS) 0.5): the gene decoder alone, the ablation a model's scores compare with. Scheme, organism and gene cost come from --model "
                         "if given, else the default classes and decoder options of --organism")
     p.add_argument("--gene-model", default=None,

@@ -48,7 +48,7 @@ class Row:
     """One annotation the annotate stage makes of each held-out region; all are scored side by side."""
 
     key: str  # its files' suffix (genome0.KEY.gff3) and its metrics.json key
-    evidence: str  # annotate_genome's: "network" or "none"
+    evidence: str  # annotate_genome's: "network", "starts" or "none"
     gene_model: bool  # decoded by the genemodel stage's learned gene model instead of the fixed decoder
     label: str  # the report's name for it
     model_starts: bool = True  # prokaryotes: the model folder's start model chooses starts (annotate_genome's)
@@ -60,6 +60,8 @@ class Row:
 ROWS = (
     Row("network_gene_model", "network", True, "genoformer (network + gene model)"),
     Row("network", "network", False, "genoformer (network + decoder)"),
+    # Prokaryotes with a start network: it alone, the tagger not run.
+    Row("start_network", "starts", False, "start network + decoder (no tagger)"),
     Row("decoder_alone", "none", False, "decoder alone (no network)"),
     # Prokaryotes: nothing learnt from the annotation either (the fine-tuning stage's start model), so the
     # decoder learns everything from the sequence it annotates, as Prodigal does.
@@ -330,15 +332,20 @@ class Pipeline:
         return self.folder("annotate") / (f"genome{i}" if own else f"genome{i}.{row.key}")
 
     def rows(self) -> tuple[Row, ...]:
-        """The annotations the annotate stage makes of each genome: the model's, the decoder alone's where the
-        labels are gene structures (which the gene decoder reads; for prokaryotes also with starts self-trained
-        instead of the model folder's start model), the gene model's with a genemodel stage."""
+        """The annotations the annotate stage makes of each genome: the model's, its start network's alone where it
+        has one, the decoder alone's where the labels are gene structures (which the gene decoder reads; for
+        prokaryotes also with starts self-trained instead of the model folder's start model), the gene model's
+        with a genemodel stage."""
         return tuple(row for row in ROWS if self.makes(row))
 
     def makes(self, row: Row) -> bool:
         """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
         genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
+        if row.evidence == "starts":  # known once the fine-tuning stage has written (or not written) one
+            from .decode.start_network import STEM
+
+            return (Path(self.config["annotate"]["model"] or self.folder("finetune") / "model") / f"{STEM}.json").is_file()
         if not row.model_starts:
             return gene_structure and self.config["data"]["organism"] == "prokaryote"
         if row.gene_model:

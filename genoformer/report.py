@@ -167,9 +167,10 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
             lines += [f"### {dataset}", ""]
             compared = {other: scores[dataset] for other, scores in others.items() if dataset in scores}
             if compared:
-                lines += ["The same regions annotated without a network (`genoformer annotate --evidence none`: "
-                          "the decoder with the same options, every base equally likely coding or not; or the "
-                          "learned gene model alone, `--gene-model`):", ""]
+                lines += ["The same regions annotated with less: without a network (`genoformer annotate --evidence "
+                          "none`: the decoder with the same options, every base equally likely coding or not; or the "
+                          "learned gene model alone, `--gene-model`), or with the start network alone (`--evidence "
+                          "starts`, prokaryotes):", ""]
                 lines += network_against_others(label, result, compared, organism)
             lines += [f"All levels, {label}:", "", format_table(result), ""]
     if plot is not None:

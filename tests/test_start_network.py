@@ -121,6 +121,9 @@ def test_the_start_network_round_trips_through_its_files_and_bad_ones_are_refuse
     codes = np.random.default_rng(0).integers(0, 4, 5000).astype(np.uint8)
     assert np.array_equal(loaded.scores(codes), network.scores(codes)) and loaded.weight == network.weight
     assert np.array_equal(network.scores(codes), network.weight * network.site_model.logits(codes)[0, :-1])
+    other = codes[::-1].copy()  # the decoder asks for a stretch's two strands in turn, pass after pass
+    for strand in (other, codes, other):
+        assert np.array_equal(network.scores(strand), network.weight * network.site_model.logits(strand)[0, :-1])
     data = json.loads((tmp_path / f"{STEM}.json").read_text())
     for change, message in [(lambda d: d["settings"].update(weight=-1), "setting 'weight': needs a number >= 0"),
                             (lambda d: d["settings"].pop("weight"), "setting 'weight': needs a number >= 0"),
@@ -146,7 +149,7 @@ def test_training_without_genes_on_either_side_is_refused(ecoli, fitted):
                           training=QUICK)
 
 
-def test_start_network_command_writes_into_the_model_folder_and_annotate_weighs_it_with_the_network_only(
+def test_start_network_command_writes_into_the_model_folder_and_annotate_weighs_it_unless_told_none(
         tmp_path, ecoli, fitted, monkeypatch, capsys):
     genome, annotation = ecoli
     start_model, network = fitted
@@ -162,21 +165,33 @@ def test_start_network_command_writes_into_the_model_folder_and_annotate_weighs_
     assert capsys.readouterr().out.strip() == str(folder / f"{STEM}.json")
     assert load_model(folder).start_network is not None
     network.save(folder)  # the fixture's trained one, for a weight above 0
-    asked = []
+    asked, predicted = [], []
     monkeypatch.setattr(StartNetwork, "scores", lambda self, codes: asked.append(len(codes)) or np.zeros(len(codes)))
     # The untrained tagger's probabilities call no genes, leaving no starts to choose: P(CDS) 0.5 instead.
     monkeypatch.setattr(genoformer.predict, "predict_record", lambda network, genome, name, tokenizer, n_classes, **kw:
-                        uninformative_probabilities(LabelScheme.gene_structure(), "prokaryote", kw["end"] - kw["start"]))
-    for evidence in ("none", "network"):
+                        predicted.append(name) or uninformative_probabilities(LabelScheme.gene_structure(), "prokaryote",
+                                                                              kw["end"] - kw["start"]))
+    for evidence in ("none", "starts", "network"):
+        asked.clear(), predicted.clear()
         assert main(["annotate", "--model", str(folder), "--evidence", evidence, "--fasta", str(ECOLI_FASTA),
                      "--regions", str(bed["test"]), "--window-length", "512", "--out", str(tmp_path / evidence / "calls")]) == 0
-        assert bool(asked) == (evidence == "network")  # the decoder alone reads no network
-    assert set(asked) == {30_000}
+        assert set(asked) == (set() if evidence == "none" else {30_000})  # the decoder alone reads no network
+        assert bool(predicted) == (evidence == "network")  # only "network" runs the tagger
+    starts = read_annotation(tmp_path / "starts" / "calls.gff3")
+    assert starts.equals(read_annotation(tmp_path / "network" / "calls.gff3"))  # the same evidence here: P(CDS) 0.5
+    capsys.readouterr()
+    assert main(["annotate", "--model", str(folder), "--evidence", "starts", "--self-trained-starts", "--fasta",
+                 str(ECOLI_FASTA), "--regions", str(bed["test"]), "--out", str(tmp_path / "x" / "calls")]) == 2
+    assert "nor with self-trained starts" in capsys.readouterr().err
     # A model folder without a start model has nothing to weigh the network beside.
     bare = TaggingTask(encoder=TINY, loss="ce").export(tmp_path / "bare")
     assert main(["start-network", "--model", str(bare), "--fasta", str(ECOLI_FASTA), "--annotation", str(ECOLI_GFF),
                  "--val-regions", str(bed["val"]), "--steps", "2"]) == 2
     assert "has no start model" in capsys.readouterr().err
+    for model in (["--model", str(bare)], ["--organism", "prokaryote"]):
+        assert main(["annotate", *model, "--evidence", "starts", "--fasta", str(ECOLI_FASTA), "--regions",
+                     str(bed["test"]), "--out", str(tmp_path / "y" / "calls")]) == 2
+        assert "evidence 'starts' needs a prokaryote model folder with a start network" in capsys.readouterr().err
 
 
 def test_a_site_network_needs_kinds():

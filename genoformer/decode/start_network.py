@@ -83,7 +83,7 @@ class StartNetwork:
     """A trained start network and the weight its logits carry in the start model's scores."""
 
     site_model: SiteModel
-    _last: tuple = field(default=(None, None), init=False, repr=False, compare=False)  # (strand key, its scores)
+    _recent: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # strand key -> its scores
 
     @property
     def weight(self) -> float:
@@ -91,12 +91,14 @@ class StartNetwork:
 
     def scores(self, codes: np.ndarray) -> np.ndarray:
         """(len(codes),) ``weight`` x the network's log-odds of a start at each base of one strand (``codes`` read
-        5' -> 3'); the decoder adds them to its start model's scores. The last strand's are kept: the decoder
-        asks once per pass."""
+        5' -> 3'); the decoder adds them to its start model's scores. The last two strands' are kept: the decoder
+        asks for both strands of a stretch once per pass."""
         key = (len(codes), hash(codes.tobytes()))
-        if self._last[0] != key:
-            self._last = (key, self.weight * self.site_model.logits(codes)[0, :len(codes)].astype(np.float64))
-        return self._last[1]
+        if key not in self._recent:
+            if len(self._recent) == 2:
+                del self._recent[next(iter(self._recent))]
+            self._recent[key] = self.weight * self.site_model.logits(codes)[0, :len(codes)].astype(np.float64)
+        return self._recent[key]
 
     def to(self, device) -> "StartNetwork":
         self.site_model.network.to(device)
