@@ -4,7 +4,8 @@
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it depends
 on but the encoder's memory knobs and kernel, its outputs and its wall time); a rerun skips a stage whose
-record matches, and an interrupted training stage resumes from its last checkpoint. Stages can be run
+record matches unless a stage it reads (:data:`READS`) was made again, and an interrupted training stage
+resumes from its last checkpoint. Stages can be run
 alone (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
 The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
@@ -70,6 +71,12 @@ ROWS = (
     Row("gene_model_alone", "none", True, "gene model alone (no network)"),
 )
 
+# Which earlier stages' outputs each stage reads: made again, they make it stale.
+READS = {
+    "pretrain": (), "finetune": ("pretrain",), "genemodel": (), "combine": ("finetune", "genemodel"),
+    "annotate": ("finetune", "genemodel", "combine"), "evaluate": ("annotate",),
+    "report": ("finetune", "genemodel", "combine", "annotate", "evaluate"),
+}
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
     "pretrain": ("seed", "data", "model", "trainer", "pretrain"),
@@ -144,11 +151,12 @@ class Pipeline:
         outputs_exist = all((self.out / p).exists() for p in record.get("outputs", []))
         return record if record.get("digest") == _digest(self.config, stage) and outputs_exist else None
 
-    def run_stage(self, stage: str, fn: Callable[[Path], dict]) -> dict:
-        done = self.record(stage)
-        if done is not None:
+    def run_stage(self, stage: str, fn: Callable[[Path], dict], redo: bool = False) -> bool:
+        """Run ``stage`` unless its record is up to date and ``redo`` is False (a stage it reads ran again);
+        returns whether it ran."""
+        if not redo and self.record(stage) is not None:
             _log(f"{stage}: up to date, skipped ({self.record_path(stage)})")
-            return done
+            return False
         _log(f"{stage}: running")
         folder = self.folder(stage)
         folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +167,7 @@ class Pipeline:
         with atomic_write(self.record_path(stage)) as handle:
             json.dump(result, handle, indent=2)
         _log(f"{stage}: done in {result['seconds']} s")
-        return result
+        return True
 
     # ---- stages -----------------------------------------------------------------------------
     def train(self, folder: Path, build_task: Callable[[], Any], stage_cfg: dict, classes_data: bool) -> dict:
@@ -451,8 +459,10 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
         wanted.remove("combine")
     if not config["data"]["annotation"]:
         wanted = [s for s in wanted if s == "pretrain"]
-    for stage in wanted:
-        pipeline.run_stage(stage, getattr(pipeline, stage))
+    ran: set[str] = set()
+    for stage in wanted:  # a stage whose inputs were made again is made again, whatever its record says
+        if pipeline.run_stage(stage, getattr(pipeline, stage), redo=bool(ran & set(READS[stage]))):
+            ran.add(stage)
     report = pipeline.folder("report") / "report.md"
     _log(f"outputs in {out.resolve()}")
     return report if report.exists() else out

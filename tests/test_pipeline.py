@@ -67,6 +67,11 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     run_pipeline(tiny_config, out)
     log = capsys.readouterr().err
     assert log.count("up to date, skipped") == 5
+    # Annotations made again (their record gone) make the scores and the report again, not training.
+    (out / "annotate" / "stage.json").unlink()
+    run_pipeline(tiny_config, out)
+    log = capsys.readouterr().err
+    assert log.count("up to date, skipped") == 2 and all(f"{s}: running" in log for s in ("annotate", "evaluate", "report"))
     # A changed annotate setting reruns annotate and what follows it, not training.
     config = yaml.safe_load(tiny_config.read_text())
     config["annotate"]["both_strands"] = False
