@@ -220,7 +220,7 @@ def gene_model_rows(dataset: Dataset, genome: Genome, reference: pd.DataFrame, h
     model = GeneModel.load(folder)
     variants = [("genoformer gene model alone", None)]
     if model.site_model is not None and (folder / EVIDENCE_WEIGHTS_FILE).is_file():
-        weights = EvidenceWeights.load(folder)
+        weights = EvidenceWeights.load(folder, model)
         if weights.reads_site_network and not (weights.cds or weights.intron):
             sites = combined_evidence(weights, ("CDS",), model.site_model)
             variants.append(("genoformer gene model + site network",

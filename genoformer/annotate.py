@@ -140,19 +140,17 @@ def _gene_model(gene_model, organism: str | None):
     return (gene_model if isinstance(gene_model, GeneModel) else GeneModel.load(gene_model)), "eukaryote"
 
 
-def _evidence_weights(weights, gene_model_folder, evidence: str):
-    """The weights of the network's evidence in the gene model's scores (``evidence`` "network"): given,
-    read from a file, or the gene model folder's ``evidence_weights.json``."""
+def _evidence_weights(weights, gene_model_folder, gene_model: GeneModel, evidence: str):
+    """The weights of the network's evidence in ``gene_model``'s scores (``evidence`` "network"): given, read
+    from a file, or the gene model folder's ``evidence_weights.json`` (a file must have been fitted for it)."""
     if evidence == "none":
-        if weights is not None:
-            raise ConfigError("evidence weights combine a network with the gene model: they need --evidence network")
         return None
     if isinstance(weights, EvidenceWeights):
         return weights
     if weights is None and gene_model_folder is None:
         raise ConfigError("a gene model given as an object needs its evidence weights (evidence_weights=) to combine "
                           "it with a network")
-    return EvidenceWeights.load(weights if weights is not None else gene_model_folder)
+    return EvidenceWeights.load(weights if weights is not None else gene_model_folder, gene_model)
 
 
 def _stretch(genome: Genome, iv: Interval) -> Stretch:
@@ -262,9 +260,11 @@ def annotate_genome(
                           "not with a gene model, nor with self-trained starts")
     weights = None
     if gene_model is not None:
+        if evidence == "none" and evidence_weights is not None:
+            raise ConfigError("evidence weights combine a network with the gene model: they need --evidence network")
         folder = None if isinstance(gene_model, GeneModel) else gene_model
-        weights = _evidence_weights(evidence_weights, folder, evidence)
         gene_model, organism = _gene_model(gene_model, organism)
+        weights = _evidence_weights(evidence_weights, folder, gene_model, evidence)
     elif evidence_weights is not None:
         raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
     sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_model is not None

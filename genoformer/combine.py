@@ -83,7 +83,7 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
 
     fit = fit_evidence_weights(genome, table, stretches, gene_model, probabilities, model.scheme.classes,
                                settings=settings, grid=grid, progress=progress)
-    path = fit.weights.save(out, fit.record(stretches))
+    path = fit.weights.save(out, fit.record(stretches, gene_model))
     return FittedEvidence(weights=fit.weights, scores=fit.scores, trials=fit.trials, path=path)
 
 

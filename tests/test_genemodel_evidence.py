@@ -83,6 +83,16 @@ def test_an_oracle_network_weighed_in_beats_the_gene_model_alone_and_the_fit_fin
     assert f1s(prediction) == (fit.scores["exon_f1"], fit.scores["gene_f1"])
 
 
+def test_a_gene_models_fingerprint_survives_its_files_and_tells_models_apart(tmp_path, athaliana, gene_model):
+    gene_model.save(tmp_path)
+    assert GeneModel.load(tmp_path).fingerprint() == gene_model.fingerprint()
+    genome, annotation = athaliana
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = GeneModel.fit(genome, annotation, [Interval("Chr1", 0, genome.lengths["Chr1"])])
+    assert other.fingerprint() != gene_model.fingerprint()
+
+
 def test_weights_written_to_a_file_load_back_equal(tmp_path):
     weights = EvidenceWeights(cds=0.35, intron=0.1, cap=2.0)
     path = weights.save(tmp_path / WEIGHTS_FILE, {"regions": ["Chr4:0-90000"]})
@@ -169,6 +179,16 @@ def test_combine_then_annotate_through_the_cli_with_a_tiny_network(tmp_path, cap
     alone = read_annotation(tmp_path / "alone.gff3")
     assert _genes(zero) == _genes(alone) and len(_genes(alone)) > 5
     assert len(_genes(both)) > 0
+    # The weights name the gene model they were fitted for: one learned again into the folder refuses them.
+    assert fitted["fit"]["gene_model"] == GeneModel.load(tmp_path / "genes").fingerprint()
+    (tmp_path / "train.bed").write_text("Chr1\t0\t304276\nChr2\t0\t196982\n")
+    assert main(["gene-model", "--fasta", str(ATHALIANA_FASTA), "--annotation", str(ATHALIANA_GFF),
+                 "--regions", str(tmp_path / "train.bed"), "--out", str(tmp_path / "genes"), "--site-network-steps", "5"]) == 0
+    capsys.readouterr()
+    assert main(["annotate", "--model", str(tagger), "--gene-model", str(tmp_path / "genes"), "--fasta",
+                 str(ATHALIANA_FASTA), "--regions", str(tmp_path / "val.bed"), "--out", str(tmp_path / "stale")]) == 2
+    error = capsys.readouterr().err
+    assert "fitted for another gene model" in error and WEIGHTS_FILE in error and "genoformer combine" in error
 
 
 def test_evidence_weights_without_a_network_or_a_gene_model_are_refused(tmp_path, capsys):

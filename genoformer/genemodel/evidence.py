@@ -118,9 +118,10 @@ class EvidenceWeights:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "EvidenceWeights":
+    def load(cls, path: str | Path, gene_model: GeneModel | None = None) -> "EvidenceWeights":
         """Read a file written by :meth:`save` (a folder: its ``evidence_weights.json``); refuses another
-        format or version and missing or malformed weights, naming the file and the field."""
+        format or version and missing or malformed weights, naming the file and the field, and weights
+        fitted for another gene model than ``gene_model`` (where the file records which: its fingerprint)."""
         path = Path(path)
         if path.is_dir():
             path = path / WEIGHTS_FILE
@@ -147,6 +148,11 @@ class EvidenceWeights:
         if unknown or missing:
             problems = [f"{kind} {found}" for kind, found in (("unknown", unknown), ("missing", missing)) if found]
             raise ModelFileError(path, f"evidence weights field 'weights': {' and '.join(problems)} (expected {names})")
+        fitted_for = (data.get("fit") or {}).get("gene_model") if isinstance(data.get("fit"), dict) else None
+        if gene_model is not None and fitted_for is not None and fitted_for != gene_model.fingerprint():
+            raise ModelFileError(path, f"these evidence weights were fitted for another gene model (fingerprint "
+                                       f"{fitted_for}, this one's {gene_model.fingerprint()}): learned again since? Fit "
+                                       "them again with `genoformer combine`")
         try:
             return cls(**weights)
         except ConfigError as exc:
@@ -194,10 +200,11 @@ class EvidenceFit:
     scores: dict  # the evaluator's nucleotide / exon / gene F1 and the objective, at the best weights
     trials: list[dict] = field(default_factory=list)  # {"weights": ..., "objective": ...} in the order tried
 
-    def record(self, regions: Sequence[Interval]) -> dict:
-        """The ``fit`` section of the weights file: the regions, the objective and the scores."""
-        return {"regions": [f"{iv.name}:{iv.start}-{iv.end}" for iv in regions], "objective": OBJECTIVE,
-                "scores": self.scores, "trials": self.trials}
+    def record(self, regions: Sequence[Interval], gene_model: GeneModel) -> dict:
+        """The ``fit`` section of the weights file: the gene model's fingerprint, the regions, the objective and
+        the scores."""
+        return {"gene_model": gene_model.fingerprint(), "regions": [f"{iv.name}:{iv.start}-{iv.end}" for iv in regions],
+                "objective": OBJECTIVE, "scores": self.scores, "trials": self.trials}
 
 
 def summary_scores(scores: dict) -> dict:

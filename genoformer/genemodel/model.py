@@ -8,6 +8,7 @@ from another version, or one missing a field, is refused naming the file and the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -135,6 +136,17 @@ class GeneModel:
             "donors": self.donors, "acceptors": self.acceptors, "start_codons": self.start_codons,
             "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
         }
+
+    def fingerprint(self) -> str:
+        """A digest of everything the model scores with (its tables and its site network's weights): evidence
+        weights fitted for it record it, so that they are not read with another model (a model learned again
+        into the same folder)."""
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode())
+        if self.site_model is not None:
+            for name, tensor in sorted(self.site_model.network.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/gene_model.json`` (atomically) and the site network's files, if it has one (else
