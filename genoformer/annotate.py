@@ -302,6 +302,8 @@ def annotate_genome(
                               "set --window-length")
         dev = _device(device)
         network.to(dev)
+    if weights is not None and gene_model.site_model is not None:
+        gene_model.site_model.network.to(_device(device))  # the splice-site network runs where the tagger does
     combined = combined_evidence(weights, scheme.classes, gene_model.site_model) if weights is not None else None
     genome = Genome(fasta)
     learnt_on = start_model.records if start_model is not None else ()
