@@ -35,7 +35,7 @@ from .genome import Genome, Interval, LabelScheme
 # alone, the tagger not run; none: no network, the gene decoder alone.
 EVIDENCE = ("network", "starts", "none")
 NO_START_NETWORK = ("evidence 'starts' needs a prokaryote model folder with a start network (`genoformer start-network`, "
-                    "or the pipeline's finetune.start_network_steps)")
+                    "or the pipeline's start_network stage)")
 TRACK_STRANDS = (("plus", "+"), ("minus", "-"))  # track file names and signs, + strand row first
 
 
@@ -64,8 +64,9 @@ class Annotation:
     features: pd.DataFrame
 
 
-def load_model(folder: str | Path) -> TaggingModel:
-    """The tagging model in a model folder written by training (``genoformer export`` or the pipeline)."""
+def load_model(folder: str | Path, start_network: bool = True) -> TaggingModel:
+    """The tagging model in a model folder written by training (``genoformer export`` or the pipeline), with
+    the start network trained into it, if any (``start_network`` False: without reading one)."""
     from .model.io import CONFIG_FILE
     from .model.networks import ReformerTagger, load_network
 
@@ -83,7 +84,7 @@ def load_model(folder: str | Path) -> TaggingModel:
     return TaggingModel(scheme=LabelScheme.from_dict(head["scheme"]), organism=head.get("organism", "prokaryote"),
                         loss=head.get("loss"), window_length=int(head.get("window_length") or 0),
                         network=network, tokenizer=pretrained.tokenizer, start_model=start_model,
-                        start_network=StartNetwork.load(folder))
+                        start_network=StartNetwork.load(folder) if start_network else None)
 
 
 def decoder_alone(organism: str) -> TaggingModel:
@@ -290,7 +291,7 @@ def annotate_genome(
     start_model = model.start_model if model_starts and self_trains(scheme, organism) else None
     if start_model is not None:
         decoder_options["start_model"] = start_model
-        if evidence != "none" and model.start_network is not None:
+        if evidence != "none" and model.start_network is not None and model.start_network.weight > 0:
             decoder_options["start_evidence"] = model.start_network.to(_device(device)).scores
     if network is None:
         uninformative_probabilities(scheme, organism, 0)  # refuses a scheme without gene structure now

@@ -225,8 +225,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(Prodigal's -c; by default such genes are called and flagged partial)")
     p.add_argument("--self-trained-starts", action="store_true",
                    help="prokaryotes: ignore the model folder's start model (where its training genome's genes "
-                        "start) and learn starts from this genome's own calls, for a genome other than the "
-                        "model's")
+                        "start) and its start network, and learn starts from this genome's own calls, for a genome "
+                        "other than the model's")
 
     p = command("gene-model", "learn a eukaryotic gene model (signals, lengths, coding statistics) from an annotation")
     p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
@@ -258,9 +258,9 @@ def _parser() -> argparse.ArgumentParser:
                                                   "learnt); the network is written into it")
     p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
     p.add_argument("--annotation", required=True, help="its annotation (GFF3, GTF or GenBank): the genes to learn from")
-    p.add_argument("--train-regions", default=None,
-                   help="BED file: learn from the genes wholly inside these (default: every record less the validation "
-                        "regions; leave your test regions out)")
+    p.add_argument("--train-regions", required=True,
+                   help="BED file: learn from the genes wholly inside these (those the model was fine-tuned on: not "
+                        "the validation or test regions)")
     p.add_argument("--val-regions", required=True, help="BED file: choose the network's weight on the genes inside these")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps (300: ~3 minutes on 2 CPU cores)")
 
@@ -286,7 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     p.add_argument("--inference", action="store_true", help="forward only, no gradients")
 
-    p = command("pipeline", "pretrain → fine-tune → (eukaryotes: gene model, combine) → annotate → evaluate → report, on FASTA files")
+    p = command("pipeline", "pretrain → fine-tune → (prokaryotes: start network; eukaryotes: gene model, combine) → annotate → "
+                            "evaluate → report, on FASTA files")
     p.add_argument("--config", default=None, help="pipeline YAML (default: pipelines/default.yaml, the bundled E. coli run)")
     p.add_argument("--out", default=None, type=output_path, help="output folder (default: runs/<config name>)")
     p.add_argument("--stages", nargs="*", default=None, help="run only these stages")

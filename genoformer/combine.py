@@ -90,13 +90,12 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
 def add_start_network(model: str | Path, sources, *, steps: int = DEFAULT_STEPS, progress: Callable[[str], None] | None = None) -> StartNetwork:
     """Train a start network for the prokaryote tagging model folder ``model`` and write it there (replacing
     one trained before). ``sources``: (fasta, annotation, training regions, validation regions) of each genome,
-    annotation a path or ``read_annotation`` table, regions Intervals or a BED path (training regions None:
-    the genome's whole records less its validation regions)."""
+    annotation a path or ``read_annotation`` table, regions Intervals or a BED path."""
     from .annotate import genome_stretches, load_model
-    from .genome import Genome, read_annotation, subtract_intervals
+    from .genome import Genome, read_annotation
     from .model.site_model import SiteTraining
 
-    tagging = load_model(model)
+    tagging = load_model(model, start_network=False)  # one there already (even a broken one) is replaced
     if tagging.start_model is None:
         raise ConfigError(f"{model}: the model folder has no start model (prokaryote gene structures, learnt when "
                           "fine-tuning on an annotation): the start network is weighed beside it")
@@ -106,11 +105,8 @@ def add_start_network(model: str | Path, sources, *, steps: int = DEFAULT_STEPS,
     for fasta, annotation, train_regions, val_regions in sources:
         genome = Genome(fasta)
         table = annotation if not isinstance(annotation, (str, Path)) else read_annotation(annotation)
-        held = genome_stretches(genome, fasta, regions=val_regions)
-        stretches = (subtract_intervals(genome_stretches(genome, fasta), held) if train_regions is None
-                     else genome_stretches(genome, fasta, regions=train_regions))
-        train += region_genes(genome, table, stretches)
-        validation += region_genes(genome, table, held)
+        train += region_genes(genome, table, genome_stretches(genome, fasta, regions=train_regions))
+        validation += region_genes(genome, table, genome_stretches(genome, fasta, regions=val_regions))
     network = fit_start_network(train, validation, tagging.start_model, training=SiteTraining(steps=steps),
                                 progress=progress)
     network.save(model)

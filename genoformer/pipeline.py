@@ -1,5 +1,5 @@
-"""The end-to-end job: pretrain → fine-tune → (eukaryotes) fit a gene model and the network's weight in it
-→ annotate → evaluate → report.
+"""The end-to-end job: pretrain → fine-tune → (prokaryotes) train a start network beside the model's start
+model → (eukaryotes) fit a gene model and the network's weight in it → annotate → evaluate → report.
 
 One output folder per run holds the resolved config (``config.yaml``) and one subfolder per
 stage. A stage records what it was run with (``stage.json``: a hash of the config sections it depends
@@ -8,8 +8,9 @@ record matches unless a stage it reads (:data:`READS`) was made again, and an in
 resumes from its last checkpoint. Stages can be run
 alone (``--stages annotate evaluate report``), e.g. to annotate a new genome with an existing model.
 
-The held-out regions are annotated several ways (:data:`ROWS`): by the model, by the same gene
-decoder with the same options given no network (``evidence="none"``), and, with a ``genemodel``
+The held-out regions are annotated several ways (:data:`ROWS`): by the model, by its start network
+alone (prokaryotes, ``evidence="starts"``), by the same gene decoder with the same options given no
+network (``evidence="none"``), and, with a ``genemodel``
 stage, by the learned gene model alone and (the run's own, where validation regions let the
 ``combine`` stage fit its weights) by the gene model with the network's evidence weighed in. All are
 scored side by side, and the report says whether the network beat each: a gene decoder with open-reading-frame rules and self-trained statistics
@@ -40,7 +41,7 @@ from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
 from .model.config import settings_as_digested
 from .pipeline_config import world_size, encoder_settings, load_config
 
-STAGES = ("pretrain", "finetune", "genemodel", "combine", "annotate", "evaluate", "report")
+STAGES = ("pretrain", "finetune", "start_network", "genemodel", "combine", "annotate", "evaluate", "report")
 PLAN_FROM_TOKENS = 1 << 16  # batches this large are checked by the memory planner before training
 
 
@@ -73,19 +74,20 @@ ROWS = (
 
 # Which earlier stages' outputs each stage reads: made again, they make it stale.
 READS = {
-    "pretrain": (), "finetune": ("pretrain",), "genemodel": (), "combine": ("finetune", "genemodel"),
-    "annotate": ("finetune", "genemodel", "combine"), "evaluate": ("annotate",),
-    "report": ("finetune", "genemodel", "combine", "annotate", "evaluate"),
+    "pretrain": (), "finetune": ("pretrain",), "start_network": ("finetune",), "genemodel": (),
+    "combine": ("finetune", "genemodel"), "annotate": ("finetune", "start_network", "genemodel", "combine"),
+    "evaluate": ("annotate",), "report": ("finetune", "start_network", "genemodel", "combine", "annotate", "evaluate"),
 }
 # Which config sections each stage depends on (its hash covers these).
 DEPENDS = {
     "pretrain": ("seed", "data", "model", "trainer", "pretrain"),
     "finetune": ("seed", "data", "model", "trainer", "pretrain", "finetune"),
+    "start_network": ("seed", "data", "model", "trainer", "pretrain", "finetune", "start_network"),
     "genemodel": ("data", "genemodel"),
     "combine": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
-    "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
-    "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
-    "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "genemodel", "annotate"),
+    "annotate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "start_network", "genemodel", "annotate"),
+    "evaluate": ("seed", "data", "model", "trainer", "pretrain", "finetune", "start_network", "genemodel", "annotate"),
+    "report": ("seed", "data", "model", "trainer", "pretrain", "finetune", "start_network", "genemodel", "annotate"),
 }
 
 
@@ -245,30 +247,40 @@ class Pipeline:
 
         c, f = self.config, self.config["finetune"]
         pretrained = f["model"] or (str(self.out / "pretrain" / "model") if c["pretrain"]["enabled"] else None)
-        result = self.train(folder, lambda: TaggingTask(
+        return self.train(folder, lambda: TaggingTask(
             tokenizer=c["model"]["tokenizer"], encoder=encoder_settings(c["model"]), classes=c["data"]["classes"],
             organism=c["data"]["organism"], loss=f["loss"], freeze_encoder=f["freeze_encoder"], pretrained=pretrained,
             lr=f["lr"], warmup_steps=f["warmup_steps"], seed=c["seed"]), f, classes_data=True)
-        if (f["start_network_steps"] and c["data"]["val_regions"] and c["data"]["organism"] == "prokaryote"
-                and c["data"]["classes"] == "gene_structure"):
-            result["start network"] = self.start_network(folder / "model", f["start_network_steps"])
-        return result
 
-    def start_network(self, model: Path, steps: int) -> dict | None:
-        """Train the start network beside the model folder's start model (on the training stretches' genes,
-        its weight chosen on the validation regions') into the folder; None without a start model."""
+    def start_network(self, folder: Path) -> dict:
+        """Train a start network into the fine-tuned model's folder, beside its start model (on the training
+        stretches' genes, its weight chosen on the validation regions'), or, with ``start_network.steps`` 0
+        or nothing to train it on, remove one left there: the record says which (``trained``)."""
         from .annotate import load_model
         from .combine import add_start_network
+        from .decode.start_network import STEM
         from .genome import Genome, read_bed_files
 
-        if load_model(model).start_model is None:
-            _log("no start model in the model folder (too few training genes): no start network")
-            return None
-        c, val = self.config, read_bed_files(self.config["data"]["val_regions"])
-        sources = [(fasta, annotation, self.training_stretches(genome), [iv for iv in val if iv.name in genome.lengths])
-                   for fasta, annotation, genome in ((f, a, Genome(f)) for f, a in zip(c["data"]["fasta"], c["data"]["annotation"]))]
-        network = add_start_network(model, sources, steps=steps, progress=_log)
-        return {**network.site_model.report, "weight": network.weight}
+        c, steps, model = self.config, self.config["start_network"]["steps"], self.folder("finetune") / "model"
+        files = [model / f"{STEM}{suffix}" for suffix in (".json", ".safetensors")]
+        for path in files:
+            path.unlink(missing_ok=True)
+        why = ("start_network.steps is 0" if not steps else "no validation regions to choose its weight on"
+               if not c["data"]["val_regions"] else "no start model in the model folder (too few training genes)"
+               if load_model(model, start_network=False).start_model is None else None)
+        if why is None:
+            val = read_bed_files(c["data"]["val_regions"])
+            sources = [(fasta, annotation, self.training_stretches(genome), [iv for iv in val if iv.name in genome.lengths])
+                       for fasta, annotation, genome in ((f, a, Genome(f)) for f, a in zip(c["data"]["fasta"], c["data"]["annotation"]))]
+            try:
+                network = add_start_network(model, sources, steps=steps, progress=_log)
+            except ConfigError as error:  # e.g. no whole gene in the validation regions: the run goes on without
+                why = str(error)
+        if why is not None:
+            _log(f"no start network: {why}")
+            return {"trained": False, "why": why}
+        return {"trained": True, "outputs": [str(p.relative_to(self.out)) for p in files],
+                "start network": {**network.site_model.report, "weight": network.weight}}
 
     def genemodel(self, folder: Path) -> dict:
         """Fit the gene model on the annotated genes of the training stretches (everything outside the
@@ -350,10 +362,9 @@ class Pipeline:
         """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
         genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
-        if row.evidence == "starts":  # known once the fine-tuning stage has written (or not written) one
-            from .decode.start_network import STEM
-
-            return (Path(self.config["annotate"]["model"] or self.folder("finetune") / "model") / f"{STEM}.json").is_file()
+        if row.evidence == "starts":  # known once the start_network stage has run
+            record = self.record("start_network")
+            return bool(record and record.get("trained")) and not self.config["annotate"]["model"]
         if not row.model_starts:
             return gene_structure and self.config["data"]["organism"] == "prokaryote"
         if row.gene_model:
@@ -457,6 +468,9 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
             wanted.remove(stage)
     if "combine" in wanted and not pipeline.combines():
         wanted.remove("combine")
+    if "start_network" in wanted and not (config["data"]["organism"] == "prokaryote"
+                                         and config["data"]["classes"] == "gene_structure"):
+        wanted.remove("start_network")
     if not config["data"]["annotation"]:
         wanted = [s for s in wanted if s == "pretrain"]
     ran: set[str] = set()

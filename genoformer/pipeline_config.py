@@ -33,7 +33,9 @@ DEFAULTS: dict[str, Any] = {
                  "warmup_steps": 50, "num_workers": 0, "max_minutes": None},
     "finetune": {"window_length": 4096, "batch_size": 8, "max_steps": 400, "lr": 1e-3, "warmup_steps": 50,
                  "loss": "weighted", "freeze_encoder": False, "num_workers": 0, "model": None,
-                 "max_minutes": None, "start_network_steps": 0},
+                 "max_minutes": None},
+    # Prokaryotes: a start-site network beside the fine-tuned model's start model (genoformer.decode.start_network).
+    "start_network": {"steps": 0},
     # A learned eukaryotic gene model (genoformer.genemodel), fitted on the training stretches' annotation.
     "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
@@ -122,8 +124,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                                      where="model")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    if config["finetune"]["start_network_steps"] < 0:
-        raise ConfigError(f"{where}: finetune.start_network_steps must be >= 0 (0: no start network)")
+    steps = config["start_network"]["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"{where}: start_network.steps must be a whole number >= 0 (0: no start network), got {steps!r}")
     for stage in ("pretrain", "finetune"):
         minutes = config[stage]["max_minutes"]
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):

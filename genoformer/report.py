@@ -154,10 +154,10 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
         final = ", ".join(f"{k} {v:.4g}" for k, v in sorted(rec.get("metrics", {}).items())
                           if k.startswith("val/") and k.count("/") == 1)
         lines.append(f"| {stage} | {rec.get('seconds', '')} | {rec.get('steps', '')} | {final} |")
-    starts = (records.get("finetune") or {}).get("start network")
+    starts = (records.get("start_network") or {}).get("start network")
     if starts:  # the start network's weight, chosen on the validation regions (decode/start_network.py)
         trials = starts["first right by weight"]
-        lines += ["", f"Start network (fine-tuning stage, {starts['steps']} steps): the annotated start ranks first in "
+        lines += ["", f"Start network ({starts['steps']} steps): the annotated start ranks first in "
                       f"{trials[str(float(starts['weight']))]:.3f} of {starts['validation ORFs']} validation genes' reading "
                       f"frames at weight {starts['weight']:g}, against {trials['0.0']:.3f} for the start model alone."]
     paths = []

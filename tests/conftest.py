@@ -175,29 +175,34 @@ TINY = dict(d_model=32, n_heads=2, depth=2, d_ff=64, attention=["local", "lsh"],
 SLICE = 60_000
 
 
-@pytest.fixture(scope="session")
-def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
-    """The first 60 kb of E. coli and the GFF3 lines that lie inside it."""
-    folder = tmp_path_factory.mktemp("ecoli60k")
+def ecoli_slice_files(folder: Path, length: int) -> tuple[Path, Path]:
+    """The first ``length`` bases of E. coli (``folder``/ecoliNk.fa) and the GFF3 lines that lie inside them."""
     with gzip.open(ECOLI_FASTA, "rt") as handle:
         header = handle.readline()
         seq, n = [], 0
         for line in handle:
             seq.append(line.strip())
             n += len(seq[-1])
-            if n >= SLICE:
+            if n >= length:
                 break
-    fasta = folder / "ecoli60k.fa"
-    fasta.write_text(header + "".join(seq)[:SLICE] + "\n")
+    name = f"ecoli{length // 1000}k"
+    fasta = folder / f"{name}.fa"
+    fasta.write_text(header + "".join(seq)[:length] + "\n")
     lines = ["##gff-version 3"]
     with gzip.open(ECOLI_GFF, "rt") as handle:
         for line in handle:
             cols = line.split("\t")
-            if len(cols) == 9 and cols[2] != "region" and int(cols[4]) <= SLICE:
+            if len(cols) == 9 and cols[2] != "region" and int(cols[4]) <= length:
                 lines.append(line.rstrip("\n"))
-    gff = folder / "ecoli60k.gff3"
+    gff = folder / f"{name}.gff3"
     gff.write_text("\n".join(lines) + "\n")
     return fasta, gff
+
+
+@pytest.fixture(scope="session")
+def ecoli_slice(tmp_path_factory) -> tuple[Path, Path]:
+    """The first 60 kb of E. coli and the GFF3 lines that lie inside it."""
+    return ecoli_slice_files(tmp_path_factory.mktemp("ecoli60k"), SLICE)
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from genoformer.pipeline import SECTION_FORMATS, STAGES, _digest, run_pipeline
 from genoformer.pipeline_config import DEFAULT_CONFIG, DEFAULTS, load_config
 from genoformer.tasks import GenomeDataModule
 
-from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY
+from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY, ecoli_slice_files
 
 
 @pytest.fixture()
@@ -66,12 +66,12 @@ def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_pat
     capsys.readouterr()
     run_pipeline(tiny_config, out)
     log = capsys.readouterr().err
-    assert log.count("up to date, skipped") == 5
+    assert log.count("up to date, skipped") == 6
     # Annotations made again (their record gone) make the scores and the report again, not training.
     (out / "annotate" / "stage.json").unlink()
     run_pipeline(tiny_config, out)
     log = capsys.readouterr().err
-    assert log.count("up to date, skipped") == 2 and all(f"{s}: running" in log for s in ("annotate", "evaluate", "report"))
+    assert log.count("up to date, skipped") == 3 and all(f"{s}: running" in log for s in ("annotate", "evaluate", "report"))
     # A changed annotate setting reruns annotate and what follows it, not training.
     config = yaml.safe_load(tiny_config.read_text())
     config["annotate"]["both_strands"] = False
@@ -110,7 +110,7 @@ def test_a_new_prokaryote_tagger_format_redoes_fine_tuning_and_later_stages_of_p
     after = {name: {stage: _digest(c, stage) for stage in STAGES}
              for name, c in (("prokaryote", prokaryote), ("eukaryote", eukaryote))}
     assert [s for s in STAGES if before["prokaryote"][s] != after["prokaryote"][s]] == [
-        "finetune", "combine", "annotate", "evaluate", "report"]
+        "finetune", "start_network", "combine", "annotate", "evaluate", "report"]
     assert before["eukaryote"] == after["eukaryote"]
 
 
@@ -260,7 +260,8 @@ def test_set_overrides_config_keys_with_yaml_values():
     ("data.fasta.x=1", "--set 'data.fasta.x=1': 'data.fasta' is not a section"),
     ("seed=[1", "--set 'seed=\\[1': the value is not valid YAML"),
     ("trainer.strategy=ddp", "trainer.strategy ddp reruns the whole pipeline in each process: use ddp_spawn"),
-    ("finetune.start_network_steps=-5", "finetune.start_network_steps must be >= 0"),
+    ("start_network.steps=-5", "start_network.steps must be a whole number >= 0"),
+    ("start_network.steps=null", "start_network.steps must be a whole number >= 0"),
 ])
 def test_set_errors_name_the_override(tmp_path, item, message):
     with pytest.raises(ConfigError, match=message):
@@ -300,6 +301,40 @@ def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_kee
         "athaliana_chr1_test": [Interval("NC_003070.9", 27_000_000, 30_427_671, ".")],
         "athaliana_chr5_slice_test": [Interval("Chr5", 0, Genome(ATHALIANA_FASTA).lengths["Chr5"], ".")],
     }
+
+
+def test_a_prokaryote_run_trains_a_start_network_scores_it_alone_and_drops_it_when_told(tmp_path, capsys):
+    fasta, gff = ecoli_slice_files(tmp_path, 200_000)
+    (tmp_path / "val.bed").write_text("NC_000913.3\t150000\t180000\n")
+    (tmp_path / "test.bed").write_text("NC_000913.3\t180000\t200000\n")
+    config = {
+        "name": "starts", "seed": 1,
+        "data": {"fasta": str(fasta), "annotation": str(gff), "organism": "prokaryote",
+                 "val_regions": str(tmp_path / "val.bed"), "test_regions": str(tmp_path / "test.bed")},
+        "model": dict(TINY), "trainer": {"accelerator": "cpu", "log_every_n_steps": 1}, "pretrain": {"enabled": False},
+        "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1},
+        "start_network": {"steps": 3}, "annotate": {"window_length": 512, "batch_size": 4},
+    }
+    path, out = tmp_path / "starts.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    report = run_pipeline(path, out).read_text()
+    record = json.loads((out / "start_network" / "stage.json").read_text())
+    assert record["trained"] and record["start network"]["steps"] == 3
+    assert (out / "finetune" / "model" / "start_network.safetensors").is_file()
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {fasta.name, "start_network", "decoder_alone", "decoder_self_trained"}
+    assert "Start network (3 steps): the annotated start ranks first in" in report
+    assert "| start network + decoder (no tagger) |" in report
+    # Fine-tuning again replaces the model folder, start network and all, and the start network is trained anew.
+    capsys.readouterr()
+    run_pipeline(path, out, overrides=["finetune.max_steps=3"])
+    log = capsys.readouterr().err
+    assert "finetune: running" in log and "start_network: running" in log and "annotate: running" in log
+    # Steps 0: the stage removes the network, and the rows made with it go.
+    run_pipeline(path, out, overrides=["finetune.max_steps=3", "start_network.steps=0"])
+    assert "no start network: start_network.steps is 0" in capsys.readouterr().err
+    assert not (out / "finetune" / "model" / "start_network.json").exists()
+    assert "start_network" not in json.loads((out / "evaluate" / "metrics.json").read_text())
 
 
 def test_a_runs_own_annotation_is_the_first_row_it_can_make(tmp_path):

@@ -78,7 +78,7 @@ def test_an_annotation_that_called_no_genes_is_said_to_have_called_none_not_to_h
 def test_report_says_what_the_start_network_added_on_validation(tmp_path):
     starts = {"training genes": 3530, "validation ORFs": 201, "steps": 300, "weight": 1.0,
               "first right by weight": {"0.0": 0.9005, "0.5": 0.9353, "1.0": 0.9403}}
-    write_report(tmp_path, name="x", records={"finetune": {"seconds": 1.0, "start network": starts}}, metrics={},
+    write_report(tmp_path, name="x", records={"start_network": {"seconds": 1.0, "start network": starts}}, metrics={},
                  label="genoformer", others={}, outputs=[])
     assert ("the annotated start ranks first in 0.940 of 201 validation genes' reading frames at weight 1, against "
             "0.900 for the start model alone") in (tmp_path / "report.md").read_text()

@@ -6,19 +6,22 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import genoformer.predict
 from genoformer.annotate import load_model, uninformative_probabilities
 from genoformer.cli import main
 from genoformer.decode import decode_record, gene_decoder_options, start_model_from_genes
+from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases, word_codes, word_mask
+from genoformer.decode.start_sites import candidate_starts
 from genoformer.decode.start_network import (
     STEM, StartNetwork, fit_start_network, region_genes, start_labels, strand_genes,
 )
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.genome import Genome, Interval, LabelScheme, read_annotation
-from genoformer.model.site_model import SiteTraining
+from genoformer.model.site_model import SiteModel, SiteTraining
 from genoformer.model.sites import SiteNetwork, SiteNetworkConfig
 from genoformer.tasks import TaggingTask
 
@@ -97,6 +100,14 @@ def test_start_evidence_adds_to_the_start_models_scores_exactly(ecoli, fitted):
 
     plain = calls()
     assert calls(start_evidence=lambda codes: np.zeros(len(codes))).equals(plain)
+    # The evidence is added to the model's raw score of each candidate before the softmax over its ORF.
+    codes = encode_bases(sequence)
+    extra = np.random.default_rng(0).normal(size=len(codes))
+    at, orf_end, rank = candidate_starts(word_codes(codes, 3), STARTS, STOP_CODONS, 90)
+    score = pd.Series(start_model.raw_scores(codes, at, orf_end, rank, None) + extra[at])
+    expected = score - score.groupby(orf_end).transform(lambda s: np.log(np.exp(s).sum()))
+    found = start_model.log_probabilities(codes, STARTS, STOP_CODONS, 90, extra=extra)
+    assert np.allclose(found[at], expected.to_numpy()) and not found[np.setdiff1d(np.arange(len(codes)), at)].any()
     # A later start codon of a + strand gene, favoured beyond anything else: that gene starts there.
     gene = plain[(plain["type"] == "CDS") & (plain["strand"] == "+")].iloc[5]
     later = next(p for p in range(int(gene["start"]) + 3, int(gene["end"]) - 90, 3) if sequence[p:p + 3] in STARTS)
@@ -135,6 +146,12 @@ def test_the_start_network_round_trips_through_its_files_and_bad_ones_are_refuse
         with pytest.raises(ModelFileError, match=re.escape(message)) as error:
             StartNetwork.load(tmp_path)
         assert str(tmp_path) in str(error.value)
+    (tmp_path / f"{STEM}.json").write_text(json.dumps(data))
+    other = SiteModel(SiteNetwork(network.site_model.network.config, ("start",)), {"start": STARTS})
+    other.save(tmp_path / "other", STEM)  # same shapes, other weights: as if a crash fell between the two writes
+    (tmp_path / f"{STEM}.safetensors").write_bytes((tmp_path / "other" / f"{STEM}.safetensors").read_bytes())
+    with pytest.raises(ModelFileError, match="not the ones start_network.json was written with"):
+        StartNetwork.load(tmp_path)
     (tmp_path / f"{STEM}.json").unlink()  # the weights alone: refused, not ignored
     with pytest.raises(ModelFileError, match="site network file not found"):
         StartNetwork.load(tmp_path)
@@ -177,8 +194,6 @@ def test_start_network_command_writes_into_the_model_folder_and_annotate_weighs_
                      "--regions", str(bed["test"]), "--window-length", "512", "--out", str(tmp_path / evidence / "calls")]) == 0
         assert set(asked) == (set() if evidence == "none" else {30_000})  # the decoder alone reads no network
         assert bool(predicted) == (evidence == "network")  # only "network" runs the tagger
-    starts = read_annotation(tmp_path / "starts" / "calls.gff3")
-    assert starts.equals(read_annotation(tmp_path / "network" / "calls.gff3"))  # the same evidence here: P(CDS) 0.5
     capsys.readouterr()
     assert main(["annotate", "--model", str(folder), "--evidence", "starts", "--self-trained-starts", "--fasta",
                  str(ECOLI_FASTA), "--regions", str(bed["test"]), "--out", str(tmp_path / "x" / "calls")]) == 2
@@ -186,7 +201,7 @@ def test_start_network_command_writes_into_the_model_folder_and_annotate_weighs_
     # A model folder without a start model has nothing to weigh the network beside.
     bare = TaggingTask(encoder=TINY, loss="ce").export(tmp_path / "bare")
     assert main(["start-network", "--model", str(bare), "--fasta", str(ECOLI_FASTA), "--annotation", str(ECOLI_GFF),
-                 "--val-regions", str(bed["val"]), "--steps", "2"]) == 2
+                 "--train-regions", str(bed["train"]), "--val-regions", str(bed["val"]), "--steps", "2"]) == 2
     assert "has no start model" in capsys.readouterr().err
     for model in (["--model", str(bare)], ["--organism", "prokaryote"]):
         assert main(["annotate", *model, "--evidence", "starts", "--fasta", str(ECOLI_FASTA), "--regions",

@@ -32,11 +32,12 @@ from genoformer.decode.segments import encode_bases, reverse_complement_codes, w
 from genoformer.decode.start_sites import StartModel, candidate_starts
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.evaluate.features import is_pseudo
+from genoformer.model.io import START_NETWORK_STEM
 from genoformer.model.site_model import UNLABELLED, SiteModel, SiteTraining, train_site_network
 from genoformer.model.sites import SiteNetworkConfig
 
 START_KINDS = ("start",)  # the network's one output row
-STEM = "start_network"  # its files: start_network.json, start_network.safetensors
+STEM = START_NETWORK_STEM  # its files in the tagging model's folder: start_network.json, start_network.safetensors
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # E. coli validation (NC_000913.3:3.85-4.08 Mb, learnt from 0-3.85 Mb): 300 steps ranked the annotated
 # start first in 0.940 of the validation genes' ORFs at weight 1, against 0.900 for the start model alone.
@@ -83,7 +84,7 @@ class StartNetwork:
     """A trained start network and the weight its logits carry in the start model's scores."""
 
     site_model: SiteModel
-    _recent: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # strand key -> its scores
+    _recent: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # strand bytes -> its scores
 
     @property
     def weight(self) -> float:
@@ -93,7 +94,7 @@ class StartNetwork:
         """(len(codes),) ``weight`` x the network's log-odds of a start at each base of one strand (``codes`` read
         5' -> 3'); the decoder adds them to its start model's scores. The last two strands' are kept: the decoder
         asks for both strands of a stretch once per pass."""
-        key = (len(codes), hash(codes.tobytes()))
+        key = codes.tobytes()  # the strand itself: a dictionary compares it whole on a hash match
         if key not in self._recent:
             if len(self._recent) == 2:
                 del self._recent[next(iter(self._recent))]

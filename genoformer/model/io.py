@@ -34,6 +34,9 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+# A prokaryote tagger's folder may also hold a start network trained beside it later
+# (genoformer.decode.start_network): STEM.json and STEM.safetensors. Replacing the folder drops it.
+START_NETWORK_STEM = "start_network"
 # Largest head.window_length accepted: above the longest human chromosome (248 Mb); a window is
 # padded to its full length in every batch, so an absurd value would ask for terabytes.
 MAX_WINDOW_LENGTH = 1 << 28
@@ -154,14 +157,15 @@ def check_replaceable(folder: Path, overwrite: bool) -> None:
     """Refuse to write a model folder over anything but a model folder, and over one without ``overwrite``.
 
     A model folder is a directory holding ``config.json`` (a genoformer one) and ``model.safetensors``,
-    and nothing but the three files a model folder has."""
+    and nothing but the three files a model folder has and a start network's two."""
     if not folder.exists() and not folder.is_symlink():
         return
     if not folder.is_dir() or folder.is_symlink():
         raise ConfigError(f"{folder} exists and is not a model folder; genoformer replaces only model folders "
                           "it wrote: choose another output path or move it away")
     contents = sorted(p.name for p in folder.iterdir())
-    unexpected = sorted(set(contents) - {CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE})
+    known = {CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, f"{START_NETWORK_STEM}.json", f"{START_NETWORK_STEM}.safetensors"}
+    unexpected = sorted(set(contents) - known)
     try:
         ours = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == "genoformer"
     except (OSError, ValueError, AttributeError):

@@ -13,10 +13,11 @@ schedule, seeded, without resetting the caller's random state. Its output is the
 candidate is a real site, at the training set's share of real sites among candidates.
 
 Files (never pickle): ``STEM.json`` (format, configuration, kinds, each kind's candidate words, the
-owner's settings and a training summary) and ``STEM.safetensors`` (the weights).
+weights' digest, the owner's settings and a training summary) and ``STEM.safetensors`` (the weights).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
@@ -92,11 +93,14 @@ class SiteModel:
         """Write ``STEM.json`` and ``STEM.safetensors`` into ``folder`` (each atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        weights = save({k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()})
         with atomic_write(folder / f"{stem}.safetensors", "wb") as handle:
-            handle.write(save({k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}))
+            handle.write(weights)
+        # The JSON names its weights (their digest): a crash between the two writes cannot pair new weights
+        # with an older file's settings unnoticed.
         data = {"format": FILE_FORMAT, "format_version": FILE_VERSION, "config": self.network.config.to_dict(),
                 "kinds": list(self.kinds), "words": {kind: list(self.words[kind]) for kind in self.kinds},
-                "settings": self.settings, "report": self.report}
+                "weights_sha256": hashlib.sha256(weights).hexdigest(), "settings": self.settings, "report": self.report}
         with atomic_write(folder / f"{stem}.json") as handle:
             json.dump(data, handle, indent=1)
 
@@ -139,11 +143,15 @@ class SiteModel:
             raise ModelFileError(path, f"site network field 'settings': needs a mapping, got {settings!r}")
         weights_path = Path(folder) / f"{stem}.safetensors"
         try:
-            state = load_file(str(weights_path))
+            raw = weights_path.read_bytes()
+            state = load(raw)
         except FileNotFoundError:
             raise ModelFileError(weights_path, "site network weights not found") from None
         except (OSError, SafetensorError) as exc:
             raise ModelFileError(weights_path, f"not a readable safetensors file ({exc})") from None
+        if data.get("weights_sha256", hashlib.sha256(raw).hexdigest()) != hashlib.sha256(raw).hexdigest():
+            raise ModelFileError(weights_path, f"these weights are not the ones {path.name} was written with (their "
+                                               f"digest differs): {remedy}")
         network = SiteNetwork(config, kinds)
         expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
