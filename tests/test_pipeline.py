@@ -25,24 +25,31 @@ from genoformer.tasks import GenomeDataModule
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY, ecoli_slice_files
 
 
-@pytest.fixture()
-def tiny_config(ecoli_slice, tmp_path) -> Path:
-    fasta, gff = ecoli_slice
-    (tmp_path / "val.bed").write_text("NC_000913.3\t40000\t46000\n")
-    (tmp_path / "test.bed").write_text("NC_000913.3\t46000\t60000\n")
+def tiny_prokaryote_config(folder: Path, fasta: Path, gff: Path, val: tuple[int, int], test: tuple[int, int],
+                           **sections) -> Path:
+    """A pipeline config for a tiny model on an E. coli slice (``folder``/tiny.yaml), its validation and test
+    regions ``val`` and ``test`` of NC_000913.3; ``sections`` replace the config's."""
+    for name, (start, end) in (("val", val), ("test", test)):
+        (folder / f"{name}.bed").write_text(f"NC_000913.3\t{start}\t{end}\n")
     config = {
         "name": "tiny", "seed": 1,
         "data": {"fasta": str(fasta), "annotation": str(gff), "organism": "prokaryote",
-                 "val_regions": str(tmp_path / "val.bed"), "test_regions": str(tmp_path / "test.bed")},
+                 "val_regions": str(folder / "val.bed"), "test_regions": str(folder / "test.bed")},
         "model": dict(TINY),
         "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
         "pretrain": {"window_length": 512, "batch_size": 2, "max_steps": 3, "warmup_steps": 1},
         "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 3, "warmup_steps": 1},
         "annotate": {"window_length": 512, "batch_size": 4},
+        **sections,
     }
-    path = tmp_path / "tiny.yaml"
+    path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture()
+def tiny_config(ecoli_slice, tmp_path) -> Path:
+    return tiny_prokaryote_config(tmp_path, *ecoli_slice, val=(40_000, 46_000), test=(46_000, 60_000))
 
 
 def test_pipeline_runs_end_to_end_and_skips_finished_stages(tiny_config, tmp_path, capsys):
@@ -305,18 +312,10 @@ def test_the_arabidopsis_recipe_loads_with_its_chromosome_given_as_files_and_kee
 
 def test_a_prokaryote_run_trains_a_start_network_scores_it_alone_and_drops_it_when_told(tmp_path, capsys):
     fasta, gff = ecoli_slice_files(tmp_path, 200_000)
-    (tmp_path / "val.bed").write_text("NC_000913.3\t150000\t180000\n")
-    (tmp_path / "test.bed").write_text("NC_000913.3\t180000\t200000\n")
-    config = {
-        "name": "starts", "seed": 1,
-        "data": {"fasta": str(fasta), "annotation": str(gff), "organism": "prokaryote",
-                 "val_regions": str(tmp_path / "val.bed"), "test_regions": str(tmp_path / "test.bed")},
-        "model": dict(TINY), "trainer": {"accelerator": "cpu", "log_every_n_steps": 1}, "pretrain": {"enabled": False},
-        "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1},
-        "start_network": {"steps": 3}, "annotate": {"window_length": 512, "batch_size": 4},
-    }
-    path, out = tmp_path / "starts.yaml", tmp_path / "run"
-    path.write_text(yaml.safe_dump(config))
+    path = tiny_prokaryote_config(tmp_path, fasta, gff, val=(150_000, 180_000), test=(180_000, 200_000),
+                                  pretrain={"enabled": False}, start_network={"steps": 3},
+                                  finetune={"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1})
+    out = tmp_path / "run"
     report = run_pipeline(path, out).read_text()
     record = json.loads((out / "start_network" / "stage.json").read_text())
     assert record["trained"] and record["start network"]["steps"] == 3
