@@ -9,7 +9,7 @@ finds them::
     fit = fit_evidence("runs/x/finetune/model", "runs/x/gene_model", "genome.fa", "genome.gff3", "val.bed")
     fit.weights, fit.scores  # EvidenceWeights(cds=..., intron=..., cap=...), the validation F1s
 
-Prokaryotes: ``genoformer start-network`` and the pipeline's fine-tuning stage run
+Prokaryotes: ``genoformer start-network`` and the pipeline's ``start_network`` stage run
 :func:`add_start_network`: a start-site network trained on the training regions' genes, its weight beside
 the model folder's start model chosen on the validation regions'
 (:func:`genoformer.decode.start_network.fit_start_network`), written into the model folder, where

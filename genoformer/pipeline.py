@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, GenoformerError
 from .files import atomic_write
 from .genemodel import FORMAT_VERSION as GENE_MODEL_FORMAT
 from .genemodel.evidence import WEIGHTS_FILE as EVIDENCE_WEIGHTS_FILE
@@ -109,8 +109,16 @@ def _formats(config: dict, stage: str) -> list[str]:
     return formats
 
 
+def trains_start_network(config: dict) -> bool:
+    """Whether the start_network stage runs: prokaryote gene structures, annotated with the fine-tuned model
+    (not another folder given as ``annotate.model``)."""
+    data = config["data"]
+    return data["organism"] == "prokaryote" and data["classes"] == "gene_structure" and not config["annotate"]["model"]
+
+
 def _digest(config: dict, stage: str) -> str:
-    sections = {k: config[k] for k in DEPENDS[stage]}
+    # The start_network section counts only where its stage runs: a eukaryote run's stages stay up to date.
+    sections = {k: config[k] for k in DEPENDS[stage] if k != "start_network" or trains_start_network(config)}
     if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
         sections["model"] = settings_as_digested(sections["model"])
     text = json.dumps(sections, sort_keys=True)
@@ -274,7 +282,7 @@ class Pipeline:
                        for fasta, annotation, genome in ((f, a, Genome(f)) for f, a in zip(c["data"]["fasta"], c["data"]["annotation"]))]
             try:
                 network = add_start_network(model, sources, steps=steps, progress=_log)
-            except ConfigError as error:  # e.g. no whole gene in the validation regions: the run goes on without
+            except GenoformerError as error:  # e.g. no whole gene in the validation regions: the run goes on without
                 why = str(error)
         if why is not None:
             _log(f"no start network: {why}")
@@ -362,9 +370,9 @@ class Pipeline:
         """Whether this run can make ``row``: the decoders read gene-structure labels, the gene model needs a
         genemodel stage, and the network's evidence in it the combine stage's weights."""
         gene_structure = self.config["data"]["classes"] == "gene_structure"
-        if row.evidence == "starts":  # known once the start_network stage has run
-            record = self.record("start_network")
-            return bool(record and record.get("trained")) and not self.config["annotate"]["model"]
+        if row.evidence == "starts":  # known once the start_network stage has run (and its record is current)
+            record = self.record("start_network") if trains_start_network(self.config) else None
+            return bool(record and record.get("trained"))
         if not row.model_starts:
             return gene_structure and self.config["data"]["organism"] == "prokaryote"
         if row.gene_model:
@@ -388,7 +396,10 @@ class Pipeline:
         from .genome import Genome
 
         c, a = self.config, self.config["annotate"]
-        model = load_model(a["model"] or self.folder("finetune") / "model")
+        # The start network only where this run's stage trained it (and its record is current): every row
+        # that weighs one then weighs that one.
+        model = load_model(a["model"] or self.folder("finetune") / "model",
+                           start_network=any(row.evidence == "starts" for row in self.rows()))
         gene_model = self.folder("genemodel") / "model"
         weights = self.folder("combine") / EVIDENCE_WEIGHTS_FILE
         held_out = self.held_out()
@@ -435,6 +446,8 @@ class Pipeline:
         c = self.config
         records = {s: json.loads(self.record_path(s).read_text())
                    for s in STAGES[:-1] if self.record_path(s).is_file()}
+        if "start_network" in records and self.record("start_network") is None:  # stale: not what annotate used
+            del records["start_network"]
         metrics_path = self.folder("evaluate") / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         own, *rest = self.rows()
@@ -468,8 +481,7 @@ def run_pipeline(config_path: str | Path | None = None, out: str | Path | None =
             wanted.remove(stage)
     if "combine" in wanted and not pipeline.combines():
         wanted.remove("combine")
-    if "start_network" in wanted and not (config["data"]["organism"] == "prokaryote"
-                                         and config["data"]["classes"] == "gene_structure"):
+    if "start_network" in wanted and not trains_start_network(config):
         wanted.remove("start_network")
     if not config["data"]["annotation"]:
         wanted = [s for s in wanted if s == "pretrain"]

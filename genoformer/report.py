@@ -155,6 +155,8 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
                           if k.startswith("val/") and k.count("/") == 1)
         lines.append(f"| {stage} | {rec.get('seconds', '')} | {rec.get('steps', '')} | {final} |")
     starts = (records.get("start_network") or {}).get("start network")
+    if (records.get("start_network") or {}).get("why"):
+        lines += ["", f"No start network: {records['start_network']['why']}."]
     if starts:  # the start network's weight, chosen on the validation regions (decode/start_network.py)
         trials = starts["first right by weight"]
         lines += ["", f"Start network ({starts['steps']} steps): the annotated start ranks first in "

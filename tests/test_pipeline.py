@@ -97,6 +97,15 @@ def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_
         "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
+def test_start_network_steps_redo_a_prokaryote_runs_later_stages_only_and_no_eukaryote_stage():
+    prokaryote = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    eukaryote = {**prokaryote, "data": {**prokaryote["data"], "organism": "eukaryote"}}
+    for config, changed in ((prokaryote, ["start_network", "annotate", "evaluate", "report"]), (eukaryote, [])):
+        before = {stage: _digest(config, stage) for stage in STAGES}
+        config["start_network"] = {"steps": 300}
+        assert [s for s in STAGES if _digest(config, s) != before[s]] == changed
+
+
 def test_memory_knobs_and_the_attention_kernel_leave_every_stage_up_to_date():
     config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
     before = {stage: _digest(config, stage) for stage in STAGES}

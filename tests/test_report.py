@@ -82,3 +82,9 @@ def test_report_says_what_the_start_network_added_on_validation(tmp_path):
                  label="genoformer", others={}, outputs=[])
     assert ("the annotated start ranks first in 0.940 of 201 validation genes' reading frames at weight 1, against "
             "0.900 for the start model alone") in (tmp_path / "report.md").read_text()
+
+
+def test_report_says_why_no_start_network_was_trained(tmp_path):
+    write_report(tmp_path, name="x", records={"start_network": {"trained": False, "why": "start_network.steps is 0"}},
+                 metrics={}, label="genoformer", others={}, outputs=[])
+    assert "No start network: start_network.steps is 0." in (tmp_path / "report.md").read_text()

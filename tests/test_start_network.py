@@ -2,6 +2,7 @@
 weight beside the start model, its files, and its evidence in the decoder and `genoformer annotate`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -151,6 +152,13 @@ def test_the_start_network_round_trips_through_its_files_and_bad_ones_are_refuse
     other.save(tmp_path / "other", STEM)  # same shapes, other weights: as if a crash fell between the two writes
     (tmp_path / f"{STEM}.safetensors").write_bytes((tmp_path / "other" / f"{STEM}.safetensors").read_bytes())
     with pytest.raises(ModelFileError, match="not the ones start_network.json was written with"):
+        StartNetwork.load(tmp_path)
+    from safetensors.torch import save as safetensors_bytes
+
+    doubled = safetensors_bytes({k: v.double() for k, v in network.site_model.network.state_dict().items()})
+    (tmp_path / f"{STEM}.safetensors").write_bytes(doubled)  # right shapes, float64: refused, not cast
+    (tmp_path / f"{STEM}.json").write_text(json.dumps({**data, "weights_sha256": hashlib.sha256(doubled).hexdigest()}))
+    with pytest.raises(ModelFileError, match="weights do not fit the configuration"):
         StartNetwork.load(tmp_path)
     (tmp_path / f"{STEM}.json").unlink()  # the weights alone: refused, not ignored
     with pytest.raises(ModelFileError, match="site network file not found"):

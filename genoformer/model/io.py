@@ -165,7 +165,8 @@ def check_replaceable(folder: Path, overwrite: bool) -> None:
                           "it wrote: choose another output path or move it away")
     contents = sorted(p.name for p in folder.iterdir())
     known = {CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, f"{START_NETWORK_STEM}.json", f"{START_NETWORK_STEM}.safetensors"}
-    unexpected = sorted(set(contents) - known)
+    # A killed write leaves a hidden .NAME.<random>.tmp sibling (genoformer.files): ours, replaced with the rest.
+    unexpected = sorted(n for n in set(contents) - known if not (n.startswith(".") and n.endswith(".tmp")))
     try:
         ours = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == "genoformer"
     except (OSError, ValueError, AttributeError):

@@ -144,17 +144,20 @@ class SiteModel:
         weights_path = Path(folder) / f"{stem}.safetensors"
         try:
             raw = weights_path.read_bytes()
-            state = load(raw)
         except FileNotFoundError:
             raise ModelFileError(weights_path, "site network weights not found") from None
-        except (OSError, SafetensorError) as exc:
-            raise ModelFileError(weights_path, f"not a readable safetensors file ({exc})") from None
+        except OSError as exc:
+            raise ModelFileError(weights_path, f"not readable ({exc})") from None
         if data.get("weights_sha256", hashlib.sha256(raw).hexdigest()) != hashlib.sha256(raw).hexdigest():
             raise ModelFileError(weights_path, f"these weights are not the ones {path.name} was written with (their "
                                                f"digest differs): {remedy}")
+        try:
+            state = load(raw)
+        except (SafetensorError, KeyError, ValueError, TypeError) as exc:  # KeyError: a dtype this torch lacks
+            raise ModelFileError(weights_path, f"not a readable safetensors file ({exc!r})") from None
         network = SiteNetwork(config, kinds)
-        expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in state.items()}
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in network.state_dict().items()}
+        found = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
         if expected != found:
             wrong = sorted(set(expected) ^ set(found)) or sorted(k for k in expected if expected[k] != found[k])
             raise ModelFileError(weights_path, f"weights do not fit the configuration in {path.name} "
