@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .decode.start_network import DEFAULT_STEPS, StartNetwork, fit_start_network, region_genes
+from .decode.start_network import DEFAULT_STEPS, StartNetwork, fit_start_network
+from .decode.start_sites import region_genes
 from .genemodel import DecodeSettings, EvidenceFit, GeneModel, fit_evidence_weights
 from .genemodel.evidence import WEIGHTS_FILE
 

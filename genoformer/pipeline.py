@@ -264,7 +264,6 @@ class Pipeline:
         """Train a start network into the fine-tuned model's folder, beside its start model (on the training
         stretches' genes, its weight chosen on the validation regions'), or, with ``start_network.steps`` 0
         or nothing to train it on, remove one left there: the record says which (``trained``)."""
-        from .annotate import load_model
         from .combine import add_start_network
         from .decode.start_network import STEM
         from .genome import Genome, read_bed_files
@@ -273,22 +272,23 @@ class Pipeline:
         files = [model / f"{STEM}{suffix}" for suffix in (".json", ".safetensors")]
         for path in files:
             path.unlink(missing_ok=True)
-        why = ("start_network.steps is 0" if not steps else "no validation regions to choose its weight on"
-               if not c["data"]["val_regions"] else "no start model in the model folder (too few training genes)"
-               if load_model(model, start_network=False).start_model is None else None)
-        if why is None:
+        if not steps:
+            why = "start_network.steps is 0"
+        elif not c["data"]["val_regions"]:
+            why = "no validation regions to choose its weight on"
+        else:
             val = read_bed_files(c["data"]["val_regions"])
             sources = [(fasta, annotation, self.training_stretches(genome), [iv for iv in val if iv.name in genome.lengths])
                        for fasta, annotation, genome in ((f, a, Genome(f)) for f, a in zip(c["data"]["fasta"], c["data"]["annotation"]))]
             try:
                 network = add_start_network(model, sources, steps=steps, progress=_log)
-            except GenoformerError as error:  # e.g. no whole gene in the validation regions: the run goes on without
+            except GenoformerError as error:  # no start model, no whole validation gene...: the run goes on without
                 why = str(error)
-        if why is not None:
-            _log(f"no start network: {why}")
-            return {"trained": False, "why": why}
-        return {"trained": True, "outputs": [str(p.relative_to(self.out)) for p in files],
-                "start network": {**network.site_model.report, "weight": network.weight}}
+            else:
+                return {"trained": True, "outputs": [str(p.relative_to(self.out)) for p in files],
+                        "start network": {**network.site_model.report, "weight": network.weight}}
+        _log(f"no start network: {why}")
+        return {"trained": False, "why": why}
 
     def genemodel(self, folder: Path) -> dict:
         """Fit the gene model on the annotated genes of the training stretches (everything outside the

@@ -16,9 +16,9 @@ from genoformer.cli import main
 from genoformer.decode import decode_record, gene_decoder_options, start_model_from_genes
 from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases, word_codes, word_mask
-from genoformer.decode.start_sites import candidate_starts
+from genoformer.decode.start_sites import candidate_starts, region_genes, strand_genes
 from genoformer.decode.start_network import (
-    STEM, StartNetwork, fit_start_network, region_genes, start_labels, strand_genes,
+    MIN_LENGTH, STEM, StartNetwork, fit_start_network, start_labels,
 )
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.genome import Genome, Interval, LabelScheme, read_annotation
@@ -57,7 +57,7 @@ def test_labels_mark_start_codons_and_the_annotated_starts_of_hand_read_gff_line
     # NC_000913.3 RefSeq CDS 337 2799 . + 0 ID=cds-NP_414543.1 (thrA)
     # NC_000913.3 RefSeq CDS 5683 6459 . - 0 ID=cds-NP_414547.1 (yaaA)
     (sequence, genes), = region_genes(genome, annotation, [Interval(RECORD, 0, 10_000)])
-    (plus, plus_begin, _), (minus, minus_begin, _) = strand_genes(sequence, genes)
+    (plus, plus_begin, _), (minus, minus_begin, _) = strand_genes(sequence, genes, MIN_LENGTH)
     assert 189 not in plus_begin and 336 in plus_begin and 10_000 - 6459 in minus_begin
     for codes, begins, at in ((plus, plus_begin, 336), (minus, minus_begin, 3541)):
         labels = start_labels(codes, begins, STARTS)
@@ -74,7 +74,7 @@ def test_a_start_network_ranks_starts_far_above_chance_and_adds_to_the_start_mod
     _, network = fitted
     (sequence, genes), = region_genes(genome, annotation, [HELD_OUT])
     found = []
-    for codes, begins, _ in strand_genes(sequence, genes):
+    for codes, begins, _ in strand_genes(sequence, genes, MIN_LENGTH):
         labels = start_labels(codes, begins, STARTS)[0]
         at = labels >= 0
         found.append((average_precision(labels[at], network.site_model.logits(codes)[0, :-1][at]), labels[at].mean()))

@@ -87,6 +87,7 @@ from genoformer.decode.segments import (
 )
 from genoformer.decode.start_sites import (
     START_SITE, StartModel, learn_start_model, orf_starts, start_site_counts, start_site_scores, start_site_table,
+    strand_genes,
 )
 
 GENE_STRUCTURE_CLASSES = ("intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR", "ncRNA")
@@ -481,16 +482,8 @@ def start_model_from_genes(records: Iterable[tuple[str, pd.DataFrame]], *, start
     (0-based half-open) and strand. A span that does not run from a start codon to the end of a stop
     codon in frame (a gene cut by the sequence's end, one piece of a frameshifted gene) is not learnt
     from. The codon statistics its candidates are scored with are learnt from the same genes."""
-    views, genes = [], []
-    for sequence, table in records:
-        codes = encode_bases(sequence)
-        # Whole codons only (a joined CDS's pieces may be shorter or out of frame); anything shorter than
-        # a gene the decoder would call teaches nothing about starts.
-        table = table[((table["end"] - table["start"]) % 3 == 0) & (table["end"] - table["start"] >= min_cds_length)]
-        begin, end = table["start"].to_numpy(np.int64), table["end"].to_numpy(np.int64)
-        plus = (table["strand"] == "+").to_numpy()
-        views += [codes, reverse_complement_codes(codes)]
-        genes += [(begin[plus], end[plus]), (len(codes) - end[~plus], len(codes) - begin[~plus])]
+    strands = [strand for sequence, table in records for strand in strand_genes(sequence, table, min_cds_length)]
+    views, genes = [codes for codes, _, _ in strands], [(begin, end) for _, begin, end in strands]
     if not views:
         return None, 0
     hexamers = [word_codes(view, 6) for view in views]

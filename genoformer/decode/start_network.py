@@ -19,7 +19,7 @@ weight among its settings, the validation trials in its report) and ``start_netw
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +28,9 @@ import pandas as pd
 
 from genoformer.decode.codon_statistics import codon_frame_sums, hexamer_log_odds
 from genoformer.decode.prokaryote import START_CODONS, STOP_CODONS
-from genoformer.decode.segments import encode_bases, reverse_complement_codes, word_codes, word_mask
-from genoformer.decode.start_sites import StartModel, candidate_starts
+from genoformer.decode.segments import word_codes, word_mask
+from genoformer.decode.start_sites import StartModel, candidate_starts, strand_genes
 from genoformer.errors import ConfigError, ModelFileError
-from genoformer.evaluate.features import is_pseudo
 from genoformer.model.io import START_NETWORK_STEM
 from genoformer.model.site_model import UNLABELLED, SiteModel, SiteTraining, train_site_network
 from genoformer.model.sites import SiteNetworkConfig
@@ -43,29 +42,6 @@ WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # start first in 0.940 of the validation genes' ORFs at weight 1, against 0.900 for the start model alone.
 DEFAULT_STEPS = 300
 MIN_LENGTH = 90  # the decoder's shortest gene: a start closer to its stop is no candidate
-
-
-def region_genes(genome, annotation: pd.DataFrame, regions: Iterable) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(sequence, genes) of each region (an Interval) of ``genome``: the CDS spans (not pseudogenes) lying wholly
-    inside it, columns start, end (0-based half-open, region coordinates) and strand."""
-    table = annotation[(annotation["type"] == "CDS") & ~is_pseudo(annotation)]
-    by_record = dict(tuple(table.groupby("seqid")))
-    for iv in regions:
-        cds = by_record.get(iv.name, table.iloc[:0])
-        inside = cds[(cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
-        genes = inside[["start", "end", "strand"]].assign(start=inside["start"] - iv.start, end=inside["end"] - iv.start)
-        yield genome.fetch(iv.name, iv.start, iv.end), genes
-
-
-def strand_genes(sequence: str, genes: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Both strands of ``sequence`` as (codes read 5' -> 3', gene begins, gene ends) in strand coordinates, the
-    genes whole codons and at least the decoder's shortest gene long (a joined CDS's pieces teach nothing)."""
-    genes = genes[((genes["end"] - genes["start"]) % 3 == 0) & (genes["end"] - genes["start"] >= MIN_LENGTH)]
-    codes = encode_bases(sequence)
-    n = len(codes)
-    plus = (genes["strand"] == "+").to_numpy()
-    begin, end = genes["start"].to_numpy(np.int64), genes["end"].to_numpy(np.int64)
-    return [(codes, begin[plus], end[plus]), (reverse_complement_codes(codes), n - end[~plus], n - begin[~plus])]
 
 
 def start_labels(codes: np.ndarray, begins: np.ndarray, starts: Sequence[str]) -> np.ndarray:
@@ -158,11 +134,12 @@ def fit_start_network(train: Iterable[tuple[str, pd.DataFrame]], validation: Ite
                       stops: Sequence[str] = STOP_CODONS, config: SiteNetworkConfig | None = None, training: SiteTraining | None = None,
                       progress: Callable[[str], None] | None = None) -> StartNetwork:
     """Train a start network on the annotated genes of ``train`` and choose its weight beside ``start_model`` on
-    those of ``validation`` (each yields (sequence, genes) as :func:`region_genes`); see the module."""
+    those of ``validation`` (each yields (sequence, genes) as
+    :func:`~genoformer.decode.start_sites.region_genes`); see the module."""
     config, training = config or SiteNetworkConfig(), training or SiteTraining(steps=DEFAULT_STEPS)
     began = time.perf_counter()
-    train_strands = [s for sequence, genes in train for s in strand_genes(sequence, genes)]
-    val_strands = [s for sequence, genes in validation for s in strand_genes(sequence, genes)]
+    train_strands = [s for sequence, genes in train for s in strand_genes(sequence, genes, MIN_LENGTH)]
+    val_strands = [s for sequence, genes in validation for s in strand_genes(sequence, genes, MIN_LENGTH)]
     n_train, n_val = (sum(len(b) for _, b, _ in strands) for strands in (train_strands, val_strands))
     if n_train == 0 or n_val == 0:
         raise ConfigError(f"the start network learns from annotated genes and chooses its weight on others, but the "

@@ -36,14 +36,15 @@ A stop codon closes one open reading frame (ORF), and any of its in-frame start 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from genoformer.decode.segments import prefix_sums, word_codes, word_mask
+from genoformer.decode.segments import encode_bases, prefix_sums, reverse_complement_codes, word_codes, word_mask
+from genoformer.evaluate.features import is_pseudo
 
 # Bases read around a start codon: (upstream of it, from its first base on).
 START_SITE = (30, 6)
@@ -58,6 +59,31 @@ N_FEATURES = 4 * sum(START_SITE) + len(MOTIF_LENGTHS) * len(SPACER_BINS) + RANKS
 L2 = 0.001
 # Codon statistics (nats summed over a span) are scaled down to the other features' size before fitting.
 CODON_SCALE = 0.1
+
+
+def region_genes(genome, annotation: pd.DataFrame, regions: Iterable) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(sequence, genes) of each region (an Interval) of ``genome``: the CDS spans (not pseudogenes) lying wholly
+    inside it, columns start, end (0-based half-open, region coordinates) and strand."""
+    table = annotation[(annotation["type"] == "CDS") & ~is_pseudo(annotation)]
+    by_record = dict(tuple(table.groupby("seqid")))
+    for iv in regions:
+        cds = by_record.get(iv.name, table.iloc[:0])
+        inside = cds[(cds["start"] >= iv.start) & (cds["end"] <= iv.end)]
+        genes = inside[["start", "end", "strand"]].assign(start=inside["start"] - iv.start, end=inside["end"] - iv.start)
+        yield genome.fetch(iv.name, iv.start, iv.end), genes
+
+
+def strand_genes(sequence: str, genes: pd.DataFrame, min_length: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Both strands of ``sequence`` as (codes read 5' -> 3', gene begins, gene ends) in strand coordinates, of
+    the ``genes`` (start, end, strand) that are whole codons and at least ``min_length`` long: a joined CDS's
+    pieces may be shorter or out of frame, and anything shorter than a gene the decoder would call teaches
+    nothing about starts."""
+    genes = genes[((genes["end"] - genes["start"]) % 3 == 0) & (genes["end"] - genes["start"] >= min_length)]
+    codes = encode_bases(sequence)
+    n = len(codes)
+    plus = (genes["strand"] == "+").to_numpy()
+    begin, end = genes["start"].to_numpy(np.int64), genes["end"].to_numpy(np.int64)
+    return [(codes, begin[plus], end[plus]), (reverse_complement_codes(codes), n - end[~plus], n - begin[~plus])]
 
 
 def orf_starts(words: np.ndarray, starts: Sequence[str], stops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

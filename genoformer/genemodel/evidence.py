@@ -148,11 +148,14 @@ class EvidenceWeights:
         if unknown or missing:
             problems = [f"{kind} {found}" for kind, found in (("unknown", unknown), ("missing", missing)) if found]
             raise ModelFileError(path, f"evidence weights field 'weights': {' and '.join(problems)} (expected {names})")
-        fitted_for = (data.get("fit") or {}).get("gene_model") if isinstance(data.get("fit"), dict) else None
-        if gene_model is not None and fitted_for is not None and fitted_for != gene_model.fingerprint():
-            raise ModelFileError(path, f"these evidence weights were fitted for another gene model (fingerprint "
-                                       f"{fitted_for}, this one's {gene_model.fingerprint()}): learned again since? Fit "
-                                       "them again with `genoformer combine`")
+        fit = data.get("fit")
+        fitted_for = fit.get("gene_model") if isinstance(fit, dict) else None
+        if gene_model is not None and fitted_for is not None:
+            fingerprint = gene_model.fingerprint()
+            if fitted_for != fingerprint:
+                raise ModelFileError(path, f"these evidence weights were fitted for another gene model (fingerprint "
+                                           f"{fitted_for}, this one's {fingerprint}): learned again since? Fit them "
+                                           "again with `genoformer combine`")
         try:
             return cls(**weights)
         except ConfigError as exc:

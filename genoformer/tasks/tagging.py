@@ -14,7 +14,7 @@ from ..datasets.stitch import ProbabilityStitcher
 from ..datasets.windows import IGNORE_LABEL
 from ..decode import StartModel, Stretch, decode_stretches, gene_decoder_options, start_model_from_genes
 from ..decode.prokaryote import MIN_START_TRAINING_GENES
-from ..decode.start_network import region_genes
+from ..decode.start_sites import region_genes
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..genome import LabelScheme
