@@ -268,7 +268,15 @@ def annotate_genome(
         weights = _evidence_weights(evidence_weights, folder, gene_model, evidence)
     elif evidence_weights is not None:
         raise ConfigError("evidence weights weigh a network against a learned gene model: give the gene model too")
-    sites_only = model is None and evidence == "network" and gene_model is not None and gene_model.site_model is not None
+    tagger_dropped = weights is not None and model is not None and not weights.reads_tagger
+    if tagger_dropped:
+        # combine gave the tagger's probabilities no weight (they did not help on validation): running it
+        # would change no call, only cost the time of its four passes per base.
+        print("genoformer: the evidence weights give the tagging model's probabilities weight 0: it is not "
+              "run, and no probability tracks are written", file=sys.stderr)
+        model = None
+    sites_only = model is None and evidence == "network" and gene_model is not None and (
+        gene_model.site_model is not None or tagger_dropped)
     if evidence == "starts" and model is None:
         raise ConfigError(NO_START_NETWORK)
     if model is None:

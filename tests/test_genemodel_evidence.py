@@ -171,9 +171,14 @@ def test_combine_then_annotate_through_the_cli_with_a_tiny_network(tmp_path, cap
         return read_annotation(tmp_path / f"{out}.gff3")
 
     both = annotate("both")
-    assert (tmp_path / "both.CDS.plus.bedgraph").is_file()  # the network's tracks are written too
+    EvidenceWeights(cds=0.05).save(tmp_path / "some.json")
+    annotate("some", "--evidence-weights", str(tmp_path / "some.json"))
+    assert (tmp_path / "some.CDS.plus.bedgraph").is_file()  # the network's tracks are written too
     EvidenceWeights(cds=0.0, intron=0.0).save(tmp_path / "zero.json")
+    capsys.readouterr()
     zero = annotate("zero", "--evidence-weights", str(tmp_path / "zero.json"))
+    assert "weight 0: it is not run" in capsys.readouterr().err  # a tagger given no weight costs no time
+    assert not (tmp_path / "zero.CDS.plus.bedgraph").exists()
     assert main(["annotate", "--gene-model", str(tmp_path / "genes"), "--evidence", "none", "--fasta",
                  str(ATHALIANA_FASTA), "--regions", str(tmp_path / "val.bed"), "--out", str(tmp_path / "alone")]) == 0
     alone = read_annotation(tmp_path / "alone.gff3")

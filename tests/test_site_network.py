@@ -59,6 +59,27 @@ def test_sites_of_a_minus_strand_gene_match_its_hand_read_gff_lines(athaliana):
     assert len(sites["-"]["donor"]) == len(sites["-"]["acceptor"]) > 5
 
 
+def test_introns_outside_the_cds_are_left_unlabelled_not_taught_as_decoys(athaliana):
+    # Chr4 AT4G00060.1 (+) ends in a spliced 3' UTR: exon 28156-28281, then exon 28373-28574 (1-based), so
+    # an intron 28282-28372 whose donor boundary is 28281 and acceptor 28372 (0-based) lies after the stop.
+    genome, annotation = athaliana
+    region = Interval("Chr4", 0, 185850)
+    coding, spliced = region_sites(annotation, region), region_sites(annotation, region, introns="any")
+    assert 28281 not in coding["+"]["donor"] and 28372 not in coding["+"]["acceptor"]
+    assert 28281 in spliced["+"]["donor"] and 28372 in spliced["+"]["acceptor"]
+    assert set(coding["+"]["donor"]) <= set(spliced["+"]["donor"])
+    codes = encode_bases(genome.fetch("Chr4", 0, 185850))
+    assert "".join("ACGTN"[c] for c in codes[28281:28283]) == "GT"
+    plain = site_labels(codes, coding["+"], WORDS)
+    labels = site_labels(codes, coding["+"], WORDS, unlabelled=spliced["+"])
+    assert plain[0, 28281] == 0 and plain[1, 28372] == 0  # before: a real site taught as a decoy
+    assert labels[0, 28281] == labels[1, 28372] == site_model.UNLABELLED
+    assert np.array_equal(labels == 1, plain == 1)  # the coding introns' sites stay positive
+    changed = np.flatnonzero((labels != plain).any(axis=0))
+    assert len(changed) == len(set(spliced["+"]["donor"]) - set(coding["+"]["donor"])) + len(
+        set(spliced["+"]["acceptor"]) - set(coding["+"]["acceptor"])), changed
+
+
 def test_trained_on_three_slices_it_finds_the_sites_of_a_fourth_far_above_chance(athaliana, trained):
     genome, annotation = athaliana
     sites = region_sites(annotation, HELD_OUT)

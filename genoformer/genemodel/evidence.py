@@ -73,6 +73,11 @@ class EvidenceWeights:
             raise ConfigError(f"evidence cap must be > 0 nats, got {self.cap}")
 
     @property
+    def reads_tagger(self) -> bool:
+        """Whether these weights weigh in a tagging network's probabilities (and so need them)."""
+        return self.cds != 0 or self.intron != 0
+
+    @property
     def reads_site_network(self) -> bool:
         """Whether these weights weigh in a site network's evidence (and so need one)."""
         return self.sites != 0

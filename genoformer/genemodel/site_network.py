@@ -3,8 +3,10 @@ the gene model's folder, read at decoding time as evidence on each candidate don
 
 Training (:func:`fit_site_network`) reads both strands of the training regions. Every donor and acceptor
 candidate the decoder would consider (the gene model's donor and acceptor dinucleotides) is a labelled
-position of its kind: 1 where an annotated coding transcript (any isoform) splices there, 0 elsewhere;
-other bases carry no label. The network and its training loop are
+position of its kind: 1 where an annotated coding transcript (any isoform) splices between two CDS
+pieces, 0 elsewhere, except at the other introns' ends of any annotated transcript (UTR introns,
+non-coding RNAs, pseudogenes), which are real splice sites the decoder never uses: they carry no label,
+rather than teach the network that a real site is a decoy. Other bases carry no label. The network and its training loop are
 :mod:`genoformer.model.site_model`'s.
 
 Its output is the log-odds that a candidate is a real site, at the training set's share of real sites
@@ -26,7 +28,7 @@ import pandas as pd
 from genoformer.decode.eukaryote import signal_positions
 from genoformer.decode.segments import encode_bases, reverse_complement_codes
 from genoformer.errors import ConfigError
-from genoformer.genemodel.training import _merged, coding_transcripts
+from genoformer.genemodel.training import _merged, coding_transcripts, transcript_pieces
 from genoformer.genome.intervals import Interval
 from genoformer.model.site_model import UNLABELLED, SiteModel, SiteTraining, train_site_network
 from genoformer.model.sites import SiteNetworkConfig
@@ -36,31 +38,45 @@ STEM = "site_network"  # its files: site_network.json, site_network.safetensors
 CONFIG_FILE, WEIGHTS_FILE = f"{STEM}.json", f"{STEM}.safetensors"
 
 
-def site_labels(codes: np.ndarray, real: dict[str, Sequence[int]], words: dict[str, Sequence[str]]) -> np.ndarray:
+def site_labels(codes: np.ndarray, real: dict[str, Sequence[int]], words: dict[str, Sequence[str]],
+                unlabelled: dict[str, Sequence[int]] | None = None) -> np.ndarray:
     """(kinds, n) int8 labels of one strand (``codes`` in strand coordinates), a row per ``SITE_KINDS``: at
     each candidate boundary of a kind (its ``words``) 1 if ``real`` lists it (boundaries, strand
-    coordinates), else 0; :data:`UNLABELLED` at other positions and at listed sites that are not candidates."""
+    coordinates), else 0 unless ``unlabelled`` lists it; :data:`UNLABELLED` at other positions and at
+    listed sites that are not candidates."""
     n = len(codes)
     candidates = signal_positions(codes, starts=(), stops=(), donors=words["donor"], acceptors=words["acceptor"])
     labels = np.full((len(SITE_KINDS), n), UNLABELLED, np.int8)
     for row, kind in enumerate(SITE_KINDS):
         at = candidates[kind]
-        labels[row, at[at < n]] = 0
-        listed = np.asarray(sorted(set(real.get(kind, ()))), dtype=np.int64)
-        listed = listed[(listed >= 0) & (listed < n)]
-        labels[row, listed[labels[row, listed] == 0]] = 1
+        candidate = np.zeros(n, bool)
+        candidate[at[at < n]] = True
+        labels[row, candidate] = 0
+        labels[row, _inside((unlabelled or {}).get(kind, ()), n)] = UNLABELLED
+        listed = _inside(real.get(kind, ()), n)
+        labels[row, listed[candidate[listed]]] = 1
     return labels
 
 
-def region_sites(annotation: pd.DataFrame, region: Interval, by_record: dict | None = None) -> dict[str, dict]:
-    """The donors and acceptors of every coding transcript wholly inside ``region``, as boundaries in each
-    strand's coordinates within the region: ``{"+": {"donor": [...], "acceptor": [...]}, "-": {...}}``."""
-    if by_record is not None and region.name in by_record:
-        pieces = by_record[region.name]
+def _inside(boundaries: Sequence[int], n: int) -> np.ndarray:
+    listed = np.asarray(sorted(set(boundaries)), dtype=np.int64)
+    return listed[(listed >= 0) & (listed < n)]
+
+
+def region_sites(annotation: pd.DataFrame, region: Interval, by_record: dict | None = None, *,
+                 introns: str = "coding") -> dict[str, dict]:
+    """The donors and acceptors of every transcript wholly inside ``region``, as boundaries in each strand's
+    coordinates within the region: ``{"+": {"donor": [...], "acceptor": [...]}, "-": {...}}``. ``introns``:
+    ``"coding"``, the introns between the CDS pieces of coding transcripts; ``"any"``, those between the
+    exons of any transcript (pseudogenes' too). ``by_record`` caches the record's pieces between calls."""
+    key = (region.name, introns)
+    if by_record is not None and key in by_record:
+        pieces = by_record[key]
     else:
-        pieces = coding_transcripts(annotation, region.name)
+        pieces = (coding_transcripts(annotation, region.name) if introns == "coding"
+                  else transcript_pieces(annotation, region.name, ("exon",), pseudo=True))
         if by_record is not None:
-            by_record[region.name] = pieces
+            by_record[key] = pieces
     n = len(region)
     sites = {strand: {kind: [] for kind in SITE_KINDS} for strand in "+-"}
     inside = pieces[(pieces["start"] >= region.start) & (pieces["end"] <= region.end)]
@@ -98,9 +114,10 @@ def fit_site_network(genome, annotation: pd.DataFrame, regions: Iterable[Interva
     for region in regions:
         codes = encode_bases(genome.fetch(region.name, region.start, region.end))
         sites = region_sites(annotation, region, by_record)
+        spliced = region_sites(annotation, region, by_record, introns="any")
         for strand, view in (("+", codes), ("-", reverse_complement_codes(codes))):
             views.append(view)
-            labels.append(site_labels(view, sites[strand], words))
+            labels.append(site_labels(view, sites[strand], words, unlabelled=spliced[strand]))
     real = {kind: int(sum((lab[row] == 1).sum() for lab in labels)) for row, kind in enumerate(SITE_KINDS)}
     if min(real.values()) == 0:
         names = ", ".join(sorted({iv.name for iv in regions})) or "none"

@@ -80,9 +80,16 @@ class TrainingCounts:
 
 def coding_transcripts(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
     """CDS pieces of the coding transcripts of record ``name``: columns transcript, gene, strand, start, end."""
-    rows = annotation[(annotation["seqid"] == name) & annotation["type"].isin(_CDS_TYPES)]
-    pseudo = rows["attributes"].map(lambda a: isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true")
-    rows = rows[~pseudo.to_numpy(dtype=bool)]
+    return transcript_pieces(annotation, name, _CDS_TYPES, pseudo=False)
+
+
+def transcript_pieces(annotation: pd.DataFrame, name: str, types: tuple[str, ...], *, pseudo: bool) -> pd.DataFrame:
+    """Rows of ``types`` (e.g. CDS, exon) of record ``name`` grouped by transcript: columns transcript,
+    gene, strand, start, end; rows marked ``pseudo=true`` only if ``pseudo``."""
+    rows = annotation[(annotation["seqid"] == name) & annotation["type"].isin(types)]
+    if not pseudo:
+        marked = rows["attributes"].map(lambda a: isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true")
+        rows = rows[~marked.to_numpy(dtype=bool)]
     # An ID may hold an (escaped) comma: split Parent against the table's known IDs.
     parents = parent_lists([p if isinstance(p, str) and p else None for p in rows["parent"]], annotation["id"].tolist())
     first_parent = pd.Series([listed[0] if listed else None for listed in parents], index=rows.index, dtype=object)
