@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genoformer.annotate import annotate_genome  # noqa: E402
 from genoformer.evaluate.features import is_pseudo  # noqa: E402
+from genoformer.evaluate.metrics import binary_scores  # noqa: E402
+from genoformer.evaluate.nucleotide import binary_counts, paint  # noqa: E402
 from genoformer.genome import read_annotation, read_bed_regions  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -38,18 +40,15 @@ ANNOTATION = DATA / "GCF_000005845.2_ASM584v2_genomic.gff.gz"
 
 def covered(features, region) -> np.ndarray:
     """(len(region),) bool: bases of ``region`` inside any of ``features`` (either strand)."""
-    mask = np.zeros(len(region), bool)
     rows = features[(features["seqid"] == region.name) & (features["start"] < region.end) & (features["end"] > region.start)]
-    for start, end in zip(rows["start"], rows["end"]):
-        mask[max(start - region.start, 0):min(end - region.start, len(region))] = True
-    return mask
+    starts = np.clip(rows["start"].to_numpy(np.int64) - region.start, 0, len(region))
+    ends = np.clip(rows["end"].to_numpy(np.int64) - region.start, 0, len(region))
+    return paint(starts, ends, len(region))
 
 
-def mcc(truth: np.ndarray, called: np.ndarray) -> float:
-    tp, tn = float((truth & called).sum()), float((~truth & ~called).sum())
-    fp, fn = float((~truth & called).sum()), float((truth & ~called).sum())
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / denominator if denominator else 0.0
+def mcc(truth: np.ndarray, called: np.ndarray, scored: np.ndarray | bool = True) -> float:
+    """Matthews correlation over the ``scored`` bases, as the project's evaluator computes it."""
+    return binary_scores(binary_counts(truth, called, np.asarray(scored)))["mcc"] or 0.0
 
 
 def main(argv=None) -> int:
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
                 false = ~truth & called
                 print(f"| {evidence} | {region.name}:{region.start}-{region.end} | {mcc(truth, called):.4f} "
                       f"| {int(false.sum())} ({int((false & pseudo).sum())}) | {int((truth & ~called).sum())} "
-                      f"| {mcc(truth, truth | (called & pseudo)):.4f} | {mcc(truth[~pseudo], called[~pseudo]):.4f} |")
+                      f"| {mcc(truth, truth | (called & pseudo)):.4f} | {mcc(truth, called, ~pseudo):.4f} |")
     return 0
 
 

@@ -165,6 +165,12 @@ def lightning_main(argv: list[str] | None) -> None:
         raise cause from None
 
 
+def _genome_and_annotation(p: argparse.ArgumentParser, annotation_help: str) -> None:
+    """The genome and annotation options of the commands that learn from (or score against) an annotation."""
+    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
+    p.add_argument("--annotation", required=True, help=annotation_help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genoformer",
@@ -229,8 +235,7 @@ def _parser() -> argparse.ArgumentParser:
                         "other than the model's")
 
     p = command("gene-model", "learn a eukaryotic gene model (signals, lengths, coding statistics) from an annotation")
-    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
-    p.add_argument("--annotation", required=True, help="its annotation (GFF3, GTF or GenBank): coding genes to learn from")
+    _genome_and_annotation(p, "its annotation (GFF3, GTF or GenBank): coding genes to learn from")
     p.add_argument("--regions", default=None, help="BED file: learn only from genes wholly inside these (default: all records)")
     p.add_argument("--order", type=positive_int, default=5, help="order of the coding and non-coding Markov chains (1-8)")
     p.add_argument("--site-network-steps", type=non_negative_int, default=0,
@@ -243,8 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="tagging model folder (gene-structure classes); omit to weigh in only "
                                                  "the gene model's site network")
     p.add_argument("--gene-model", required=True, help="gene model folder written by `genoformer gene-model`")
-    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
-    p.add_argument("--annotation", required=True, help="its reference annotation (GFF3, GTF or GenBank), to score against")
+    _genome_and_annotation(p, "its reference annotation (GFF3, GTF or GenBank), to score against")
     p.add_argument("--regions", required=True, help="BED file: the validation regions to fit on (not the training or test ones)")
     p.add_argument("--out", default=None, type=output_path,
                    help="weights file to write (default: GENE_MODEL/evidence_weights.json, where annotate looks)")
@@ -256,8 +260,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "start model on validation regions, and write it into the folder")
     p.add_argument("--model", required=True, help="prokaryote tagging model folder (with the start model its fine-tuning "
                                                   "learnt); the network is written into it")
-    p.add_argument("--fasta", required=True, help="genome FASTA (plain, gzip or BGZF)")
-    p.add_argument("--annotation", required=True, help="its annotation (GFF3, GTF or GenBank): the genes to learn from")
+    _genome_and_annotation(p, "its annotation (GFF3, GTF or GenBank): the genes to learn from")
     p.add_argument("--train-regions", required=True,
                    help="BED file: learn from the genes wholly inside these (those the model was fine-tuned on: not "
                         "the validation or test regions)")
