@@ -21,7 +21,9 @@ FlexAttention's compilation), and peak device memory.
 
 Timing: one warm-up and three measured training steps (forward, backward, AdamW) of the issue's model
 (d_model 256, 4 heads, d_ff 1024, depth 6, single-nucleotide tokens, 2 hash rounds, batch 1, or
-``--batch``) at each length and kernel, bf16 autocast; tokens/s and peak device memory. `--profile L`
+``--batch``) at each length and kernel, bf16 autocast; tokens/s, peak device memory and how many blocks ran
+reversibly. `--sweep KEY=V1;V2` times each length once per value of one config field (e.g. ``reversible``),
+`--kept` adds the memory a training forward leaves for backward. `--profile L`
 prints where one L-token training step's time goes (torch.profiler: the operators by device time, and
 how many kernels were launched). `--deadline S` skips whatever would start S seconds after the script
 did (a lease is short).
@@ -114,8 +116,21 @@ def _issue_config(small: bool, fields: dict) -> ReformerConfig:
                              **fields})
 
 
+def _kept_gib(network, ids, device) -> float:
+    """Device memory a training forward leaves allocated for backward (and its output), in GiB: what the
+    blocks that keep their activations hold, beside the reversible stack's two streams."""
+    _sync(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        hidden = network(ids)
+    _sync(device)
+    kept = (torch.cuda.memory_allocated(device) - before) / 1024**3 if device.type == "cuda" else float("nan")
+    del hidden
+    return kept
+
+
 def timing(device: torch.device, lengths: list[int], small: bool, batch: int = 1, deadline: float | None = None,
-           **fields) -> list[dict]:
+           kept: bool = False, **fields) -> list[dict]:
     config = _issue_config(small, fields)
     rows = []
     for length in lengths:
@@ -134,8 +149,12 @@ def timing(device: torch.device, lengths: list[int], small: bool, batch: int = 1
                 _step(network, ids, optimizer, device, bf16=True)
             _sync(device)
             seconds = (time.perf_counter() - started) / 3
+            with torch.autocast(device.type, dtype=torch.bfloat16):  # the count the timed steps ran with
+                reversible = network.encoder._reversible_blocks(ids.numel(), device)
             row = {"length": length, "batch": batch, "seconds": seconds, "tokens_per_s": batch * length / seconds,
-                   "peak_gib": _peak_gib(device)}
+                   "peak_gib": _peak_gib(device), "reversible_blocks": reversible}
+            if kept:
+                row["kept_gib"] = _kept_gib(network, ids, device)
         except torch.OutOfMemoryError as exc:
             row = {"length": length, "failed": f"out of memory ({str(exc).splitlines()[0]})"}
         row["fields"] = fields
@@ -248,6 +267,11 @@ def main() -> None:
                              "(set no kernel field: an older checkout)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="ReformerConfig field of the timed model (JSON value), e.g. --set n_heads=8")
+    parser.add_argument("--sweep", default=None, metavar="KEY=V1;V2;...",
+                        help="time each length once per value of one field (JSON values), e.g. "
+                             "'reversible=true;4;2;false;\"auto\"'")
+    parser.add_argument("--kept", action="store_true",
+                        help="also measure what a training forward leaves allocated for backward (kept_gib)")
     parser.add_argument("--peers", action="store_true", help="the peer table at 4k / 16k / 64k tokens first")
     parser.add_argument("--peer-tools", default=",".join(PEER_TOOLS))
     parser.add_argument("--profile", type=int, default=None, metavar="LENGTH")
@@ -284,25 +308,31 @@ def main() -> None:
         result["profile"] = profile(device, args.profile, args.small, **fields)
         print(result["profile"], flush=True)
         save()
+    swept = [{}]
+    if args.sweep:
+        key, values = args.sweep.split("=", 1)
+        swept = [{key: json.loads(value)} for value in values.split(";")]
     for length in lengths:  # each length with every kernel before the next length (a deadline cuts the longest)
         for kernel in kernels:
-            try:
-                result["timing"] += timing(device, [length], args.small, args.batch, args.deadline,
-                                           **{**fields, **_kernel_fields(kernel)})
-            except Exception as error:  # noqa: BLE001
-                print(f"timing {kernel} at {length:,}: {type(error).__name__}: {error}", flush=True)
-            save()
+            for variant in swept:
+                try:
+                    result["timing"] += timing(device, [length], args.small, args.batch, args.deadline, args.kept,
+                                               **{**fields, **_kernel_fields(kernel), **variant})
+                except Exception as error:  # noqa: BLE001
+                    print(f"timing {kernel} {variant} at {length:,}: {type(error).__name__}: {error}", flush=True)
+                save()
     if result["peers"]:
         print(peer_table(result["peers"]))
     if result["timing"]:
-        print("| kernel | tokens | s/step | tokens/s | peak GiB |\n|---|---|---|---|---|")
+        print("| kernel | reversible blocks | tokens | s/step | tokens/s | peak GiB | kept GiB |\n|---|---|---|---|---|---|---|")
     for row in result["timing"]:
         kernel = row["fields"].get("attention_kernel", "default") if "fields" in row else "?"
+        blocks = row.get("reversible_blocks", row.get("fields", {}).get("reversible", ""))
         if "failed" in row:
-            print(f"| {kernel} | {args.batch} x {row['length']:,} | {row['failed']} | | |")
+            print(f"| {kernel} | {blocks} | {args.batch} x {row['length']:,} | {row['failed']} | | | |")
         else:
-            print(f"| {kernel} | {args.batch} x {row['length']:,} | {row['seconds']:.2f} | {row['tokens_per_s']:,.0f} "
-                  f"| {row['peak_gib']:.1f} |")
+            print(f"| {kernel} | {blocks} | {args.batch} x {row['length']:,} | {row['seconds']:.2f} | "
+                  f"{row['tokens_per_s']:,.0f} | {row['peak_gib']:.1f} | {row.get('kept_gib', float('nan')):.1f} |")
 
 
 if __name__ == "__main__":

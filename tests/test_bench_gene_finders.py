@@ -127,6 +127,16 @@ def test_the_chromosome_1_data_sets_read_files_given_on_the_command_line(tmp_pat
                                                            gene_finders.CHR1_ANNOTATION: str(REPO / "data/model_organisms/A.thaliana.gff.gz")})
 
 
+def test_a_missing_peer_leaves_its_rows_out_and_keeps_genoformers(tmp_path, monkeypatch, capsys):
+    """Without Prodigal installed the bench still scores genoformer's predictions, and says what is missing."""
+    monkeypatch.setattr(gene_finders.shutil, "which", lambda tool: None)
+    (tmp_path / "calls.gff3").write_text(REFERENCE_GFF)
+    [row] = gene_finders.bench_dataset("ecoli", run_peers=True, whole_genome=False, genoformer=[tmp_path / "calls.gff3"],
+                                       gene_model=None, files={})
+    assert row["tool"] == "genoformer"
+    assert "prodigal is not installed (Debian: apt-get install prodigal): no prodigal rows for" in capsys.readouterr().err
+
+
 def test_genoformer_options_name_a_data_set_and_a_file():
     assert gene_finders.parse_genoformer(["ecoli=a.gff3", "ecoli=b.gff3", "celegans=c.gff3"]) == {
         "ecoli": [Path("a.gff3"), Path("b.gff3")],

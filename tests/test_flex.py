@@ -1,11 +1,13 @@
 """FlexAttention kernel (flex.py) against the chunked kernel it replaces on a GPU.
 
 FlexAttention's backward and fused kernel need CUDA; on the CPU its eager form (dense scores) computes
-the same function, so the forward is checked here at float64 on every mask the Reformer uses. The
-gradients and the compiled kernel are checked on a GPU by `python bench/gpu.py` (and by the CUDA test
-below where one is present)."""
+the same function, so the forward is checked here at float64 on every mask the Reformer uses, and the
+gradients of everything around it (sorting, blending the rounds) with a dense stand-in for it. The
+compiled kernel's gradients are checked on a GPU by `python bench/gpu.py` (and by the CUDA test below
+where one is present)."""
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -65,6 +67,40 @@ def test_flex_forward_equals_the_chunked_kernel(name, length, chunk):
     rows = torch.ones(BATCH, length, dtype=torch.bool) if real is None else real
     rows = rows[:, None].expand(-1, HEADS, -1)
     assert torch.allclose(got[rows], expected[rows], rtol=0, atol=1e-12)
+
+
+def _dense_flex(q, k, v, score_mod, block_mask, scale, return_lse):
+    """FlexAttention written out densely and differentiably (its own eager form has no CPU backward):
+    the stand-in that lets the CPU check flex.py's gradients, i.e. its sorting and blending around it."""
+    b, h, qi, ki = (torch.arange(n).view(*(-1 if i == j else 1 for j in range(4)))
+                    for i, n in enumerate((q.shape[0], q.shape[1], q.shape[2], k.shape[2])))
+    scores = score_mod(q @ k.transpose(-1, -2) * scale, b, h, qi, ki)
+    scores = scores.masked_fill(~block_mask.mask_mod(b, h, qi, ki), float("-inf"))
+    lse = scores.logsumexp(-1)
+    return (scores - lse[..., None]).exp() @ v, lse
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_flex_gradients_equal_the_chunked_kernel(name, monkeypatch):
+    """The sorting gathers' backward (a gather by the inverse permutation, summed over rounds) and the
+    rounds' blend give the chunked kernel's gradients (FlexAttention itself: a dense stand-in)."""
+    import genoformer.model.flex as flex
+
+    monkeypatch.setattr(flex, "flex_attention", _dense_flex)
+    shared, rounds, causal, causal_window, padded = CASES[name]
+    q, k, v, perm, sorted_buckets, real = _inputs(320, shared, rounds, causal_window, padded, seed=len(name))
+    spec = ChunkSpec(chunk=32, offsets=(0, -1) if causal or causal_window else (0, -1, 1), causal=causal,
+                     causal_window=causal_window, self_penalty=shared, scale=1.0 if shared else DIM ** -0.5,
+                     dropout=0.0, dropout_seed=0, rows_per_step=256, shared_keys=shared)
+    rows = torch.ones(BATCH, 320, dtype=torch.bool) if real is None else real
+    weights = torch.randn(q.shape, dtype=q.dtype, generator=torch.Generator().manual_seed(1)) * rows[:, None, :, None]
+    grads = []
+    for kernel in (chunked_attention, functools.partial(flex.flex_chunked_attention, compiled=False)):
+        inputs = [None if t is None else t.clone().requires_grad_() for t in (q, k, v)]
+        (kernel(*inputs, perm, sorted_buckets, real, spec) * weights).sum().backward()  # real queries' rows only
+        grads.append([t.grad for t in inputs if t is not None])
+    for got, expected in zip(grads[1], grads[0]):
+        assert torch.allclose(got, expected, rtol=0, atol=1e-10)
 
 
 def test_compiled_variants_stay_compiled(monkeypatch):

@@ -58,18 +58,21 @@ def test_plan_command_prints_the_prediction(tmp_path):
     assert "training step at 8,192 tokens" in result.stdout and "bytes/token" in result.stdout
 
 
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
 @pytest.mark.parametrize("settings", [
     dict(SETTINGS, dropout=0.05, attention_dropout=0.05),  # the recipes' model
     dict(SETTINGS, d_model=64, n_heads=2, d_ff=512, n_hashes=8, chunk_size=32, dropout=0.1, attention_dropout=0.1),
+    dict(SETTINGS, d_model=256, d_ff=1024, attention="lsh"),  # the long-window bench's model
 ])
-def test_kept_activation_estimate_bounds_what_an_ordinary_training_step_keeps(settings):
+def test_kept_activation_estimate_bounds_what_an_ordinary_training_step_keeps(settings, precision):
     """reversible="auto" keeps activations by this estimate: it must not under-state them (nor be loose)."""
     config = ReformerConfig(vocab_size=10, reversible=False, **settings)
     network = ReformerForMaskedLM(config).train()
     ids = torch.randint(0, 10, (2, 1024))
-    with _TensorBytes() as counted:
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    with torch.autocast("cpu", dtype=dtype, enabled=precision == "bf16-mixed"), _TensorBytes() as counted:
         hidden = network(ids)  # what autograd keeps for backward, and the output
         kept = counted.live
     del hidden
-    estimate = kept_activation_bytes(config, ids.numel())
+    estimate = kept_activation_bytes(config, ids.numel(), dtype)
     assert 0.6 * estimate <= kept <= estimate

@@ -250,7 +250,7 @@ def test_auto_keeps_the_activations_of_as_many_blocks_as_fit(monkeypatch):
     tokens = ids.shape[0] * 72  # 70 tokens padded to the chunk (8)
     per_block = activations.kept_activation_bytes(model.config, tokens) / model.config.depth
     # Room for one block and a half: one block keeps its activations, the first two recompute theirs.
-    monkeypatch.setattr(activations, "available_bytes", lambda device: 1.5 * per_block / activations.ACTIVATION_SHARE)
+    monkeypatch.setattr(activations, "available_bytes", lambda device: 1.5 * per_block / activations.ACTIVATION_SHARE["cpu"])
     assert activations.kept_blocks(model.config, tokens, torch.device("cpu")) == 1
     sizes = []
     original = ReversibleStack.apply

@@ -10,6 +10,12 @@ heads. Masks that never empty a row (padding, the own-token penalty) are added t
 keep the query's own key). Each round's log-sum-exp comes back with its output, and the rounds are
 combined by the softmax of those, differentiably, as `chunked.py` folds them.
 
+Around the kernel, rows move between position and sorted order. Those moves are random-access, and on a
+GPU they can cost more than the kernel (a profiled 1 Mb step on an H200: row gathers 0.32 s of 1.07 s of
+device time, FlexAttention 0.07 s), so each direction is the cheaper of gather and scatter as measured
+there: into sorted order a gather (backward: a scatter, no zero-fill or atomic adds), back to positions
+a scatter (backward: a gather), queries and values moved together as row pairs (bench/README.md).
+
 No attention dropout (FlexAttention has none): the Reformer uses this kernel only where that is zero.
 """
 from __future__ import annotations
@@ -83,6 +89,42 @@ def band_block_mask(length: int, spec: ChunkSpec, mask_mod, device) -> BlockMask
                      full_q_num_blocks=None, full_q_indices=None, BLOCK_SIZE=(_BLOCK, _BLOCK), mask_mod=mask_mod)
 
 
+class _SortRows(torch.autograd.Function):
+    """Rows into hash-sorted order: ``x`` (sequences*L, ...) -> (sequences*rounds*L, ...), sorted slot j
+    taking x's row ``source[j]``. Backward moves each slot's gradient to its position in its round's
+    copy (``by_position[j]``: a permutation, so a plain scatter, where index_select's own backward
+    zero-fills and adds atomically) and sums the rounds, in float32 or wider."""
+
+    @staticmethod
+    def forward(ctx, x, source, by_position, sequences, rounds):
+        ctx.save_for_backward(by_position)
+        ctx.sequences, ctx.rounds = sequences, rounds
+        return x.index_select(0, source)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (by_position,) = ctx.saved_tensors
+        back = torch.empty_like(grad).index_copy_(0, by_position, grad)  # (sequences, rounds, L, ...) flat
+        wide = torch.promote_types(grad.dtype, torch.float32)
+        back = back.view(ctx.sequences, ctx.rounds, -1, *grad.shape[1:]).sum(1, dtype=wide).to(grad.dtype)
+        return back.view(-1, *grad.shape[1:]), None, None, None, None
+
+
+class _UnsortRows(torch.autograd.Function):
+    """Sorted rows back to their positions, round by round: out[by_position[j]] = x[j] (a scatter by the
+    permutation); backward gathers by the same index."""
+
+    @staticmethod
+    def forward(ctx, x, by_position):
+        ctx.save_for_backward(by_position)
+        return torch.empty_like(x).index_copy_(0, by_position, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (by_position,) = ctx.saved_tensors
+        return grad.index_select(0, by_position), None
+
+
 def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *,
                            compiled: bool = True) -> torch.Tensor:
     """What `chunked.chunked_attention` returns, same arguments, through FlexAttention.
@@ -99,23 +141,31 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
     rounds = 1 if perm is None else perm.shape[1]
     c = spec.chunk
     with torch.autocast(q.device.type, enabled=False):
-        qf, vf = q.reshape(n * length, d), v.reshape(n * length, d)
-        kf = None if spec.shared_keys else k.reshape(n * length, d)
-        rows = None
-        if perm is not None:  # flat row of each (sequence, round, sorted index)
-            rows = (perm.long() + torch.arange(n, device=q.device)[:, None, None] * length).view(-1)
+        if perm is None:
+            qs, vs = q.reshape(n, 1, length, d), v.reshape(n, 1, length, d)
+            ks = None if spec.shared_keys else k.reshape(n, 1, length, d)
+        else:
+            # Flat rows of each sorted slot (sequence, round, sorted index): the row of the (sequence,
+            # position) layout it takes, and its position's row in the per-round (sequence, round,
+            # position) layout
+            perm = perm.long()
+            source = (perm + torch.arange(n, device=q.device)[:, None, None] * length).view(-1)
+            by_position = (perm + torch.arange(n * rounds, device=q.device).view(n, rounds, 1) * length).view(-1)
 
-        def sort(x):  # (n*L, d) -> (n, rounds, L, d) in sorted order
-            x = x.view(n, 1, length, d) if rows is None else x.index_select(0, rows)
-            return x.reshape(n, rounds, length, d)
+            def sort(x):  # (n*L, ...) -> (n, rounds, L, ...) in sorted order
+                return _SortRows.apply(x, source, by_position, n, rounds).view(n, rounds, length, *x.shape[1:])
 
-        qs, vs = sort(qf), sort(vf)
-        ks = F.normalize(qs.to(torch.promote_types(qs.dtype, torch.float32)), dim=-1).to(qs.dtype) \
-            if spec.shared_keys else sort(kf)
+            # Queries and values sorted as row pairs: a gather's random reads cost by the row, so one
+            # gather of (2, d) rows beats two of d (1 Mb step on an H200: 1.07 s against 1.09 s)
+            pairs = sort(torch.stack([q.reshape(n * length, d), v.reshape(n * length, d).to(q.dtype)], 1))
+            qs, vs = pairs[..., 0, :], pairs[..., 1, :]  # (n, rounds, L, d) each
+            ks = None if spec.shared_keys else sort(k.reshape(n * length, d))
+        if spec.shared_keys:  # unit keys: normalised in float32
+            ks = F.normalize(qs.to(torch.promote_types(qs.dtype, torch.float32)), dim=-1).to(qs.dtype)
         pad = None
         if key_real is not None:  # (n, rounds, L): True where the sorted key is padding
             pad = ~key_real.repeat_interleave(heads, 0).view(-1)
-            pad = (pad.view(n, 1, length) if rows is None else pad[rows].view(n, rounds, length)).contiguous()
+            pad = (pad.view(n, 1, length) if perm is None else pad[source].view(n, rounds, length)).contiguous()
         buckets = None if sbuckets is None else sbuckets.contiguous()
 
         def score_mod(score, b, h, qi, ki):
@@ -138,16 +188,12 @@ def flex_chunked_attention(q, k, v, perm, sbuckets, key_real, spec: ChunkSpec, *
         attend = _compiled_flex() if compiled else flex_attention
         out, lse = attend(qs, ks, vs.to(qs.dtype), score_mod=score_mod, block_mask=block_mask,
                           scale=spec.scale, return_lse=True)  # (n, rounds, L, d), (n, rounds, L)
-        if rows is None:
+        if perm is None:
             return out.view(batch, heads, length, d).to(v.dtype)
         # back to positions: each round's output and log-sum-exp at perm's positions, then rounds blended
         # by softmax of their log-sum-exps (one softmax over the union of the rounds' keys)
-        sorted_index = torch.arange(length, device=q.device).expand(n, rounds, length)
-        place = torch.empty_like(sorted_index).scatter_(2, perm.long(), sorted_index)  # position -> sorted index
-        place = (place + torch.arange(n * rounds, device=q.device).view(n, rounds, 1) * length).view(-1)
-        out = out.reshape(-1, d).index_select(0, place).view(n, rounds, length, d)
-        lse = lse.reshape(-1).index_select(0, place).view(n, rounds, length)
-        acc = torch.promote_types(out.dtype, torch.float32)
-        weight = torch.softmax(lse.to(acc), dim=1)[..., None]
-        out = (out.to(acc) * weight).sum(1)
+        out = _UnsortRows.apply(out.reshape(-1, d), by_position).view(n, rounds, length, d)
+        lse = _UnsortRows.apply(lse.reshape(-1), by_position).view(n, rounds, length)
+        weight = torch.softmax(lse.to(torch.promote_types(lse.dtype, torch.float32)), dim=1)[..., None]
+        out = (out * weight).sum(1)  # float32: out's dtype promoted by the weights'
         return out.view(batch, heads, length, d).to(v.dtype)

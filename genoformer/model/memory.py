@@ -202,7 +202,8 @@ def plan(config: ReformerConfig, length: int, *, batch_size: int = 1, precision:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     padded = -(-length // config.chunk_size) * config.chunk_size
     if config.reversible == "auto":  # probe the stack the planned step will run, whatever the probes' size
-        kept = 0 if inference else kept_blocks(config, batch_size * padded, device)
+        dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+        kept = 0 if inference else kept_blocks(config, batch_size * padded, device, dtype)
         config = dataclasses.replace(config, reversible=config.depth - kept)
     if config.head_group_size is None:  # probe with the head grouping the long call will use
         heads = config.head_groups(batch_size * padded, device.type)[0]

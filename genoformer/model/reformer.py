@@ -157,7 +157,9 @@ class Reformer(nn.Module):
         whose activations' estimate fits keep them)."""
         setting, depth = self.config.reversible, len(self.blocks)
         if setting == "auto":
-            return depth - kept_blocks(self.config, tokens, device)
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else torch.float32
+            return depth - kept_blocks(self.config, tokens, device, dtype)
         if isinstance(setting, bool):
             return depth if setting else 0
         return setting
