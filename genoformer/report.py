@@ -55,25 +55,31 @@ def _feature_rows(ax, table: pd.DataFrame, name: str, start: int, end: int, y: f
 
 def plot_region(reference: pd.DataFrame, prediction: pd.DataFrame, tracks: dict[str, np.ndarray],
                 name: str, start: int, end: int, path: Path) -> Path:
-    """Reference CDS, predicted CDS (+ strand above, − below) and probability tracks over a region."""
+    """Reference CDS, predicted CDS (+ strand above, − below) and probability tracks over a region; without
+    tracks (an annotation that did not run the tagger) the calls alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
+    if tracks:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
+    else:
+        fig, top = plt.subplots(1, 1, figsize=(12, 2.2))
+        bottom = top
     _feature_rows(top, reference, name, start, end, 1.0, "tab:blue")
     _feature_rows(top, prediction, name, start, end, 0.0, "tab:orange")
     top.set_yticks([0, 1], ["genoformer", "reference"])
     top.set_ylim(-0.5, 1.5)
     top.set_title(f"{name}:{start + 1:,}-{end:,}  (CDS; + strand upper bar, − strand lower bar)")
-    x = np.arange(start, end)
-    for label, values in tracks.items():
-        bottom.plot(x, values, lw=0.8, label=label)
-    bottom.set_ylim(0, 1.02)
-    bottom.set_ylabel("probability")
     bottom.set_xlabel(f"position on {name} (bp)")
-    bottom.legend(loc="upper right", fontsize=8, ncol=len(tracks))
+    if tracks:
+        x = np.arange(start, end)
+        for label, values in tracks.items():
+            bottom.plot(x, values, lw=0.8, label=label)
+        bottom.set_ylim(0, 1.02)
+        bottom.set_ylabel("probability")
+        bottom.legend(loc="upper right", fontsize=8, ncol=len(tracks))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -184,6 +190,8 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
                           start, end, folder / "tracks.png")
         paths.append(png)
         lines += ["## A held-out region", "", f"![tracks]({png.name})", ""]
+        if not tracks:
+            lines += ["No probability tracks: this annotation did not run the tagger (its evidence weights are 0).", ""]
     lines += ["## Outputs", ""]
     lines += [f"- `{item}`" for item in outputs]
     report = folder / "report.md"

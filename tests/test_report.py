@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from genoformer.export import write_bedgraph
-from genoformer.report import network_against_others, read_bedgraph_region, write_report
+from genoformer.genome.intervals import Interval
+from genoformer.report import RegionPlot, network_against_others, read_bedgraph_region, write_report
 
 
 def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
@@ -88,3 +89,15 @@ def test_report_says_why_no_start_network_was_trained(tmp_path):
     write_report(tmp_path, name="x", records={"start_network": {"trained": False, "why": "start_network.steps is 0"}},
                  metrics={}, label="genoformer", others={}, outputs=[])
     assert "No start network: start_network.steps is 0." in (tmp_path / "report.md").read_text()
+
+
+def test_a_held_out_region_without_probability_tracks_is_plotted_with_its_calls_alone(tmp_path):
+    """A eukaryote run whose evidence weights leave the tagger out writes no tracks: the report still plots
+    the calls (it failed on an empty legend) and says why there are no tracks."""
+    gff = "##gff-version 3\nChr5\tx\tCDS\t101\t400\t.\t+\t0\tID=c1\n"
+    (tmp_path / "calls.gff3").write_text(gff)
+    plot = RegionPlot(Interval("Chr5", 0, 5000), tmp_path / "calls.gff3", tmp_path / "calls.gff3", {})
+    paths = write_report(tmp_path, name="x", records={}, metrics={}, label="genoformer", others={}, outputs=[],
+                         plot=plot)
+    assert (tmp_path / "tracks.png") in paths and (tmp_path / "tracks.png").stat().st_size > 5_000
+    assert "No probability tracks: this annotation did not run the tagger" in (tmp_path / "report.md").read_text()
