@@ -149,7 +149,7 @@ def timing(device: torch.device, lengths: list[int], small: bool, batch: int = 1
                 _step(network, ids, optimizer, device, bf16=True)
             _sync(device)
             seconds = (time.perf_counter() - started) / 3
-            with torch.autocast(device.type, dtype=torch.bfloat16):  # the count the timed steps ran with
+            with torch.autocast(device.type, dtype=torch.bfloat16):  # what auto chooses for this step's size
                 reversible = network.encoder._reversible_blocks(ids.numel(), device)
             row = {"length": length, "batch": batch, "seconds": seconds, "tokens_per_s": batch * length / seconds,
                    "peak_gib": _peak_gib(device), "reversible_blocks": reversible}

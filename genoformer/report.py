@@ -191,7 +191,8 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
         paths.append(png)
         lines += ["## A held-out region", "", f"![tracks]({png.name})", ""]
         if not tracks:
-            lines += ["No probability tracks: this annotation did not run the tagger (its evidence weights are 0).", ""]
+            lines += ["No probability tracks: this annotation wrote none (the tagger is not run where its evidence "
+                      "weights are 0).", ""]
     lines += ["## Outputs", ""]
     lines += [f"- `{item}`" for item in outputs]
     report = folder / "report.md"

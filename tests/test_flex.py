@@ -82,7 +82,7 @@ def _dense_flex(q, k, v, score_mod, block_mask, scale, return_lse):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_flex_gradients_equal_the_chunked_kernel(name, monkeypatch):
-    """The sorting gathers' backward (a gather by the inverse permutation, summed over rounds) and the
+    """The sorting's backward (a scatter by the permutation, summed over rounds), the unsorting's (a gather) and the
     rounds' blend give the chunked kernel's gradients (FlexAttention itself: a dense stand-in)."""
     import genoformer.model.flex as flex
 

@@ -100,4 +100,4 @@ def test_a_held_out_region_without_probability_tracks_is_plotted_with_its_calls_
     paths = write_report(tmp_path, name="x", records={}, metrics={}, label="genoformer", others={}, outputs=[],
                          plot=plot)
     assert (tmp_path / "tracks.png") in paths and (tmp_path / "tracks.png").stat().st_size > 5_000
-    assert "No probability tracks: this annotation did not run the tagger" in (tmp_path / "report.md").read_text()
+    assert "No probability tracks: this annotation wrote none" in (tmp_path / "report.md").read_text()

@@ -19,7 +19,8 @@ _KEPT_PER_D_MODEL, _KEPT_PER_D_FF = 12, 3
 # Bytes per such value: float32 steps keep float32; under bf16 (or fp16) autocast most kept tensors are
 # the autocast dtype's, the rest (layer norms' statistics, log-sum-exps, integer permutations) wider:
 # measured 1.8-2.1 bytes at 256 / 1,024 (2 hashes), 256 / 768 (4 hashes) and 64 / 128 under bf16 on a CPU,
-# 2.45 on an H200 with FlexAttention (256 / 1,024, 2 hashes, 1 Mb: 84.2 GiB kept by six blocks).
+# 2.34 on an H200 with FlexAttention (256 / 1,024, 2 hashes, 1 Mb: 84.2 GiB kept by six blocks); fp16 is
+# taken to be as bf16 (not measured).
 _BYTES_PER_VALUE = {torch.float32: 4.0, torch.bfloat16: 2.5, torch.float16: 2.5}
 # Reversible "auto" keeps activations when they take at most this share of the free memory, so that a
 # step stays inside the planner's 0.9 (Plan.fits) beside what the reversible blocks need. On a CPU an
