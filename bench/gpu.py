@@ -280,6 +280,15 @@ def main() -> None:
     parser.add_argument("--no-correctness", action="store_true")
     args = parser.parse_args()
     fields = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    swept = [{}]
+    if args.sweep:
+        key, sep, values = args.sweep.partition("=")
+        if not sep or not key:
+            parser.error(f"--sweep {args.sweep!r}: expected KEY=V1;V2;...")
+        try:
+            swept = [{key: json.loads(value)} for value in values.split(";")]
+        except json.JSONDecodeError as error:
+            parser.error(f"--sweep {args.sweep!r}: each value must be JSON ({error})")
     kernels = args.kernels.split(",")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.small:
@@ -308,10 +317,6 @@ def main() -> None:
         result["profile"] = profile(device, args.profile, args.small, **fields)
         print(result["profile"], flush=True)
         save()
-    swept = [{}]
-    if args.sweep:
-        key, values = args.sweep.split("=", 1)
-        swept = [{key: json.loads(value)} for value in values.split(";")]
     for length in lengths:  # each length with every kernel before the next length (a deadline cuts the longest)
         for kernel in kernels:
             for variant in swept:

@@ -62,11 +62,10 @@ def plot_region(reference: pd.DataFrame, prediction: pd.DataFrame, tracks: dict[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if tracks:
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]})
-    else:
-        fig, top = plt.subplots(1, 1, figsize=(12, 2.2))
-        bottom = top
+    panels = 2 if tracks else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(12, 4.5 if tracks else 2.2), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 1.4][:panels]})
+    top, bottom = axes[0, 0], axes[-1, 0]  # the same axes when there are no tracks
     _feature_rows(top, reference, name, start, end, 1.0, "tab:blue")
     _feature_rows(top, prediction, name, start, end, 0.0, "tab:orange")
     top.set_yticks([0, 1], ["genoformer", "reference"])
