@@ -241,6 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--site-network-steps", type=non_negative_int, default=0,
                    help="also train a splice-site network for this many steps (0: none; 1500: "
                         "~9 minutes on 2 CPU cores), whose evidence `genoformer combine` weighs in")
+    p.add_argument("--val-regions", default=None,
+                   help="BED file: fit the decoder's settings (gene and intron penalties, coding and signal weights) "
+                        "on the genes inside these, not the training regions (default: settings chosen on A. thaliana; "
+                        "a few seconds a Mb per trial, about 30 trials)")
     p.add_argument("--out", required=True, type=output_path, help="folder to write gene_model.json in")
 
     p = command("combine", "fit how much a tagging model's and a site network's evidence count in a gene model's "

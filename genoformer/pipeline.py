@@ -292,8 +292,10 @@ class Pipeline:
 
     def genemodel(self, folder: Path) -> dict:
         """Fit the gene model on the annotated genes of the training stretches (everything outside the
-        validation and test regions, within ``train_regions`` where given) of the one FASTA holding them."""
+        validation and test regions, within ``train_regions`` where given) of the one FASTA holding them, and
+        with ``fit_decoder`` its decoder's settings on the validation regions there."""
         from .genemodel import GeneModel
+        from .genemodel.fitting import fitted_decoder
         from .genome import Genome, read_annotation
 
         c = self.config
@@ -302,9 +304,12 @@ class Pipeline:
         fasta = self.gene_model_fasta()
         genome = Genome(fasta)
         annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
-        model = GeneModel.fit(genome, read_annotation(annotation), self.training_stretches(genome),
-                              order=c["genemodel"]["order"], site_network_steps=c["genemodel"]["site_network_steps"],
-                              progress=_log)
+        table = read_annotation(annotation)
+        model = GeneModel.fit(genome, table, self.training_stretches(genome), order=c["genemodel"]["order"],
+                              site_network_steps=c["genemodel"]["site_network_steps"], progress=_log)
+        if c["genemodel"]["fit_decoder"]:
+            model = fitted_decoder(model, genome, table, self.validation_stretches(genome, "genemodel.fit_decoder"),
+                                   progress=_log)
         model.save(folder / "model")
         return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
 
@@ -313,21 +318,27 @@ class Pipeline:
         (:func:`genoformer.combine.fit_evidence`), so the run's own annotation weighs the network by what
         it added there (weight 0: the gene model alone)."""
         from .combine import fit_evidence
-        from .genome import Genome, read_bed_files
+        from .genome import Genome
 
         c, a = self.config, self.config["annotate"]
         fasta = self.gene_model_fasta()
-        names = set(Genome(fasta).lengths)
-        regions = [iv for iv in read_bed_files(c["data"]["val_regions"]) if iv.name in names]
-        if not regions:
-            raise ConfigError(f"the combine stage fits its weights on validation regions of {fasta} (the gene model's "
-                              "genome): data.val_regions has none there")
+        regions = self.validation_stretches(Genome(fasta), "the combine stage")
         fit = fit_evidence(a["model"] or self.folder("finetune") / "model", self.folder("genemodel") / "model", fasta,
                            c["data"]["annotation"][c["data"]["fasta"].index(fasta)], regions,
                            out=folder / EVIDENCE_WEIGHTS_FILE, window_length=a["window_length"], batch_size=a["batch_size"],
                            both_strands=a["both_strands"], progress=_log)
         return {"outputs": [str(fit.path.relative_to(self.out))], "weights": asdict(fit.weights),
                 "scores": fit.scores}
+
+    def validation_stretches(self, genome, who: str) -> list:
+        """The validation regions on ``genome``'s records (the gene model's genome), refused if none."""
+        from .genome import read_bed_files
+
+        regions = [iv for iv in read_bed_files(self.config["data"]["val_regions"]) if iv.name in genome.lengths]
+        if not regions:
+            raise ConfigError(f"{who} fits on validation regions of {genome.path} (the gene model's genome): "
+                              "data.val_regions has none there")
+        return regions
 
     def gene_model_fasta(self) -> str:
         """The one FASTA whose genome the gene model learns (and the combination is fitted on)."""
@@ -455,10 +466,16 @@ class Pipeline:
         regions, prediction = self.held_out(), self.prediction(0)
         plot = None
         if regions and _file(prediction, "gff3").is_file() and c["data"]["annotation"]:
-            tracks = {f"P(CDS {sign})": _file(prediction, f"CDS.{strand}.bedgraph")
-                      for strand, sign in (("plus", "+"), ("minus", "−"))}
-            plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"),
-                              {label: path for label, path in tracks.items() if path.is_file()})
+            # The run's own tracks; where it wrote none (a gene model weighing the tagger at 0), the first other
+            # annotation's that has them, so the plot still shows what the network saw.
+            for row in self.rows():
+                tracks = {f"P(CDS {sign})": _file(self.prediction(0, row), f"CDS.{strand}.bedgraph")
+                          for strand, sign in (("plus", "+"), ("minus", "−"))}
+                tracks = {label: path for label, path in tracks.items() if path.is_file()}
+                if tracks:
+                    break
+            plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"), tracks,
+                              None if not tracks or row == own else row.label)
         outputs = [item for stage in ("finetune", "genemodel", "combine", "annotate", "evaluate")
                    for item in records.get(stage, {}).get("outputs", [])]
         paths = write_report(folder, name=c["name"], records=records, metrics=metrics, label=own.label,

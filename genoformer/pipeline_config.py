@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     # Prokaryotes: a start-site network beside the fine-tuned model's start model (genoformer.decode.start_network).
     "start_network": {"steps": 0},
     # A learned eukaryotic gene model (genoformer.genemodel), fitted on the training stretches' annotation.
-    "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0},
+    # fit_decoder: fit the decoder's settings on the validation regions (genemodel.fitting.fit_decode_settings).
+    "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0, "fit_decoder": False},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
                  "gene_cost": None, "codon_weight": None, "start_weight": None, "closed_ends": None},
 }

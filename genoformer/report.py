@@ -89,12 +89,14 @@ def plot_region(reference: pd.DataFrame, prediction: pd.DataFrame, tracks: dict[
 @dataclass(frozen=True)
 class RegionPlot:
     """What the track plot shows: reference and predicted CDS over ``region`` (its middle PLOT_SPAN bases)
-    and per-base probability tracks (label -> bedGraph path)."""
+    and per-base probability tracks (label -> bedGraph path), with ``tracks_from`` naming the annotation that
+    wrote them where it is not the plotted one (None: the plotted one)."""
 
     region: Interval
     reference: Path
     prediction: Path
     tracks: dict[str, Path]
+    tracks_from: str | None = None
 
 
 def _headline(result: dict, keys: tuple[str, ...]) -> float | None:
@@ -191,6 +193,10 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
         lines += ["## A held-out region", "", f"![tracks]({png.name})", ""]
         if not tracks:
             lines += ["No probability tracks: this annotation wrote none (the tagger is not run where its evidence "
+                      "weights are 0).", ""]
+        elif plot.tracks_from:
+            lines += [f"The calls are this run's own annotation; the probability tracks are the tagger's, from the "
+                      f"\"{plot.tracks_from}\" annotation (the tagger is not run for the calls where its evidence "
                       "weights are 0).", ""]
     lines += ["## Outputs", ""]
     lines += [f"- `{item}`" for item in outputs]

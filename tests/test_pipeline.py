@@ -166,7 +166,7 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
         "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
         "pretrain": {"enabled": False},
         "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1},
-        "genemodel": {"enabled": True},
+        "genemodel": {"enabled": True, "fit_decoder": True},
         "annotate": {"window_length": 512, "batch_size": 16},
     }
     path = tmp_path / "athaliana_tiny.yaml"
@@ -180,7 +180,9 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
         expected = GeneModel.fit(genome, read_annotation(files["main"].with_suffix(".gff3")),
                                  [Interval("Chr2", 0, 196_982), Interval("Chr3", 0, 200_000)])
     learned = GeneModel.load(out / "genemodel" / "model")
-    assert learned.to_dict() | {"report": None} == expected.to_dict() | {"report": None}
+    assert learned.to_dict() | {"report": None, "decoder": None} == expected.to_dict() | {"report": None, "decoder": None}
+    # Its decoder's settings were fitted on the validation region of its genome, before the networks' weights.
+    assert learned.decoder is not None and learned.report["decoder fitted on"] == "Chr3:200000-215000"
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
     # The run's own annotation (top level) is the gene model with the network's evidence, weighed on validation.
     assert set(metrics) == {"main.fa", "second.fa", "network", "decoder_alone", "gene_model_alone"}
@@ -403,6 +405,7 @@ def test_shipped_lightning_cli_config_parses():
     ({"finetune": {"max_minutes": 0}}, "finetune.max_minutes must be a number of minutes > 0 \\(or null\\), got 0"),
     ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
     ({"genemodel": {"order": 12}}, "genemodel.order must be a whole number from 1 to 8, got 12"),
+    ({"genemodel": {"fit_decoder": "yes"}}, "'genemodel.fit_decoder' must be bool, got 'yes'"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},
       "annotate": {"codon_weight": 5}}, "annotate.codon_weight applies to the prokaryote gene decoder only"),
 ])

@@ -101,3 +101,16 @@ def test_a_held_out_region_without_probability_tracks_is_plotted_with_its_calls_
                          plot=plot)
     assert (tmp_path / "tracks.png") in paths and (tmp_path / "tracks.png").stat().st_size > 5_000
     assert "No probability tracks: this annotation wrote none" in (tmp_path / "report.md").read_text()
+
+
+def test_tracks_taken_from_another_annotation_are_plotted_and_named_as_such(tmp_path):
+    """Where the run's own annotation wrote no tracks, the pipeline plots the tagger's from another row
+    (the network with the decoder): the report says whose they are."""
+    (tmp_path / "calls.gff3").write_text("##gff-version 3\nChr5\tx\tCDS\t101\t400\t.\t+\t0\tID=c1\n")
+    (tmp_path / "cds.bedgraph").write_text("track type=bedGraph\nChr5\t0\t100\t0.1\nChr5\t100\t400\t0.9\nChr5\t400\t5000\t0.05\n")
+    plot = RegionPlot(Interval("Chr5", 0, 5000), tmp_path / "calls.gff3", tmp_path / "calls.gff3",
+                      {"P(CDS +)": tmp_path / "cds.bedgraph"}, "genoformer (network + decoder)")
+    write_report(tmp_path, name="x", records={}, metrics={}, label="genoformer", others={}, outputs=[], plot=plot)
+    text = (tmp_path / "report.md").read_text()
+    assert 'the probability tracks are the tagger\'s, from the "genoformer (network + decoder)" annotation' in text
+    assert "No probability tracks" not in text and (tmp_path / "tracks.png").stat().st_size > 5_000

@@ -39,48 +39,19 @@ from genoformer.decode.segments import (
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
+from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, START_RANKS, WINDOWS, log_odds_table, score_sites, start_ranks,
 )
 from genoformer.genome.intervals import Interval
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    """Knobs on top of what the model learned (zero penalties and unit weights: the learned GHMM as it is).
-
-    Defaults were chosen on A. thaliana chromosome 1 validation (train 0-24 Mb, score 24-27 Mb). With
-    geometric lengths the learned GHMM called too many genes and introns: nucleotide CDS / exon / gene F1
-    0.935 / 0.755 / 0.443 with penalties 0, weights 1 and overlaps kept, 0.954 / 0.805 / 0.554 with
-    gene_penalty 5, intron_penalty 3, signal_weight 1.2. Explicit lengths then gave 0.957 / 0.821 / 0.594,
-    and with intron_penalty 4.5 and horizons 1,000 / 600 bases 0.959 / 0.832 / 0.625. Fitted signal
-    models: 0.960 / 0.846 / 0.674, and with signal_weight 1.4 0.962 / 0.850 / 0.684. The start's rank in its
-    open frame, fitted with the start model: 0.963 / 0.854 / 0.704.
-    """
-
-    min_exon: int = 3
-    min_intron: int | None = None  # None: the 1st percentile of training introns, at least 20
-    min_cds_length: int = 60
-    coding_weight: float = 1.0  # scales the coding-vs-intergenic log-odds
-    signal_weight: float = 1.4  # scales the signal models' log-odds
-    fitted_signals: bool = True  # the signal models fitted against decoys; False: the counted WAMs
-    gene_penalty: float = 5.0  # added to the learned cost of each gene (nats)
-    intron_penalty: float = 4.5  # added to the learned cost of each intron (nats)
-    open_ends: bool = True  # genes may run off either end of a sequence (partial genes)
-    # Exon (by kind) and intron lengths from their training distributions up to these horizons, a
-    # geometric tail beyond (``genemodel.lengths``); False: geometric throughout, with the training means.
-    explicit_lengths: bool = True
-    exon_horizon: int = 1000
-    intron_horizon: int = 600
-    # Keep genes on opposite strands that overlap (else the lower-scoring one goes: each strand is
-    # decoded on its own, so a gene's antisense shadow can be called too; real overlaps are rare).
-    strand_overlaps: bool = False
-
-
 class ScoringTables:
-    """The log-probability tables a :class:`GeneModel` implies, built once per model."""
+    """The log-probability tables a :class:`GeneModel` implies with ``settings`` (None: the ones fitted for the
+    model on validation regions, else the defaults), built once per model."""
 
-    def __init__(self, model: GeneModel, settings: DecodeSettings):
+    def __init__(self, model: GeneModel, settings: DecodeSettings | None = None):
+        settings = settings or model.decoder or DecodeSettings()
         self.model, self.settings = model, settings
         null = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
         self.coding = (log_probabilities(model.coding, model.pseudocount) - null) * settings.coding_weight  # (3, words + 1)
@@ -208,7 +179,7 @@ def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables, sett
     """Genes on both strands of ``sequence`` (forward coordinates), CDS only (no UTRs); genes running
     off the sequence carry ``partial`` flags (left edge, right edge). ``evidence``: extra terms for the
     + strand and the − strand (each in its strand's coordinates), added to the gene model's."""
-    tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
+    tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings)
     codes = encode_bases(sequence)
     views = (codes, reverse_complement_codes(codes))
     decoded = [tables.decode(view, tables.strand_scores(view, None if evidence is None else evidence[row]))
@@ -243,7 +214,7 @@ def decode_with_gene_model(genome, model: GeneModel | ScoringTables, regions: It
     Feature IDs begin with ``id_prefix`` (default: the region, ``name_start``). ``evidence(region)``, if
     given, gives the region's extra terms per strand (:func:`gene_model_transcripts`) and the class
     probability sums that score its features (else feature scores are 0)."""
-    tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings or DecodeSettings())
+    tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings)
     no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())  # feature scores are 0: there are no class probabilities
     tables_out = []
     for region in regions:

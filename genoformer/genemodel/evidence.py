@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,13 @@ import pandas as pd
 
 from genoformer.decode.eukaryote import network_log_odds
 from genoformer.decode.prokaryote import check_inputs
-from genoformer.decode.segments import StrandSums, encode_bases, reverse_complement_codes, transcript_table
+from genoformer.decode.segments import StrandSums, encode_bases, reverse_complement_codes
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
-from genoformer.genemodel.decode import DecodeSettings, ScoringTables, StrandEvidence
+from genoformer.genemodel.decode import ScoringTables, StrandEvidence
+from genoformer.genemodel.fitting import OBJECTIVE, coordinate_search, score_calls
 from genoformer.genemodel.model import GeneModel
+from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.site_network import SITE_KINDS
 from genoformer.genome.intervals import Interval
 from genoformer.model.site_model import SiteModel
@@ -48,7 +50,6 @@ SITE_FIELDS = ("sites", "site_offset")
 SEARCH_GRID = {"cds": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), "intron": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
                "cap": (0.5, 1.0, 2.0, 4.0), "sites": (0.0, 0.25, 0.5, 0.75, 1.0),
                "site_offset": (0.0, 1.0, 2.0, 3.0, 4.0)}
-OBJECTIVE = "mean of nucleotide CDS F1, CDS exon F1 and gene F1"
 
 
 @dataclass(frozen=True)
@@ -215,46 +216,6 @@ class EvidenceFit:
                 "objective": OBJECTIVE, "scores": self.scores, "trials": self.trials}
 
 
-def summary_scores(scores: dict) -> dict:
-    """The three F1s the fit maximises (and their mean, the objective) from an ``evaluate`` result."""
-    found = {"nucleotide_cds_f1": scores["nucleotide"]["coding"]["f1"], "exon_f1": scores["exon"]["f1"],
-             "gene_f1": scores["gene"]["f1"]}
-    out = {name: float(value or 0.0) for name, value in found.items()}  # None (nothing called): 0
-    out["objective"] = float(np.mean(list(out.values())))
-    return out
-
-
-def regional_scores(reference: pd.DataFrame, prediction: pd.DataFrame, regions: Sequence[Interval],
-                    lengths: dict[str, int], margin: int = 200_000) -> dict:
-    """``evaluate(reference, prediction, lengths=lengths, regions=regions, prokaryote=False)``'s
-    :func:`summary_scores`, computed
-    on each record's stretch around the regions (``margin`` bases either side) rather than the whole record.
-
-    The evaluator's nucleotide counts build whole-record tracks: a minute per call on a 30 Mb chromosome,
-    which a weight search repeats dozens of times. Its counts only depend on features touching the
-    regions and on positions relative to one another, so the features lying wholly in each stretch are
-    moved to its start; features crossing a stretch's edge are dropped (a gene longer than ``margin``
-    that reaches a region would be scored differently)."""
-    from genoformer.evaluate import evaluate
-
-    windows = {}
-    for iv in regions:
-        lo, hi = windows.get(iv.name, (iv.start, iv.end))
-        windows[iv.name] = (min(lo, iv.start), max(hi, iv.end))
-    windows = {name: (max(0, lo - margin), min(lengths[name], hi + margin)) for name, (lo, hi) in windows.items()}
-
-    def local(table: pd.DataFrame) -> pd.DataFrame:
-        parts = []
-        for name, (lo, hi) in windows.items():
-            rows = table[(table["seqid"] == name) & (table["start"] >= lo) & (table["end"] <= hi)]
-            parts.append(rows.assign(start=rows["start"] - lo, end=rows["end"] - lo))
-        return pd.concat(parts) if parts else table.iloc[:0]
-
-    shifted = [Interval(iv.name, iv.start - windows[iv.name][0], iv.end - windows[iv.name][0]) for iv in regions]
-    return summary_scores(evaluate(local(reference), local(prediction), lengths={
-        name: hi - lo for name, (lo, hi) in windows.items()}, regions=shifted, prokaryote=False))
-
-
 class _Stretch:
     """One validation stretch prepared once: both strands' gene-model terms and network log-odds."""
 
@@ -278,7 +239,8 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
                          settings: DecodeSettings | None = None, grid: dict | None = None, rounds: int = 2,
                          progress: Callable[[str], None] | None = None) -> EvidenceFit:
     """Weights for the network's evidence that maximise :data:`OBJECTIVE` on ``regions`` of ``genome``
-    against ``annotation`` (``read_annotation``), decoding with ``gene_model`` and ``settings``.
+    against ``annotation`` (``read_annotation``), decoding with ``gene_model`` and ``settings`` (None: the
+    decoder settings fitted for it, :func:`~genoformer.genemodel.fitting.fit_decode_settings`, else the defaults).
 
     ``probabilities(region)`` gives a region's (2, classes, length) network probabilities (``classes``
     names the rows); None: no tagging network, only the site network's weights are searched. A coordinate search: each weight in turn takes the best of its ``grid`` values
@@ -299,38 +261,25 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
         raise ConfigError(f"evidence search grid names unknown weights {sorted(unknown)}")
     if not regions:
         raise ConfigError("fitting evidence weights needs at least one validation region")
-    tables = ScoringTables(gene_model, settings or DecodeSettings())
+    tables = ScoringTables(gene_model, settings)
     stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end),
                           None if probabilities is None else probabilities(iv), classes, gene_model.site_model)
                  for iv in regions]
-    no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())
     tried: dict[EvidenceWeights, dict] = {}
     trials: list[dict] = []
 
     def score(weights: EvidenceWeights) -> float:
         if weights not in tried:
-            tables_out = []
-            for k, (iv, stretch) in enumerate(zip(regions, stretches)):
-                table = transcript_table(iv.name, stretch.transcripts(tables, weights), no_probabilities,
-                                         id_prefix=f"fit{k}")
-                table[["start", "end"]] += iv.start
-                tables_out.append(table)
-            prediction = pd.concat(tables_out, ignore_index=True)
-            tried[weights] = regional_scores(annotation, prediction, regions, genome.lengths)
+            calls = [stretch.transcripts(tables, weights) for stretch in stretches]
+            tried[weights] = score_calls(annotation, regions, calls, genome.lengths)
             trials.append({"weights": asdict(weights), **tried[weights]})
             if progress:
                 progress(f"evidence weights {asdict(weights)}: {tried[weights]}")
         return tried[weights]["objective"]
 
-    best = EvidenceWeights()
-    score(best)
-    for _ in range(rounds):
-        before = best
-        for name, values in grid.items():
-            if (name == "cap" and best.cds == best.intron == 0) or (name == "site_offset" and best.sites == 0):
-                continue  # the cap or offset of zero weights changes nothing
-            candidates = [replace(best, **{name: value}) for value in values]
-            best = max(candidates + [best], key=lambda w: (score(w), -w.cds - w.intron - w.sites))
-        if best == before:
-            break
+    def skip(best: EvidenceWeights, name: str) -> bool:  # the cap or offset of zero weights changes nothing
+        return (name == "cap" and best.cds == best.intron == 0) or (name == "site_offset" and best.sites == 0)
+
+    best = coordinate_search(EvidenceWeights(), grid, score, rounds=rounds, skip=skip,
+                             prefer=lambda w: -w.cds - w.intron - w.sites)
     return EvidenceFit(weights=best, scores=tried[best], trials=trials)

@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
+from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, STEM as SITE_STEM
 from genoformer.genemodel.site_network import WEIGHTS_FILE as SITE_WEIGHTS_FILE, fit_site_network, load_site_model
 from genoformer.model.site_model import SiteModel, SiteTraining
@@ -59,6 +60,9 @@ class GeneModel:
     lengths: dict[str, list[int]]
     report: dict[str, int] = field(default_factory=dict)
     pseudocount: float = 1.0
+    # The decoder's settings fitted on validation regions (genemodel.fitting.fit_decode_settings); None: not
+    # fitted, DecodeSettings' defaults (chosen on A. thaliana) are used.
+    decoder: DecodeSettings | None = None
     # A splice-site network trained beside it (genemodel.site_network), whose evidence the decoder weighs in
     # with fitted EvidenceWeights; stored in the same folder. None: none was trained.
     site_model: SiteModel | None = field(default=None, compare=False, repr=False)
@@ -135,6 +139,8 @@ class GeneModel:
             "start_rank_weights": self.start_rank_weights.tolist(),
             "donors": self.donors, "acceptors": self.acceptors, "start_codons": self.start_codons,
             "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
+            # Only where fitted: a model without them keeps the fingerprint it had before the field existed.
+            **({} if self.decoder is None else {"decoder": asdict(self.decoder)}),
         }
 
     def fingerprint(self) -> str:
@@ -249,7 +255,8 @@ class GeneModel:
                    donors=dict(data["donors"]), acceptors=dict(data["acceptors"]),
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
                    lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
-                   report=dict(data.get("report") or {}), pseudocount=float(pseudocount))
+                   report=dict(data.get("report") or {}), pseudocount=float(pseudocount),
+                   decoder=None if "decoder" not in data else DecodeSettings.from_dict(data["decoder"], fail))
 
 
 def _signal_words(seen: dict[str, int], canonical: str) -> tuple[str, ...]:
