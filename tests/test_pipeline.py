@@ -97,6 +97,15 @@ def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_
         "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
+def test_fit_decoder_left_false_keeps_runs_made_before_the_key_current_and_true_redoes_the_gene_model():
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    older = {**config, "genemodel": {k: v for k, v in config["genemodel"].items() if k != "fit_decoder"}}
+    assert {s: _digest(config, s) for s in STAGES} == {s: _digest(older, s) for s in STAGES}
+    config["genemodel"] = {**config["genemodel"], "fit_decoder": True}
+    assert [s for s in STAGES if _digest(config, s) != _digest(older, s)] == [
+        "genemodel", "combine", "annotate", "evaluate", "report"]
+
+
 def test_start_network_steps_redo_a_prokaryote_runs_later_stages_only_and_no_eukaryote_stage():
     prokaryote = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
     eukaryote = {**prokaryote, "data": {**prokaryote["data"], "organism": "eukaryote"}}
