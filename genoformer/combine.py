@@ -24,7 +24,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .decode.start_network import DEFAULT_STEPS, StartNetwork, fit_start_network
 from .decode.start_sites import region_genes
-from .genemodel import DecodeSettings, EvidenceFit, GeneModel, fit_evidence_weights
+from .genemodel import EvidenceFit, GeneModel, fit_evidence_weights
 from .genemodel.evidence import WEIGHTS_FILE
 
 
@@ -37,15 +37,15 @@ class FittedEvidence(EvidenceFit):
 
 def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, out: str | Path | None = None,
                  window_length: int | None = None, batch_size: int = 8, both_strands: bool = True,
-                 device: str = "auto", settings: DecodeSettings | None = None, grid: dict | None = None,
+                 device: str = "auto", grid: dict | None = None,
                  progress: Callable[[str], None] | None = None) -> FittedEvidence:
     """Fit and write the weights of ``model``'s evidence (a tagging model folder or ``load_model`` result;
     None: none, only the gene model's site network is weighed in) in ``gene_model``'s scores (a folder or
     :class:`~genoformer.genemodel.GeneModel`) on ``regions`` (a BED path or Intervals) of ``fasta``,
     scored against ``annotation`` (a path or ``read_annotation`` table). ``out``: the weights file
     (default: the gene model folder's ``evidence_weights.json``; needed when ``gene_model`` is an
-    object). Prediction options are ``annotate_genome``'s; ``grid`` and ``settings``
-    :func:`~genoformer.genemodel.fit_evidence_weights`'."""
+    object). Prediction options are ``annotate_genome``'s; ``grid``
+    :func:`~genoformer.genemodel.fit_evidence_weights`'s."""
     from .annotate import TaggingModel, _device, decoder_alone, genome_stretches, load_model
     from .genome import Genome, read_annotation
     from .predict import predict_record
@@ -83,7 +83,7 @@ def fit_evidence(model, gene_model, fasta: str | Path, annotation, regions, *, o
                                   both_strands=both_strands, device=dev)
 
     fit = fit_evidence_weights(genome, table, stretches, gene_model, probabilities, model.scheme.classes,
-                               settings=settings, grid=grid, progress=progress)
+                               grid=grid, progress=progress)
     path = fit.weights.save(out, fit.record(stretches, gene_model))
     return FittedEvidence(weights=fit.weights, scores=fit.scores, trials=fit.trials, path=path)
 

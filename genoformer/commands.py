@@ -27,17 +27,19 @@ def annotate(args: argparse.Namespace) -> int:
 def gene_model(args: argparse.Namespace) -> int:
     from .annotate import genome_stretches
     from .genemodel import GeneModel
-    from .genemodel.fitting import fitted_decoder
+    from .genemodel.fitting import check_validation_regions, fitted_decoder
     from .genome import Genome, read_annotation
 
     genome = Genome(args.fasta)
     regions = genome_stretches(genome, args.fasta, regions=args.regions)
     annotation = read_annotation(args.annotation)
+    validation = genome_stretches(genome, args.fasta, regions=args.val_regions) if args.val_regions else None
+    if validation:
+        check_validation_regions(annotation, validation)  # before the minutes of learning
     model = GeneModel.fit(genome, annotation, regions, order=args.order, site_network_steps=args.site_network_steps,
                           progress=lambda line: print(line, file=sys.stderr))
-    if args.val_regions:
-        model = fitted_decoder(model, genome, annotation, genome_stretches(genome, args.fasta, regions=args.val_regions),
-                               progress=lambda line: print(line, file=sys.stderr))
+    if validation:
+        model = fitted_decoder(model, genome, annotation, validation, progress=lambda line: print(line, file=sys.stderr))
     print(model.save(args.out))
     print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)
     return 0

@@ -297,7 +297,7 @@ class Pipeline:
         validation and test regions, within ``train_regions`` where given) of the one FASTA holding them, and
         with ``fit_decoder`` its decoder's settings on the validation regions there."""
         from .genemodel import GeneModel
-        from .genemodel.fitting import fitted_decoder
+        from .genemodel.fitting import check_validation_regions, fitted_decoder
         from .genome import Genome, read_annotation
 
         c = self.config
@@ -307,11 +307,13 @@ class Pipeline:
         genome = Genome(fasta)
         annotation = c["data"]["annotation"][c["data"]["fasta"].index(fasta)]
         table = read_annotation(annotation)
+        validation = self.validation_stretches(genome, "genemodel.fit_decoder") if c["genemodel"]["fit_decoder"] else None
+        if validation:
+            check_validation_regions(table, validation)  # before the minutes of learning
         model = GeneModel.fit(genome, table, self.training_stretches(genome), order=c["genemodel"]["order"],
                               site_network_steps=c["genemodel"]["site_network_steps"], progress=_log)
-        if c["genemodel"]["fit_decoder"]:
-            model = fitted_decoder(model, genome, table, self.validation_stretches(genome, "genemodel.fit_decoder"),
-                                   progress=_log)
+        if validation:
+            model = fitted_decoder(model, genome, table, validation, progress=_log)
         model.save(folder / "model")
         return {"outputs": [str((folder / "model").relative_to(self.out))], "training": model.report}
 

@@ -140,6 +140,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     order = config["genemodel"]["order"]
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 8:
         raise ConfigError(f"{path}: genemodel.order must be a whole number from 1 to 8, got {order!r}")
+    if config["genemodel"]["enabled"] and config["genemodel"]["fit_decoder"] and not data["val_regions"]:
+        raise ConfigError(f"{path}: genemodel.fit_decoder fits the decoder's settings on validation regions: set "
+                          "data.val_regions (or fit_decoder: false)")
     from .decode import PROKARYOTE_OPTIONS, gene_decoder_options
 
     try:  # optional, so the defaults cannot type-check them; checked now, not after training

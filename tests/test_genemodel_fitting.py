@@ -11,7 +11,7 @@ import pytest
 from genoformer.cli import main
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.genemodel import DecodeSettings, GeneModel, ScoringTables, decode_with_gene_model, fit_decode_settings
-from genoformer.genemodel.fitting import coordinate_search
+from genoformer.genemodel.fitting import check_validation_regions, coordinate_search
 from genoformer.genome import Interval
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF
@@ -92,6 +92,9 @@ def test_fitted_settings_travel_in_the_model_file_and_are_what_it_decodes_with(t
     (lambda d: d["decoder"].update(coding_weight=True), "'decoder.coding_weight': True is not a valid value"),
     (lambda d: d["decoder"].update(min_exon=0), "'decoder.min_exon': 0 is not a valid value (the default is 3)"),
     (lambda d: d["decoder"].update(open_ends=1), "'decoder.open_ends': 1 is not a valid value"),
+    (lambda d: d["decoder"].update(coding_weight=-3), "'decoder.coding_weight': -3 is not a valid value"),
+    (lambda d: d["decoder"].update(gene_penalty=10 ** 400), "'decoder.gene_penalty': 1000"),
+    (lambda d: d["decoder"].update(intron_horizon=10 ** 12), "'decoder.intron_horizon': 1000000000000 is not a valid"),
 ])
 def test_a_broken_decoder_field_is_refused_naming_the_file_and_the_setting(tmp_path, gene_model, change, told):
     path = replace(gene_model, decoder=DecodeSettings()).save(tmp_path)
@@ -111,6 +114,8 @@ def test_fitting_on_regions_without_a_coding_gene_or_with_an_unknown_setting_is_
         fit_decode_settings(genome, annotation, VALIDATION, gene_model, grid={"speed": (1.0,)})
     with pytest.raises(ConfigError, match="at least one validation region"):
         fit_decode_settings(genome, annotation, [], gene_model)
+    # A region given twice counts its transcripts once (the few-transcripts warning must not be hidden).
+    assert check_validation_regions(annotation, VALIDATION * 2) == check_validation_regions(annotation, VALIDATION) > 0
 
 
 def test_gene_model_cli_fits_the_decoder_on_validation_regions_and_annotate_uses_them(tmp_path, capsys):

@@ -415,6 +415,8 @@ def test_shipped_lightning_cli_config_parses():
     ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
     ({"genemodel": {"order": 12}}, "genemodel.order must be a whole number from 1 to 8, got 12"),
     ({"genemodel": {"fit_decoder": "yes"}}, "'genemodel.fit_decoder' must be bool, got 'yes'"),
+    ({"genemodel": {"enabled": True, "fit_decoder": True}, "data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"],
+      "organism": "eukaryote", "val_regions": None}}, "genemodel.fit_decoder fits the decoder's settings on validation"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},
       "annotate": {"codon_weight": 5}}, "annotate.codon_weight applies to the prokaryote gene decoder only"),
 ])

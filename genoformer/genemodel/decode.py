@@ -46,6 +46,10 @@ from genoformer.genemodel.signals import (
 from genoformer.genome.intervals import Interval
 
 
+# Called features score 0 where there are no class probabilities (the gene model alone).
+NO_PROBABILITIES = StrandSums(np.zeros((2, 0, 0)), ())
+
+
 class ScoringTables:
     """The log-probability tables a :class:`GeneModel` implies with ``settings`` (None: the ones fitted for the
     model on validation regions, else the defaults), built once per model."""
@@ -215,14 +219,13 @@ def decode_with_gene_model(genome, model: GeneModel | ScoringTables, regions: It
     given, gives the region's extra terms per strand (:func:`gene_model_transcripts`) and the class
     probability sums that score its features (else feature scores are 0)."""
     tables = model if isinstance(model, ScoringTables) else ScoringTables(model, settings)
-    no_probabilities = StrandSums(np.zeros((2, 0, 0)), ())  # feature scores are 0: there are no class probabilities
     tables_out = []
     for region in regions:
-        extra, sums = evidence(region) if evidence is not None else (None, no_probabilities)
+        extra, sums = evidence(region) if evidence is not None else (None, NO_PROBABILITIES)
         transcripts = gene_model_transcripts(genome.fetch(region.name, region.start, region.end), tables,
                                              evidence=extra)
         table = transcript_table(region.name, transcripts, sums, id_prefix=id_prefix or f"{region.name}_{region.start}")
         table["start"] += region.start
         table["end"] += region.start
         tables_out.append(table)
-    return pd.concat(tables_out, ignore_index=True) if tables_out else transcript_table("", [], no_probabilities)
+    return pd.concat(tables_out, ignore_index=True) if tables_out else transcript_table("", [], NO_PROBABILITIES)

@@ -32,10 +32,9 @@ from genoformer.decode.prokaryote import check_inputs
 from genoformer.decode.segments import StrandSums, encode_bases, reverse_complement_codes
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
-from genoformer.genemodel.decode import ScoringTables, StrandEvidence
+from genoformer.genemodel.decode import NO_PROBABILITIES, ScoringTables, StrandEvidence
 from genoformer.genemodel.fitting import OBJECTIVE, coordinate_search, score_calls
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.site_network import SITE_KINDS
 from genoformer.genome.intervals import Interval
 from genoformer.model.site_model import SiteModel
@@ -195,7 +194,7 @@ def combined_evidence(weights: EvidenceWeights, classes: Sequence[str],
         if weights.reads_site_network and sequence is None:
             raise ConfigError("weighing in the site network needs the stretch's sequence")
         site_logits = strand_site_logits(site_model, sequence) if weights.reads_site_network else None
-        sums = StrandSums(probs, classes) if probs is not None else StrandSums(np.zeros((2, 0, 0)), ())
+        sums = StrandSums(probs, classes) if probs is not None else NO_PROBABILITIES
         return weights.strand_evidence(probs, classes, site_logits), sums
 
     return evidence
@@ -236,11 +235,12 @@ class _Stretch:
 
 def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Interval], gene_model: GeneModel,
                          probabilities: Callable[[Interval], np.ndarray] | None, classes: Sequence[str], *,
-                         settings: DecodeSettings | None = None, grid: dict | None = None, rounds: int = 2,
+                         grid: dict | None = None, rounds: int = 2,
                          progress: Callable[[str], None] | None = None) -> EvidenceFit:
     """Weights for the network's evidence that maximise :data:`OBJECTIVE` on ``regions`` of ``genome``
-    against ``annotation`` (``read_annotation``), decoding with ``gene_model`` and ``settings`` (None: the
-    decoder settings fitted for it, :func:`~genoformer.genemodel.fitting.fit_decode_settings`, else the defaults).
+    against ``annotation`` (``read_annotation``), decoding with ``gene_model`` and its decoder settings (those
+    fitted for it, :func:`~genoformer.genemodel.fitting.fit_decode_settings`, else the defaults: what
+    ``annotate`` decodes it with, so the weights fit the calls they will weigh into).
 
     ``probabilities(region)`` gives a region's (2, classes, length) network probabilities (``classes``
     names the rows); None: no tagging network, only the site network's weights are searched. A coordinate search: each weight in turn takes the best of its ``grid`` values
@@ -261,7 +261,7 @@ def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Int
         raise ConfigError(f"evidence search grid names unknown weights {sorted(unknown)}")
     if not regions:
         raise ConfigError("fitting evidence weights needs at least one validation region")
-    tables = ScoringTables(gene_model, settings)
+    tables = ScoringTables(gene_model)
     stretches = [_Stretch(tables, genome.fetch(iv.name, iv.start, iv.end),
                           None if probabilities is None else probabilities(iv), classes, gene_model.site_model)
                  for iv in regions]

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import pandas as pd
 
-from genoformer.decode.segments import StrandSums, Transcript, transcript_table
+from genoformer.decode.segments import Transcript, transcript_table
 from genoformer.errors import ConfigError
-from genoformer.genemodel.decode import ScoringTables, gene_model_transcripts
+from genoformer.genemodel.decode import NO_PROBABILITIES, ScoringTables, gene_model_transcripts
 from genoformer.genemodel.model import GeneModel
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.training import coding_transcripts
@@ -35,7 +35,6 @@ DECODER_GRID = {"coding_weight": (0.8, 0.9, 1.0, 1.1, 1.2, 1.4), "signal_weight"
 # it lifted IV's scores from 0.850 / 0.700 / 0.250 to 0.886 / 0.768 / 0.286 and lowered V's from 0.891 / 0.656
 # / 0.157 to 0.870 / 0.638 / 0.125.
 FEW_VALIDATION_TRANSCRIPTS = 200
-_NO_PROBABILITIES = StrandSums(np.zeros((2, 0, 0)), ())  # called features score 0: there are no class probabilities
 
 
 def coordinate_search(start, grid: dict[str, Sequence], score: Callable[[object], float], *, rounds: int,
@@ -105,7 +104,7 @@ def score_calls(annotation: pd.DataFrame, regions: Sequence[Interval], calls: Se
     coordinates) against ``annotation``."""
     tables = []
     for k, (iv, transcripts) in enumerate(zip(regions, calls)):
-        table = transcript_table(iv.name, list(transcripts), _NO_PROBABILITIES, id_prefix=f"fit{k}")
+        table = transcript_table(iv.name, list(transcripts), NO_PROBABILITIES, id_prefix=f"fit{k}")
         table[["start", "end"]] += iv.start
         tables.append(table)
     return regional_scores(annotation, pd.concat(tables, ignore_index=True), regions, lengths)
@@ -132,18 +131,15 @@ def fit_decode_settings(genome, annotation: pd.DataFrame, regions: Sequence[Inte
     """The decoder's settings for ``model`` alone (no network) that maximise :data:`OBJECTIVE` on ``regions``
     of ``genome`` against ``annotation`` (``read_annotation``): a coordinate search over ``grid`` (default
     :data:`DECODER_GRID`) from the model's settings (its fitted ones, else the defaults), which it therefore
-    never scores below there; of equal scores, the one closest to where it started."""
+    never scores below there; of equal scores, the one nearest where it started (the smallest sum of the
+    settings' distances from their starting values)."""
     grid = dict(DECODER_GRID if grid is None else grid)
     unknown = set(grid) - {f.name for f in fields(DecodeSettings)}
     if unknown:
         raise ConfigError(f"decoder search grid names unknown settings {sorted(unknown)}")
     if not regions:
         raise ConfigError("fitting the decoder's settings needs at least one validation region")
-    transcripts = _coding_transcripts_inside(annotation, regions)
-    if not transcripts:
-        raise ConfigError("the validation regions (" + ", ".join(f"{iv.name}:{iv.start}-{iv.end}" for iv in regions)
-                          + ") hold no annotated coding transcript to fit the decoder's settings on: give regions "
-                            "with coding genes")
+    transcripts = check_validation_regions(annotation, regions)
     if transcripts < FEW_VALIDATION_TRANSCRIPTS:
         warnings.warn(f"fitting the decoder's settings on only {transcripts} coding transcripts (fewer than "
                       f"{FEW_VALIDATION_TRANSCRIPTS}): on so few the best settings are noisy and may score below the "
@@ -164,18 +160,23 @@ def fit_decode_settings(genome, annotation: pd.DataFrame, regions: Sequence[Inte
         return tried[settings]["objective"]
 
     best = coordinate_search(start, grid, score, rounds=rounds,
-                             prefer=lambda s: sum(getattr(s, name) == getattr(start, name) for name in grid))
+                             prefer=lambda s: -sum(abs(getattr(s, name) - getattr(start, name)) for name in grid))
     return SettingsFit(settings=best, scores=tried[best], trials=trials)
 
 
-def _coding_transcripts_inside(annotation: pd.DataFrame, regions: Sequence[Interval]) -> int:
-    """How many coding transcripts of ``annotation`` lie wholly inside one of ``regions``."""
-    found = 0
+def check_validation_regions(annotation: pd.DataFrame, regions: Sequence[Interval]) -> int:
+    """How many coding transcripts of ``annotation`` lie wholly inside ``regions`` (each counted once); refused
+    when none does (checked before a gene model is learned, so a wrong BED fails at once)."""
+    inside = set()
     for iv in regions:
         spans = coding_transcripts(annotation, iv.name).groupby("transcript")[["start", "end"]].agg(
             {"start": "min", "end": "max"})
-        found += int(((spans["start"] >= iv.start) & (spans["end"] <= iv.end)).sum())
-    return found
+        inside.update(spans.index[(spans["start"] >= iv.start) & (spans["end"] <= iv.end)])
+    if not inside:
+        raise ConfigError("the validation regions (" + ", ".join(f"{iv.name}:{iv.start}-{iv.end}" for iv in regions)
+                          + ") hold no annotated coding transcript to fit the decoder's settings on: give regions "
+                            "with coding genes")
+    return len(inside)
 
 
 def fitted_decoder(model: GeneModel, genome, annotation: pd.DataFrame, regions: Sequence[Interval], *,

@@ -4,7 +4,10 @@ A gene model is stored as one JSON file, ``gene_model.json`` in its folder: plai
 the fitted signal models' log-odds tables (numbers) and settings, never pickle. Log-probabilities are
 derived from the counts when loaded, so the file is exactly what was counted and fitted. A splice-site
 network trained beside it (``genoformer.genemodel.site_network``) is stored in the same folder. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
-from another version, or one missing a field, is refused naming the file and the field.
+from another version, or one missing a field, is refused naming the file and the field. The ``decoder``
+field (settings fitted on validation, :mod:`genoformer.genemodel.fitting`) is optional and written only
+when fitted, so models without it keep their files and fingerprints; a genoformer from before the field
+reads a file holding it with the default settings.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import NoReturn
 
+# Lengths and horizons a stored setting may hold: the length tables are built up to the horizons.
+MAX_BASES = 100_000
+
 
 @dataclass(frozen=True)
 class DecodeSettings:
@@ -55,16 +58,22 @@ class DecodeSettings:
         if unknown or missing:
             fail("decoder", " and ".join(f"{kind} {found}" for kind, found in (("unknown", unknown), ("missing", missing))
                                          if found))
-        defaults = cls()
+        defaults, values = cls(), {}
         for name in names:
             value, default = data[name], getattr(defaults, name)
             if isinstance(default, bool):
                 ok = isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            elif isinstance(default, float):  # weights >= 0; penalties any finite number of nats
+                try:
+                    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+                          and (value >= 0 or not name.endswith("_weight")))
+                except OverflowError:
+                    ok = False
+                value = float(value) if ok else value
             else:  # whole numbers of bases; min_intron may be None (taken from the training introns)
                 ok = (value is None and name == "min_intron") or (
-                    isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+                    isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BASES)
             if not ok:
                 fail(f"decoder.{name}", f"{value!r} is not a valid value (the default is {default!r})")
-        return cls(**data)
+            values[name] = value
+        return cls(**values)
