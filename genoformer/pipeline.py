@@ -121,8 +121,9 @@ def _digest(config: dict, stage: str) -> str:
     sections = {k: config[k] for k in DEPENDS[stage] if k != "start_network" or trains_start_network(config)}
     if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
         sections["model"] = settings_as_digested(sections["model"])
-    if "genemodel" in sections and not sections["genemodel"].get("fit_decoder"):  # the key's default: runs from
-        sections["genemodel"] = {k: v for k, v in sections["genemodel"].items() if k != "fit_decoder"}  # before it stay current
+    # fit_decoder came later: at its default (false) it is left out, so runs made before it stay up to date
+    if "genemodel" in sections and not sections["genemodel"].get("fit_decoder"):
+        sections["genemodel"] = {k: v for k, v in sections["genemodel"].items() if k != "fit_decoder"}
     text = json.dumps(sections, sort_keys=True)
     formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain

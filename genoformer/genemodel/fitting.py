@@ -173,7 +173,8 @@ def check_validation_regions(annotation: pd.DataFrame, regions: Sequence[Interva
             {"start": "min", "end": "max"})
         inside.update(spans.index[(spans["start"] >= iv.start) & (spans["end"] <= iv.end)])
     if not inside:
-        raise ConfigError("the validation regions (" + ", ".join(f"{iv.name}:{iv.start}-{iv.end}" for iv in regions)
+        raise ConfigError(f"{annotation.attrs.get('path', 'the annotation')}: the validation regions ("
+                          + ", ".join(f"{iv.name}:{iv.start}-{iv.end}" for iv in regions)
                           + ") hold no annotated coding transcript to fit the decoder's settings on: give regions "
                             "with coding genes")
     return len(inside)
