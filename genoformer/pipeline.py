@@ -474,9 +474,10 @@ class Pipeline:
             # The run's own tracks; where it wrote none (a gene model weighing the tagger at 0), the first other
             # annotation's that has them, so the plot still shows what the network saw.
             for row in self.rows():
-                tracks = {f"P(CDS {sign})": _file(self.prediction(0, row), f"CDS.{strand}.bedgraph")
-                          for strand, sign in (("plus", "+"), ("minus", "−"))}
-                tracks = {label: path for label, path in tracks.items() if path.is_file()}
+                written = {f"P(CDS {sign})": [_file(self.prediction(0, row), f"CDS.{strand}.{suffix}")
+                                              for suffix in ("bedgraph", "bw")]  # annotate.bigwig: .bw
+                           for strand, sign in (("plus", "+"), ("minus", "−"))}
+                tracks = {label: path for label, paths in written.items() for path in paths if path.is_file()}
                 if tracks:
                     break
             plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"), tracks,

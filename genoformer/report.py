@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .export.tracks import pybigwig
 from .files import atomic_path, atomic_write
 from .genome import Interval
 
@@ -22,6 +23,21 @@ HEADLINES = {
     "eukaryote": _MCC + (("nucleotide CDS F1", ("nucleotide", "coding", "f1")), ("CDS exon F1", ("exon", "f1")),
                          ("exact-gene F1", ("gene", "f1"))),
 }
+
+
+def read_track_region(path: Path, name: str, start: int, end: int) -> np.ndarray:
+    """Values of one track (bedGraph, or bigWig by its ``.bw`` / ``.bigwig`` suffix) over [start, end) of
+    record ``name``, 0 where it has none."""
+    if Path(path).suffix.lower() not in (".bw", ".bigwig"):
+        return read_bedgraph_region(path, name, start, end)
+    track = pybigwig().open(str(path))
+    try:
+        if name not in track.chroms():
+            return np.zeros(end - start, dtype=np.float32)
+        values = np.asarray(track.values(name, start, min(end, track.chroms(name)), numpy=True), dtype=np.float32)
+    finally:
+        track.close()
+    return np.nan_to_num(np.pad(values, (0, end - start - len(values))), nan=0.0)  # bigWig: NaN where no data
 
 
 def read_bedgraph_region(path: Path, name: str, start: int, end: int) -> np.ndarray:
@@ -89,7 +105,7 @@ def plot_region(reference: pd.DataFrame, prediction: pd.DataFrame, tracks: dict[
 @dataclass(frozen=True)
 class RegionPlot:
     """What the track plot shows: reference and predicted CDS over ``region`` (its middle PLOT_SPAN bases)
-    and per-base probability tracks (label -> bedGraph path), with ``tracks_from`` naming the annotation that
+    and per-base probability tracks (label -> bedGraph or bigWig path), with ``tracks_from`` naming the annotation that
     wrote them where it is not the plotted one (None: the plotted one)."""
 
     region: Interval
@@ -186,7 +202,7 @@ def write_report(folder: Path, *, name: str, records: dict[str, dict], metrics: 
         region = plot.region
         start = region.start + max(0, (len(region) - PLOT_SPAN) // 2)
         end = min(region.end, start + PLOT_SPAN)
-        tracks = {label: read_bedgraph_region(path, region.name, start, end) for label, path in plot.tracks.items()}
+        tracks = {label: read_track_region(path, region.name, start, end) for label, path in plot.tracks.items()}
         png = plot_region(read_annotation(plot.reference), read_annotation(plot.prediction), tracks, region.name,
                           start, end, folder / "tracks.png")
         paths.append(png)

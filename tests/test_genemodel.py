@@ -13,6 +13,7 @@ from genoformer.decode.eukaryote import LengthScores, StrandScores, decode_stran
 from genoformer.decode.segments import encode_bases, prefix_sums
 from genoformer.errors import ModelFileError
 from genoformer.evaluate import evaluate
+from genoformer.export import write_gff3
 from genoformer.genemodel import DecodeSettings, GeneModel, decode_with_gene_model, gene_model_transcripts
 from genoformer.genemodel.lengths import length_scores, smoothed_distribution, tail_rate
 from genoformer.genemodel.model import MIN_FITTED_SITES
@@ -432,6 +433,25 @@ def test_a_gene_cut_by_the_sequence_end_is_called_as_a_partial_gene(athaliana, t
     closed = gene_model_transcripts(sequence[cut:], trained, DecodeSettings(open_ends=False))
     same_strand = [t for t in closed if t.strand == gene.strand]
     assert same_strand and all(not t.partial and t.start > 0 for t in same_strand)
+
+
+def test_gene_model_calls_carry_their_log_odds_and_leave_the_probability_score_empty(tmp_path, athaliana, trained):
+    genome, _ = athaliana
+    region = Interval("Chr5", 0, 60_000)
+    transcripts = gene_model_transcripts(genome.fetch(region.name, region.start, region.end), trained)
+    # A gene's share of the path: removing it (intergenic there instead) is a parse too, so it is never negative.
+    assert len(transcripts) > 5 and all(t.log_odds > 0 for t in transcripts)
+    table = decode_with_gene_model(genome, trained, [region])
+    genes = table[table["type"] == "gene"].sort_values("start")
+    by_start = sorted(transcripts, key=lambda t: t.start)
+    assert [row["log_odds"] for row in genes["attributes"]] == [f"{t.log_odds:.2f}" for t in by_start]
+    mrna = table[table["type"] == "mRNA"].sort_values("start")
+    assert [row["log_odds"] for row in mrna["attributes"]] == [f"{t.log_odds:.2f}" for t in by_start]
+    assert table["score"].isna().all()  # no class probabilities: no score, rather than a probability of 0
+    path = write_gff3(table, tmp_path / "calls.gff3", {"Chr5": genome.lengths["Chr5"]})
+    rows = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert {row[5] for row in rows} == {"."}
+    assert all(";log_odds=" in row[8] for row in rows if row[2] in ("gene", "mRNA"))
 
 
 def test_a_gtf_style_annotation_with_stop_codon_rows_trains_the_same_model(athaliana):

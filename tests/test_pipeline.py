@@ -24,6 +24,8 @@ from genoformer.tasks import GenomeDataModule
 
 from .conftest import ATHALIANA_FASTA, ATHALIANA_GFF, TINY, ecoli_slice_files
 
+BIGWIG = importlib.util.find_spec("pyBigWig") is not None
+
 
 def tiny_prokaryote_config(folder: Path, fasta: Path, gff: Path, val: tuple[int, int], test: tuple[int, int],
                            **sections) -> Path:
@@ -176,7 +178,8 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
         "pretrain": {"enabled": False},
         "finetune": {"window_length": 512, "batch_size": 2, "max_steps": 2, "warmup_steps": 1},
         "genemodel": {"enabled": True, "fit_decoder": True},
-        "annotate": {"window_length": 512, "batch_size": 16},
+        # bigWig tracks where pyBigWig is installed (the tracks extra): the report reads them as it reads bedGraph.
+        "annotate": {"window_length": 512, "batch_size": 16, "bigwig": BIGWIG},
     }
     path = tmp_path / "athaliana_tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -211,6 +214,8 @@ def test_a_eukaryote_run_fits_a_gene_model_on_the_training_stretches_and_scores_
         assert text.count(f"| {row} |") == 2, row
     assert "| annotation | strand-aware MCC | either-strand MCC | nucleotide CDS F1 | CDS exon F1 | exact-gene F1 |" in text
     assert "`genemodel/model`" in text and (out / "annotate" / "genome1.gene_model_alone.gff3").is_file()
+    assert "No probability tracks" not in text and "tracks.png" in text
+    assert (out / "annotate" / f"genome0.network.CDS.plus.{'bw' if BIGWIG else 'bedgraph'}").is_file()
 
 
 def test_the_network_trains_only_inside_train_regions_and_a_second_fasta_can_be_test_only(two_athaliana_files):

@@ -1,12 +1,13 @@
-"""The pipeline report's pieces: reading bedGraph tracks back, the network set against the annotations made without it,
+"""The pipeline report's pieces: reading bedGraph and bigWig tracks back, the network set against the annotations made without it,
 and what the start network added."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from genoformer.export import write_bedgraph
+from genoformer.export import write_bedgraph, write_bigwig
 from genoformer.genome.intervals import Interval
-from genoformer.report import RegionPlot, network_against_others, read_bedgraph_region, write_report
+from genoformer.report import RegionPlot, network_against_others, read_bedgraph_region, read_track_region, write_report
 
 
 def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
@@ -16,6 +17,20 @@ def test_report_reads_bedgraph_records_whose_names_hold_a_t(tmp_path):
     path = write_bedgraph(tmp_path / "p.bedgraph", "track with a t", values, description="the tracks")
     assert np.allclose(read_bedgraph_region(path, "MtDNA", 1, 5), [0.1, 0.7, 0.7, 0.7])
     assert np.allclose(read_bedgraph_region(path, "chrUn_t1", 0, 4), values["chrUn_t1"])
+
+
+def test_report_reads_bigwig_tracks_as_it_reads_bedgraph(tmp_path):
+    """With annotate.bigwig the tracks are .bw files: the plot reads the same values from them."""
+    pytest.importorskip("pyBigWig")
+    values = {"Chr5": np.array([0.0, 0.25, 0.25, 0.75, 0.5, 0.5], dtype=np.float32),
+              "chrUn_t1": np.array([0.125, 0.875], dtype=np.float32)}
+    lengths = {name: len(v) for name, v in values.items()}
+    bedgraph = write_bedgraph(tmp_path / "p.bedgraph", "p", values)
+    bigwig = write_bigwig(tmp_path / "p.bw", values.items(), lengths)
+    for name, start, end in (("Chr5", 0, 6), ("Chr5", 2, 5), ("chrUn_t1", 0, 2), ("Chr5", 4, 9), ("absent", 0, 3)):
+        from_bigwig = read_track_region(bigwig, name, start, end)
+        assert np.allclose(from_bigwig, read_track_region(bedgraph, name, start, end)) and len(from_bigwig) == end - start
+    assert np.allclose(read_track_region(bigwig, "Chr5", 2, 5), [0.25, 0.75, 0.5])
 
 
 NETWORK, ALONE = "genoformer (network + decoder)", "decoder alone (no network)"

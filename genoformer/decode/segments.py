@@ -176,7 +176,9 @@ class Transcript:
     ``five_prime_utr`` / ``three_prime_utr`` the untranslated ones, ``exons`` the non-coding
     exons of a transcript without CDS. ``introns`` are scored for the gene's mean probability.
     ``partial`` is "" for a whole gene, else Prodigal's flag: two digits for the sequence's left and
-    right edge, 1 where the gene runs off it ("10": no start or stop codon on the left).
+    right edge, 1 where the gene runs off it ("10": no start or stop codon on the left). ``log_odds``
+    (nats), where the decoder gives one: how much more likely its model finds the sequence with this gene
+    than with intergenic DNA in its place (a gene model's share of the path score, penalties included).
     """
 
     strand: str
@@ -186,6 +188,7 @@ class Transcript:
     three_prime_utr: list[tuple[int, int]] = field(default_factory=list)
     exons: list[tuple[int, int]] = field(default_factory=list)
     partial: str = ""
+    log_odds: float | None = None
 
     def pieces(self) -> list[tuple[str, int, int]]:
         """(class name, start, end) of every exonic piece, by position."""
@@ -217,7 +220,9 @@ class Transcript:
 
 
 class StrandSums:
-    """Prefix sums of per-base probabilities, per strand row and class, computed when first asked."""
+    """Prefix sums of per-base probabilities, per strand row and class, computed when first asked. With
+    no classes at all (a decoder without a network) every total is NaN: the feature has no probability,
+    which GFF3 writes as ".", not 0."""
 
     def __init__(self, probs: np.ndarray, classes: Sequence[str]):
         self._probs = probs  # (2, classes, length)
@@ -228,6 +233,8 @@ class StrandSums:
         row = STRANDS.index(strand)
         key = (row, name)
         if key not in self._sums:
+            if not self._index:
+                return float("nan")
             if name not in self._index:
                 return 0.0
             self._sums[key] = prefix_sums(self._probs[row, self._index[name]])
@@ -270,7 +277,8 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
     (IDs ``{id_prefix}.g{n}``; the prefix defaults to ``seqid``).
 
     Scores are mean probabilities of the called class: per piece its own class, per exon the
-    pieces it merges, per gene and transcript every base of the span (introns as "intron").
+    pieces it merges, per gene and transcript every base of the span (introns as "intron"); NaN where
+    ``sums`` holds no probabilities. A transcript's ``log_odds`` goes on its gene and mRNA rows.
     """
     rows: list[dict] = []
     ordered = sorted(transcripts, key=lambda t: (t.start, t.end, t.strand))
@@ -285,9 +293,11 @@ def transcript_table(seqid: str, transcripts: Iterable[Transcript], sums: Strand
         span = (transcript.start, transcript.end)
         gene_score = (exonic + introns) / (span[1] - span[0])
         flag = {"partial": transcript.partial} if transcript.partial else {}
-        rows.append(_row(seqid, "gene", *span, gene_score, strand, id=gene_id, gene_id=gene_id, attributes=flag))
+        odds = {} if transcript.log_odds is None else {"log_odds": f"{transcript.log_odds:.2f}"}
+        rows.append(_row(seqid, "gene", *span, gene_score, strand, id=gene_id, gene_id=gene_id,
+                         attributes={**flag, **odds}))
         rows.append(_row(seqid, transcript.kind, *span, gene_score, strand, id=transcript_id, parent=gene_id,
-                         gene_id=gene_id, transcript_id=transcript_id, attributes=flag))
+                         gene_id=gene_id, transcript_id=transcript_id, attributes={**flag, **odds}))
         # Children are numbered 5' -> 3' along the transcript.
         along = (lambda items: items) if strand == "+" else (lambda items: items[::-1])
         children: list[dict] = []

@@ -99,12 +99,13 @@ class BedGraphWriter:
             )
 
 
-def _pybigwig():
+def pybigwig():
+    """The pyBigWig module, or a message saying how to install it."""
     try:
         import pyBigWig
     except ImportError as error:
         raise GenoformerError(
-            "writing bigWig needs the pyBigWig package: install it with "
+            "bigWig tracks need the pyBigWig package: install it with "
             "`pip install 'genoformer[tracks]'`, or write bedGraph tracks instead"
         ) from error
     return pyBigWig
@@ -118,7 +119,7 @@ class BigWigWriter:
         self.sequence_lengths = dict(sequence_lengths)
         self.order = {name: i for i, name in enumerate(self.sequence_lengths)}
         self.last = -1
-        self.file = _pybigwig().open(str(path), "w")
+        self.file = pybigwig().open(str(path), "w")
         self.file.addHeader([(name, int(length)) for name, length in self.sequence_lengths.items()])
 
     def add(self, seqid: str, values: np.ndarray) -> None:
@@ -165,7 +166,7 @@ def open_track(
     elif format == "bigwig":
         if sequence_lengths is None:
             raise GenoformerError("a bigWig header needs the record lengths (sequence_lengths)")
-        _pybigwig()
+        pybigwig()
         with atomic_path(path) as tmp:
             writer = BigWigWriter(tmp, sequence_lengths, decimals=decimals)
             try:

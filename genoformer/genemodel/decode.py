@@ -46,7 +46,8 @@ from genoformer.genemodel.signals import (
 from genoformer.genome.intervals import Interval
 
 
-# Called features score 0 where there are no class probabilities (the gene model alone).
+# Called features have no probability score (GFF3 ".") where there are no class probabilities (the gene
+# model alone); their genes carry the decoder's log-odds instead.
 NO_PROBABILITIES = StrandSums(np.zeros((2, 0, 0)), ())
 
 
@@ -142,7 +143,7 @@ class ScoringTables:
                     continue
                 if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
                     cds, partial = [(length - e, length - s) for s, e in cds[::-1]], partial[::-1]
-                called.append((score, Transcript(strand=strand, cds=cds, partial=partial)))
+                called.append((score, Transcript(strand=strand, cds=cds, partial=partial, log_odds=score)))
         if self.settings.strand_overlaps:
             return [transcript for _, transcript in called]
         return _without_strand_overlaps(called)
