@@ -64,6 +64,17 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0, "0 or more")
 
 
+def share(text: str) -> float:
+    """argparse type: a number from 0 up to (not including) 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share from 0 up to 1")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number of at least 0."""
     try:
@@ -241,6 +252,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--site-network-steps", type=non_negative_int, default=0,
                    help="also train a splice-site network for this many steps (0: none; 1500: "
                         "~9 minutes on 2 CPU cores), whose evidence `genoformer combine` weighs in")
+    p.add_argument("--pseudogene-filter", type=share, default=0.005, metavar="SHARE",
+                   help="learn to drop calls that look like the annotation's pseudogenes and transposable-element genes, "
+                        "giving up this share of the training genes' calls (default 0.005, chosen on A. thaliana; 0: no "
+                        "filter; about as long again as learning the model)")
     p.add_argument("--val-regions", default=None,
                    help="BED file: fit the decoder's settings (gene and intron penalties, coding and signal weights) "
                         "on the genes inside these, not the training regions (default: settings chosen on A. thaliana; "

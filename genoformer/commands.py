@@ -27,7 +27,7 @@ def annotate(args: argparse.Namespace) -> int:
 def gene_model(args: argparse.Namespace) -> int:
     from .annotate import genome_stretches
     from .genemodel import GeneModel
-    from .genemodel.fitting import check_validation_regions, fitted_decoder
+    from .genemodel.fitting import check_validation_regions, fit_pseudogene_filter, fitted_decoder
     from .genome import Genome, read_annotation
 
     genome = Genome(args.fasta)
@@ -36,10 +36,15 @@ def gene_model(args: argparse.Namespace) -> int:
     validation = genome_stretches(genome, args.fasta, regions=args.val_regions) if args.val_regions else None
     if validation:
         check_validation_regions(annotation, validation)  # before the minutes of learning
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr)
+
     model = GeneModel.fit(genome, annotation, regions, order=args.order, site_network_steps=args.site_network_steps,
-                          progress=lambda line: print(line, file=sys.stderr))
+                          progress=progress)
+    model = fit_pseudogene_filter(model, genome, annotation, regions, share=args.pseudogene_filter, progress=progress)
     if validation:
-        model = fitted_decoder(model, genome, annotation, validation, progress=lambda line: print(line, file=sys.stderr))
+        model = fitted_decoder(model, genome, annotation, validation, progress=progress)
     print(model.save(args.out))
     print(", ".join(f"{key} {value}" for key, value in model.report.items()), file=sys.stderr)
     return 0

@@ -295,10 +295,10 @@ class Pipeline:
 
     def genemodel(self, folder: Path) -> dict:
         """Fit the gene model on the annotated genes of the training stretches (everything outside the
-        validation and test regions, within ``train_regions`` where given) of the one FASTA holding them, and
-        with ``fit_decoder`` its decoder's settings on the validation regions there."""
+        validation and test regions, within ``train_regions`` where given) of the one FASTA holding them, its
+        pseudogene filter there, and with ``fit_decoder`` its decoder's settings on the validation regions there."""
         from .genemodel import GeneModel
-        from .genemodel.fitting import check_validation_regions, fitted_decoder
+        from .genemodel.fitting import check_validation_regions, fit_pseudogene_filter, fitted_decoder
         from .genome import Genome, read_annotation
 
         c = self.config
@@ -311,8 +311,11 @@ class Pipeline:
         validation = self.validation_stretches(genome, "genemodel.fit_decoder") if c["genemodel"]["fit_decoder"] else None
         if validation:
             check_validation_regions(table, validation)  # before the minutes of learning
-        model = GeneModel.fit(genome, table, self.training_stretches(genome), order=c["genemodel"]["order"],
+        training = self.training_stretches(genome)
+        model = GeneModel.fit(genome, table, training, order=c["genemodel"]["order"],
                               site_network_steps=c["genemodel"]["site_network_steps"], progress=_log)
+        model = fit_pseudogene_filter(model, genome, table, training, share=c["genemodel"]["pseudogene_filter"],
+                                      progress=_log)
         if validation:
             model = fitted_decoder(model, genome, table, validation, progress=_log)
         model.save(folder / "model")

@@ -38,7 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "start_network": {"steps": 0},
     # A learned eukaryotic gene model (genoformer.genemodel), fitted on the training stretches' annotation.
     # fit_decoder: fit the decoder's settings on the validation regions (genemodel.fitting.fit_decode_settings).
-    "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0, "fit_decoder": False},
+    # pseudogene_filter: the share of training genes' calls a filter of pseudogene look-alikes may give up
+    # (genemodel.pseudogenes; 0: no filter).
+    "genemodel": {"enabled": False, "order": 5, "site_network_steps": 0, "fit_decoder": False,
+                  "pseudogene_filter": 0.005},
     "annotate": {"window_length": 4096, "batch_size": 16, "both_strands": True, "bigwig": False, "model": None,
                  "gene_cost": None, "codon_weight": None, "start_weight": None, "closed_ends": None},
 }
@@ -140,6 +143,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     order = config["genemodel"]["order"]
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 8:
         raise ConfigError(f"{path}: genemodel.order must be a whole number from 1 to 8, got {order!r}")
+    share = config["genemodel"]["pseudogene_filter"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise ConfigError(f"{path}: genemodel.pseudogene_filter must be a share from 0 up to 1 (0: no filter), got {share!r}")
     if config["genemodel"]["enabled"] and config["genemodel"]["fit_decoder"] and not data["val_regions"]:
         raise ConfigError(f"{path}: genemodel.fit_decoder fits the decoder's settings on validation regions: set "
                           "data.val_regions (or fit_decoder: false)")

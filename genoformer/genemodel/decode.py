@@ -39,6 +39,7 @@ from genoformer.decode.segments import (
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
+from genoformer.genemodel.pseudogenes import call_features
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, START_RANKS, WINDOWS, log_odds_table, score_sites, start_ranks,
@@ -88,6 +89,10 @@ class ScoringTables:
             self.intron_per_base = np.log1p(-1 / intron_excess) - stay_out
             self.gene_penalty = np.log(intergenic) + np.log(exon) + settings.gene_penalty
             self.intron_penalty = np.log(exon) + np.log(intron_excess) + settings.intron_penalty
+        self.pseudogene_filter = model.pseudogene_filter
+        if self.pseudogene_filter is not None:  # the chains its features compare, unweighted: (3, W), (W,), (W,)
+            self.filter_chains = (log_probabilities(model.coding, model.pseudocount), null,
+                                  self.pseudogene_filter.lookalike_log_probabilities(model.pseudocount))
         self.donors, self.acceptors = model.signal_words("donor"), model.signal_words("acceptor")
         self.starts, self.stops = tuple(model.start_codons), tuple(model.stop_codons)
 
@@ -132,14 +137,17 @@ class ScoringTables:
                              lengths=self.lengths)
 
 
-    def transcripts(self, decoded: Sequence[StrandGenes], length: int) -> list[Transcript]:
-        """The genes of both strands (``decoded``: the + strand's, then the − strand's) as transcripts in
-        forward coordinates, CDS only; too short ones dropped, and unless ``strand_overlaps`` of two genes
-        overlapping on opposite strands the lower-scoring one."""
+    def transcripts(self, decoded: Sequence[StrandGenes], views: Sequence[np.ndarray]) -> list[Transcript]:
+        """The genes of both strands (``decoded``: the + strand's, then the − strand's; ``views`` their codes,
+        strand coordinates) as transcripts in forward coordinates, CDS only; too short ones dropped, complete
+        ones the model's pseudogene filter calls look-alikes dropped, and unless ``strand_overlaps`` of two
+        genes overlapping on opposite strands the lower-scoring one."""
+        length = len(views[0])
         called = []  # (score, transcript)
-        for strand, genes in zip(("+", "-"), decoded):
-            for cds, partial, score in zip(genes.genes, genes.partial, genes.gene_scores):
-                if sum(e - s for s, e in cds) < self.settings.min_cds_length:
+        for strand, genes, view in zip(("+", "-"), decoded, views):
+            lookalikes = self.lookalikes(view, genes)
+            for cds, partial, score, lookalike in zip(genes.genes, genes.partial, genes.gene_scores, lookalikes):
+                if lookalike or sum(e - s for s, e in cds) < self.settings.min_cds_length:
                     continue
                 if strand == "-":  # forward coordinates: pieces reversed, the flag's 5' end is on the right
                     cds, partial = [(length - e, length - s) for s, e in cds[::-1]], partial[::-1]
@@ -147,6 +155,20 @@ class ScoringTables:
         if self.settings.strand_overlaps:
             return [transcript for _, transcript in called]
         return _without_strand_overlaps(called)
+
+
+    def lookalikes(self, codes: np.ndarray, genes: StrandGenes) -> list[bool]:
+        """Per gene of one strand (``codes`` in strand coordinates): whether the model's pseudogene filter drops
+        it (complete genes only; all False without a filter)."""
+        drop = [False] * len(genes.genes)
+        complete = [k for k, partial in enumerate(genes.partial) if not partial]
+        if self.pseudogene_filter is None or not complete:
+            return drop
+        words = ending_words(codes, self.model.order)
+        features = np.array([call_features(words, genes.genes[k], *self.filter_chains) for k in complete])
+        for k, score in zip(complete, self.pseudogene_filter.scores(features)):
+            drop[k] = bool(score > self.pseudogene_filter.threshold)
+        return drop
 
 
 class StrandEvidence(NamedTuple):
@@ -189,7 +211,7 @@ def gene_model_transcripts(sequence: str, model: GeneModel | ScoringTables, sett
     views = (codes, reverse_complement_codes(codes))
     decoded = [tables.decode(view, tables.strand_scores(view, None if evidence is None else evidence[row]))
                for row, view in enumerate(views)]
-    return tables.transcripts(decoded, len(codes))
+    return tables.transcripts(decoded, views)
 
 
 def _without_strand_overlaps(called: list[tuple[float, Transcript]]) -> list[Transcript]:

@@ -221,7 +221,6 @@ class _Stretch:
     def __init__(self, tables: ScoringTables, sequence: str, probs: np.ndarray | None, classes: Sequence[str],
                  site_model: SiteModel | None):
         codes = encode_bases(sequence)
-        self.length = len(codes)
         self.views = (codes, reverse_complement_codes(codes))
         self.terms = [tables.strand_terms(view) for view in self.views]
         self.log_odds = EvidenceWeights().log_odds(None if probs is None else check_inputs(sequence, probs), classes)
@@ -230,7 +229,7 @@ class _Stretch:
     def transcripts(self, tables: ScoringTables, weights: EvidenceWeights):
         decoded = [tables.decode(view, terms.scores(weights.terms(*log_odds, sites)))
                    for view, terms, log_odds, sites in zip(self.views, self.terms, self.log_odds, self.site_logits)]
-        return tables.transcripts(decoded, self.length)
+        return tables.transcripts(decoded, self.views)
 
 
 def fit_evidence_weights(genome, annotation: pd.DataFrame, regions: Sequence[Interval], gene_model: GeneModel,

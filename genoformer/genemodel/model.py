@@ -5,9 +5,10 @@ the fitted signal models' log-odds tables (numbers) and settings, never pickle. 
 derived from the counts when loaded, so the file is exactly what was counted and fitted. A splice-site
 network trained beside it (``genoformer.genemodel.site_network``) is stored in the same folder. ``FORMAT_VERSION`` changes whenever a field's meaning changes; a file
 from another version, or one missing a field, is refused naming the file and the field. The ``decoder``
-field (settings fitted on validation, :mod:`genoformer.genemodel.fitting`) is optional and written only
-when fitted, so models without it keep their files and fingerprints; a genoformer from before the field
-reads a file holding it with the default settings.
+field (settings fitted on validation, :mod:`genoformer.genemodel.fitting`) and the ``pseudogene_filter``
+field (:mod:`genoformer.genemodel.pseudogenes`) are optional and written only when fitted, so models
+without them keep their files and fingerprints; a genoformer from before a field reads a file holding it
+as if it were absent (default settings; no filter).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from genoformer.decode.prokaryote import STOP_CODONS
 from genoformer.decode.segments import encode_bases
 from genoformer.errors import ConfigError, ModelFileError
 from genoformer.files import atomic_write
+from genoformer.genemodel.pseudogenes import PseudogeneFilter
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.site_network import CONFIG_FILE as SITE_CONFIG_FILE, STEM as SITE_STEM
 from genoformer.genemodel.site_network import WEIGHTS_FILE as SITE_WEIGHTS_FILE, fit_site_network, load_site_model
@@ -66,6 +68,9 @@ class GeneModel:
     # The decoder's settings fitted on validation regions (genemodel.fitting.fit_decode_settings); None: not
     # fitted, DecodeSettings' defaults (chosen on A. thaliana) are used.
     decoder: DecodeSettings | None = None
+    # Drops calls that look like the annotation's pseudogenes and transposable-element genes
+    # (genemodel.pseudogenes; fitted by genemodel.fitting.fit_pseudogene_filter). None: none fitted.
+    pseudogene_filter: PseudogeneFilter | None = field(default=None, repr=False)
     # A splice-site network trained beside it (genemodel.site_network), whose evidence the decoder weighs in
     # with fitted EvidenceWeights; stored in the same folder. None: none was trained.
     site_model: SiteModel | None = field(default=None, compare=False, repr=False)
@@ -144,6 +149,7 @@ class GeneModel:
             "stop_codons": self.stop_codons, "lengths": self.lengths, "report": self.report,
             # Only where fitted: a model without them keeps the fingerprint it had before the field existed.
             **({} if self.decoder is None else {"decoder": asdict(self.decoder)}),
+            **({} if self.pseudogene_filter is None else {"pseudogene_filter": self.pseudogene_filter.to_dict()}),
         }
 
     def fingerprint(self) -> str:
@@ -259,7 +265,9 @@ class GeneModel:
                    start_codons=dict(data["start_codons"]), stop_codons=dict(data["stop_codons"]),
                    lengths={k: [int(x) for x in lengths[k]] for k in LENGTH_KINDS},
                    report=dict(data.get("report") or {}), pseudocount=float(pseudocount),
-                   decoder=None if "decoder" not in data else DecodeSettings.from_dict(data["decoder"], fail))
+                   decoder=None if "decoder" not in data else DecodeSettings.from_dict(data["decoder"], fail),
+                   pseudogene_filter=None if "pseudogene_filter" not in data else PseudogeneFilter.from_dict(
+                       data["pseudogene_filter"], order, fail))
 
 
 def _signal_words(seen: dict[str, int], canonical: str) -> tuple[str, ...]:
