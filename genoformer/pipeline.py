@@ -121,9 +121,13 @@ def _digest(config: dict, stage: str) -> str:
     sections = {k: config[k] for k in DEPENDS[stage] if k != "start_network" or trains_start_network(config)}
     if "model" in sections:  # a GPU user who switches kernels or memory knobs must not retrain
         sections["model"] = settings_as_digested(sections["model"])
-    # fit_decoder came later: at its default (false) it is left out, so runs made before it stay up to date
-    if "genemodel" in sections and not sections["genemodel"].get("fit_decoder"):
-        sections["genemodel"] = {k: v for k, v in sections["genemodel"].items() if k != "fit_decoder"}
+    # fit_decoder came later: at its default (false) it is left out, so runs made before it stay up to date;
+    # pseudogene_filter likewise where no gene model is learned (a run with one learns it again, with a filter)
+    if "genemodel" in sections:
+        later = set() if sections["genemodel"].get("fit_decoder") else {"fit_decoder"}
+        if not sections["genemodel"].get("enabled"):
+            later.add("pseudogene_filter")
+        sections["genemodel"] = {k: v for k, v in sections["genemodel"].items() if k not in later}
     text = json.dumps(sections, sort_keys=True)
     formats = _formats(config, stage)
     if formats:  # other stages' digests stay what they were, so an upgrade does not retrain
@@ -477,10 +481,10 @@ class Pipeline:
             # The run's own tracks; where it wrote none (a gene model weighing the tagger at 0), the first other
             # annotation's that has them, so the plot still shows what the network saw.
             for row in self.rows():
-                written = {f"P(CDS {sign})": [_file(self.prediction(0, row), f"CDS.{strand}.{suffix}")
-                                              for suffix in ("bedgraph", "bw")]  # annotate.bigwig: .bw
-                           for strand, sign in (("plus", "+"), ("minus", "−"))}
-                tracks = {label: path for label, paths in written.items() for path in paths if path.is_file()}
+                suffix = "bw" if c["annotate"]["bigwig"] else "bedgraph"
+                tracks = {f"P(CDS {sign})": _file(self.prediction(0, row), f"CDS.{strand}.{suffix}")
+                          for strand, sign in (("plus", "+"), ("minus", "−"))}
+                tracks = {label: path for label, path in tracks.items() if path.is_file()}
                 if tracks:
                     break
             plot = RegionPlot(regions[0], Path(c["data"]["annotation"][0]), _file(prediction, "gff3"), tracks,

@@ -51,11 +51,12 @@ def filtered(gene_model, pericentromere):
     return fit_pseudogene_filter(gene_model, genome, annotation, TRAINING)
 
 
-def test_the_lookalike_rows_are_pseudogenes_transposable_elements_and_genes_marked_pseudo():
+def test_the_lookalike_rows_are_pseudogenes_transposable_elements_and_genes_marked_or_typed_so():
     rows = [("pseudogene", "+", 0, 100, {}), ("transposable_element_gene", "-", 200, 300, {}),
             ("gene", "+", 400, 500, {"pseudo": "true"}), ("gene", "+", 600, 700, {}),
             ("pseudogenic_transcript", "+", 0, 100, {}), ("CDS", "+", 620, 680, {"pseudo": "true"}),
-            ("transposable_element", "+", 800, 900, {})]
+            ("transposable_element", "+", 800, 900, {}), ("gene", "-", 1000, 1100, {"gene_biotype": "transcribed_pseudogene"}),
+            ("gene", "+", 1200, 1300, {"gene_biotype": "protein_coding"}), ("gene", "+", 1400, 1500, {"gene_type": "TEC"})]
     table = make_annotation({"seqid": ["c"] * len(rows), "source": ["x"] * len(rows), "type": [r[0] for r in rows],
                              "start": [r[2] for r in rows], "end": [r[3] for r in rows], "score": [np.nan] * len(rows),
                              "strand": [r[1] for r in rows], "phase": [None] * len(rows),
@@ -64,7 +65,7 @@ def test_the_lookalike_rows_are_pseudogenes_transposable_elements_and_genes_mark
                              "name": [None] * len(rows), "attributes": [r[4] for r in rows]})
     spans = lookalike_spans(table, "c")
     assert list(zip(spans["strand"], spans["start"], spans["end"])) == [
-        ("+", 0, 100), ("-", 200, 300), ("+", 400, 500), ("+", 0, 100), ("+", 800, 900)]
+        ("+", 0, 100), ("-", 200, 300), ("+", 400, 500), ("+", 0, 100), ("+", 800, 900), ("-", 1000, 1100)]
     assert lookalike_spans(table, "other").empty
 
 
@@ -126,7 +127,6 @@ def test_decoding_drops_exactly_the_complete_calls_the_filter_scores_above_its_t
     expected = [t for t in plain if t.partial or score(t) <= middle]
     assert len(kept) < len(plain) and len(complete) > 20
     assert [(t.strand, t.cds) for t in kept] == [(t.strand, t.cds) for t in expected]
-    assert all(t.partial for t in plain if t not in complete)
 
 
 def test_without_enough_lookalike_calls_or_with_share_zero_there_is_no_filter_and_the_report_says_why(
@@ -140,23 +140,27 @@ def test_without_enough_lookalike_calls_or_with_share_zero_there_is_no_filter_an
         fit_pseudogene_filter(gene_model, genome, annotation, TRAINING, share=1.0)
 
 
-def test_a_saved_filter_loads_back_equal_and_changes_the_models_fingerprint(tmp_path, filtered, gene_model):
+def test_a_saved_filter_loads_back_equal_and_changes_the_models_fingerprint(tmp_path, filtered, pericentromere):
     filtered.save(tmp_path)
     loaded = GeneModel.load(tmp_path)
     for name in ("counts", "center", "scale", "weights"):
         assert np.array_equal(getattr(loaded.pseudogene_filter, name), getattr(filtered.pseudogene_filter, name))
     assert loaded.pseudogene_filter.threshold == filtered.pseudogene_filter.threshold
-    assert loaded.fingerprint() == filtered.fingerprint() != gene_model.fingerprint()
-    assert "pseudogene_filter" not in gene_model.to_dict()  # no filter: the file is what it was before the field
+    off = fit_pseudogene_filter(filtered, *pericentromere, TRAINING, share=0)
+    assert loaded.fingerprint() == filtered.fingerprint() != off.fingerprint()
+    assert "pseudogene_filter" not in off.to_dict()  # no filter: no field, as in files from before it
 
 
 @pytest.mark.parametrize("change, told", [
-    (lambda f: f.update(counts=f["counts"][:-1]), "'pseudogene_filter.counts': must be 4096 finite numbers"),
-    (lambda f: f["counts"].__setitem__(0, -1), "'pseudogene_filter.counts': must be 4096 finite numbers (non-negative"),
+    (lambda f: f.update(counts=f["counts"][:-1]), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
+    (lambda f: f["counts"].__setitem__(0, -1), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
+    (lambda f: f["counts"].__setitem__(0, 1.5), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
     (lambda f: f.update(scale=[1.0, 0.0, 1.0, 1.0]), "'pseudogene_filter.scale': must be positive"),
     (lambda f: f.update(share=1.5), "'pseudogene_filter.share': 1.5 is not a valid value"),
     (lambda f: f.update(threshold="high"), "'pseudogene_filter.threshold': 'high' is not a valid value"),
-    (lambda f: f.update(weights=[1.0, "x", 0, 0, 0]), "'pseudogene_filter.weights': must hold numbers"),
+    (lambda f: f.update(threshold=10 ** 400), "'pseudogene_filter.threshold': 1000"),
+    (lambda f: f.update(weights=[1.0, "x", 0, 0, 0]), "'pseudogene_filter.weights': must be a list of 5 finite numbers"),
+    (lambda f: f.update(center=[True, 0.0, 0.0, 0.0]), "'pseudogene_filter.center': must be a list of 4 finite numbers"),
     (lambda f: f.pop("center"), "'pseudogene_filter': must map"),
 ])
 def test_a_malformed_filter_is_refused_naming_the_file_and_the_field(tmp_path, filtered, change, told):

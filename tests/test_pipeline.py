@@ -99,6 +99,18 @@ def test_a_new_gene_model_format_redoes_the_gene_model_and_later_stages_but_not_
         "genemodel", "combine", "annotate", "evaluate", "report"]
 
 
+def test_runs_without_a_gene_model_stay_current_with_the_pseudogene_filter_key_and_runs_with_one_learn_it_again():
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
+    older = {**config, "genemodel": {k: v for k, v in config["genemodel"].items()
+                                     if k not in ("fit_decoder", "pseudogene_filter")}}
+    assert not config["genemodel"]["enabled"]
+    assert {s: _digest(config, s) for s in STAGES} == {s: _digest(older, s) for s in STAGES}
+    for run in (config, older):
+        run["genemodel"] = {**run["genemodel"], "enabled": True}
+    assert [s for s in STAGES if _digest(config, s) != _digest(older, s)] == [
+        "genemodel", "combine", "annotate", "evaluate", "report"]
+
+
 def test_fit_decoder_left_false_keeps_runs_made_before_the_key_current_and_true_redoes_the_gene_model():
     config = {key: dict(value) if isinstance(value, dict) else value for key, value in DEFAULTS.items()}
     older = {**config, "genemodel": {k: v for k, v in config["genemodel"].items() if k != "fit_decoder"}}
@@ -420,6 +432,7 @@ def test_shipped_lightning_cli_config_parses():
     ({"pretrain": {"max_minutes": "1h"}}, "pretrain.max_minutes must be a number of minutes > 0 \\(or null\\), got '1h'"),
     ({"genemodel": {"order": 12}}, "genemodel.order must be a whole number from 1 to 8, got 12"),
     ({"genemodel": {"fit_decoder": "yes"}}, "'genemodel.fit_decoder' must be bool, got 'yes'"),
+    ({"genemodel": {"pseudogene_filter": 1}}, "genemodel.pseudogene_filter must be a share from 0 up to 1"),
     ({"genemodel": {"enabled": True, "fit_decoder": True}, "data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"],
       "organism": "eukaryote", "val_regions": None}}, "genemodel.fit_decoder fits the decoder's settings on validation"),
     ({"data": {**yaml.safe_load(DEFAULT_CONFIG.read_text())["data"], "organism": "eukaryote"},

@@ -17,6 +17,9 @@ explicit exon and intron lengths, which the decoder handles exactly):
 * each gene: log(mean intergenic length) (leaving the intergenic state), plus ``gene_penalty``;
   each intron ``intron_penalty``.
 
+Complete genes that the model's pseudogene filter scores as look-alikes of the annotation's pseudogenes
+and transposable-element genes are dropped after decoding (:mod:`genoformer.genemodel.pseudogenes`).
+
 With ``explicit_lengths=False`` the lengths are geometric throughout instead (the rates from the
 training means, introns ``min_intron`` plus a geometric tail; leaving an exon costs log(mean exon
 length), an intron log(mean intron - min + 1)): the ablation. The two strands are
@@ -136,7 +139,6 @@ class ScoringTables:
                              intron_penalty=self.intron_penalty, open_ends=self.settings.open_ends,
                              lengths=self.lengths)
 
-
     def transcripts(self, decoded: Sequence[StrandGenes], views: Sequence[np.ndarray]) -> list[Transcript]:
         """The genes of both strands (``decoded``: the + strand's, then the − strand's; ``views`` their codes,
         strand coordinates) as transcripts in forward coordinates, CDS only; too short ones dropped, complete
@@ -155,7 +157,6 @@ class ScoringTables:
         if self.settings.strand_overlaps:
             return [transcript for _, transcript in called]
         return _without_strand_overlaps(called)
-
 
     def lookalikes(self, codes: np.ndarray, genes: StrandGenes) -> list[bool]:
         """Per gene of one strand (``codes`` in strand coordinates): whether the model's pseudogene filter drops

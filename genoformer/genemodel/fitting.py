@@ -226,7 +226,7 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
                 if strand in ("+", "-") and end > 0 and start < n:
                     masks[kind][strand][max(start, 0):min(end, n)] = True
         views = (codes, reverse_complement_codes(codes))
-        half = ((region.start + np.arange(n)) // CROSS_FIT_BLOCK) % 2  # (n,) forward coordinates
+        half = (((region.start + np.arange(n)) // CROSS_FIT_BLOCK) % 2).astype(np.uint8)  # (n,) forward coordinates
         outside_genes = ~(masks["coding_span"]["+"] | masks["coding_span"]["-"])
         strands = []
         for row, strand in enumerate("+-"):
@@ -236,6 +236,9 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
                 halves[h] += count_words(words, flip(masks["lookalike"][strand] & outside_genes & (half == h)), model.order)
             strands.append((flip(masks["lookalike"]["+"] | masks["lookalike"]["-"]), flip(masks["cds"][strand]), flip(half)))
         stretches.append((views, strands))
+    if not halves.sum():
+        return replace(model, report={**model.report, "pseudogene filter": "not fitted (no pseudogene or "
+                                                                           "transposable-element bases in the training regions)"})
     tables = ScoringTables(model)
     coding = log_probabilities(model.coding, model.pseudocount)  # (3, words + 1)
     intergenic = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
@@ -268,10 +271,11 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
                               share=share)
     scores = fitted.scores(features)
     threshold = float(np.quantile(scores[labels == 0], 1 - share))
-    dropped = float((scores[labels == 1] > threshold).mean())
+    # (with few gene calls the quantile still drops one of them: the report gives the shares measured)
+    dropped = {kind: float((scores[labels == label] > threshold).mean()) for kind, label in (("look-alikes", 1), ("genes", 0))}
     if progress:
-        progress(f"pseudogene filter: drops {dropped:.1%} of {found['look-alikes']} training look-alike calls and "
-                 f"{share:.1%} of {found['genes']} gene calls")
+        progress(f"pseudogene filter: drops {dropped['look-alikes']:.1%} of {found['look-alikes']} training look-alike "
+                 f"calls and {dropped['genes']:.1%} of {found['genes']} gene calls")
     return replace(model, pseudogene_filter=replace(fitted, threshold=threshold),
-                   report={**report, "pseudogene filter": f"drops {dropped:.3f} of training look-alikes, "
-                                                          f"{share} of training genes"})
+                   report={**report, "pseudogene filter": f"drops {dropped['look-alikes']:.3f} of training look-alikes, "
+                                                          f"{dropped['genes']:.3f} of training genes"})

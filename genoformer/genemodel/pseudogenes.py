@@ -3,8 +3,8 @@
 Transposable-element genes hold long open reading frames that read as coding to any content model, yet
 annotations give them no CDS: NCBI's A. thaliana RefSeq files them as pseudogenes (590 of chromosome 1's
 930 pseudogenes lie in its pericentromere, 12-18 Mb), TAIR as ``transposable_element_gene``. Decoded
-over chromosome 1's first 24 Mb, the gene model calls 966 genes lying mostly inside them, beside 4,951
-on annotated genes. The filter learns from those calls what sets them apart:
+over chromosome 1's first 24 Mb, the gene model calls 1,059 complete genes lying mostly inside them,
+beside 5,043 on annotated genes. The filter learns from those calls what sets them apart:
 
 * a Markov chain of the same order as the gene model's, counted over the annotation's pseudogene and
   transposable-element bases (strand as annotated, outside every coding transcript's span): the
@@ -21,6 +21,8 @@ regression and the stored filter.
 """
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -31,12 +33,14 @@ import pandas as pd
 from genoformer.genemodel.markov import log_probabilities
 
 # Annotation rows whose bases teach the look-alike chain: types naming pseudogenes or transposable elements
-# (pseudogene, pseudogenic_transcript, transposable_element_gene, ...), and genes marked pseudo=true.
+# (pseudogene, pseudogenic_transcript, transposable_element_gene, ...), genes marked pseudo=true, and genes
+# whose biotype names one (Ensembl and GENCODE: gene_biotype / gene_type / biotype "transcribed_pseudogene").
 LOOKALIKE_PATTERN = "pseudogen|transposable|transposon"
+_BIOTYPE_KEYS = ("gene_biotype", "gene_type", "biotype")
 FEATURES = ("coding vs look-alike per base", "coding vs intergenic per base", "log CDS length", "exons")
 # The share of the training genes' calls the threshold gives up, chosen on A. thaliana chromosome 1
 # validation (24-27 Mb) among 0, 0.005, 0.01 and 0.02 (mean of nucleotide CDS, CDS exon and gene F1:
-# 0.8650, 0.8653, 0.8625, 0.8591).
+# 0.8650, 0.8653, 0.8625, 0.8590).
 DEFAULT_SHARE = 0.005
 MIN_CALLS = 30  # fewer training calls of either kind: no filter (a regression of noise)
 CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain of the other half's blocks (fitting)
@@ -46,9 +50,11 @@ _L2 = 1e-3
 def lookalike_spans(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
     """Rows of record ``name`` that are pseudogenes or transposable elements: columns strand, start, end."""
     rows = annotation[annotation["seqid"] == name]
-    kinds = rows["type"].astype(str).str.contains(LOOKALIKE_PATTERN, case=False, regex=True).to_numpy()
-    marked = np.array([isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true" and kind == "gene"
-                       for a, kind in zip(rows["attributes"], rows["type"])], dtype=bool)
+    pattern = re.compile(LOOKALIKE_PATTERN, re.IGNORECASE)
+    kinds = rows["type"].astype(str).str.contains(pattern).to_numpy()
+    marked = np.array([kind == "gene" and isinstance(a, dict) and (
+        str(a.get("pseudo", "")).lower() == "true" or any(pattern.search(str(a.get(key, ""))) for key in _BIOTYPE_KEYS))
+        for a, kind in zip(rows["attributes"], rows["type"])], dtype=bool)
     chosen = rows[kinds | marked]
     return pd.DataFrame({"strand": chosen["strand"].to_numpy(object), "start": chosen["start"].to_numpy(np.int64),
                          "end": chosen["end"].to_numpy(np.int64)})
@@ -108,26 +114,32 @@ class PseudogeneFilter:
     def from_dict(cls, data, order: int, fail: Callable[[str, str], NoReturn]) -> "PseudogeneFilter":
         """A filter from :meth:`to_dict`'s mapping for a gene model of ``order``; anything else refused through
         ``fail(field, why)``."""
-        shapes = {"counts": (4 ** (order + 1),), "center": (4,), "scale": (4,), "weights": (5,)}
+        shapes = {"counts": 4 ** (order + 1), "center": 4, "scale": 4, "weights": 5}
         if not isinstance(data, dict) or set(data) != set(shapes) | {"threshold", "share"}:
             fail("pseudogene_filter", f"must map {sorted(set(shapes) | {'threshold', 'share'})} to their values")
         arrays = {}
-        for name, shape in shapes.items():
-            try:
-                value = np.asarray(data[name], dtype=np.int64 if name == "counts" else np.float64)
-            except (TypeError, ValueError, OverflowError):
-                fail(f"pseudogene_filter.{name}", "must hold numbers")
-            if value.shape != shape or not np.isfinite(value).all() or (name == "counts" and (value < 0).any()):
-                fail(f"pseudogene_filter.{name}", f"must be {shape[0]} finite numbers"
-                                                  f"{' (non-negative counts)' if name == 'counts' else ''}, got shape {value.shape}")
-            arrays[name] = value
+        for name, size in shapes.items():
+            value = data[name]
+            whole = name == "counts"
+            if not (isinstance(value, list) and len(value) == size and all(_number(x, whole) for x in value)):
+                fail(f"pseudogene_filter.{name}", f"must be a list of {size} "
+                                                  + ("non-negative whole-number counts" if whole else "finite numbers"))
+            if whole and any(x < 0 or x >= 2 ** 62 for x in value):
+                fail(f"pseudogene_filter.{name}", f"must be a list of {size} non-negative whole-number counts")
+            arrays[name] = np.asarray(value, dtype=np.int64 if whole else np.float64)
         if (arrays["scale"] <= 0).any():
             fail("pseudogene_filter.scale", "must be positive")
-        numbers = {}
         for name in ("threshold", "share"):
-            value = data[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or (
-                    name == "share" and not 0 < value < 1):
-                fail(f"pseudogene_filter.{name}", f"{value!r} is not a valid value")
-            numbers[name] = float(value)
-        return cls(**arrays, **numbers)
+            if not _number(data[name], False) or (name == "share" and not 0 < data[name] < 1):
+                fail(f"pseudogene_filter.{name}", f"{data[name]!r} is not a valid value")
+        return cls(**arrays, threshold=float(data["threshold"]), share=float(data["share"]))
+
+
+def _number(value, whole: bool) -> bool:
+    """A JSON number (a whole one if ``whole``), finite, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        return False
+    try:
+        return whole or math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
