@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -213,29 +214,10 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
     if share == 0:
         return replace(model, report={**model.report, "pseudogene filter": "off"})
     halves = np.zeros((2, 4 ** (model.order + 1)), np.int64)  # the look-alike chain's counts per half
-    stretches = []  # per region: strand views, and per strand its masks and blocks (strand coordinates)
-    for region in regions:
-        codes = encode_bases(genome.fetch(region.name, region.start, region.end))
-        n = len(codes)
-        masks = {kind: {strand: np.zeros(n, bool) for strand in "+-"} for kind in ("lookalike", "cds", "coding_span")}
-        pieces = coding_transcripts(annotation, region.name)
-        extents = pieces.groupby("transcript").agg(start=("start", "min"), end=("end", "max"), strand=("strand", "first"))
-        for kind, table in (("lookalike", lookalike_spans(annotation, region.name)), ("cds", pieces),
-                            ("coding_span", extents)):
-            for start, end, strand in zip(table["start"] - region.start, table["end"] - region.start, table["strand"]):
-                if strand in ("+", "-") and end > 0 and start < n:
-                    masks[kind][strand][max(start, 0):min(end, n)] = True
-        views = (codes, reverse_complement_codes(codes))
-        half = (((region.start + np.arange(n)) // CROSS_FIT_BLOCK) % 2).astype(np.uint8)  # (n,) forward coordinates
-        outside_genes = ~(masks["coding_span"]["+"] | masks["coding_span"]["-"])
-        strands = []
-        for row, strand in enumerate("+-"):
-            flip = (lambda m: m) if row == 0 else (lambda m: m[::-1])
-            words = ending_words(views[row], model.order)
+    for region in regions:  # two passes over the regions, so that only one region's masks are held at once
+        for stretch in _filter_stretches(genome, annotation, region, model.order):
             for h in (0, 1):
-                halves[h] += count_words(words, flip(masks["lookalike"][strand] & outside_genes & (half == h)), model.order)
-            strands.append((flip(masks["lookalike"]["+"] | masks["lookalike"]["-"]), flip(masks["cds"][strand]), flip(half)))
-        stretches.append((views, strands))
+                halves[h] += count_words(stretch.words, stretch.chain_bases & (stretch.half == h), model.order)
     if not halves.sum():
         return replace(model, report={**model.report, "pseudogene filter": "not fitted (no pseudogene or "
                                                                            "transposable-element bases in the training regions)"})
@@ -244,20 +226,19 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
     intergenic = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
     other_half = [log_probabilities(halves[1 - h], model.pseudocount) for h in (0, 1)]
     features, labels = [], []
-    for views, strands in stretches:
-        for view, (lookalike_bases, cds_bases, half) in zip(views, strands):
-            words = ending_words(view, model.order)
-            for pieces, partial in zip(*tables.decode(view)[:2]):
+    for region in regions:
+        for stretch in _filter_stretches(genome, annotation, region, model.order):
+            for pieces, partial in zip(*tables.decode(stretch.codes)[:2]):
                 at = np.concatenate([np.arange(s, e) for s, e in pieces])
                 if partial or len(at) < tables.settings.min_cds_length:  # never filtered, or dropped anyway
                     continue
-                if cds_bases[at].any():
+                if stretch.cds_bases[at].any():
                     labels.append(0)
-                elif lookalike_bases[at].mean() >= 0.5:
+                elif stretch.lookalike_bases[at].mean() >= 0.5:
                     labels.append(1)
                 else:
                     continue
-                features.append(call_features(words, pieces, coding, intergenic, other_half[half[at[0]]]))
+                features.append(call_features(stretch.words, pieces, coding, intergenic, other_half[stretch.half[at[0]]]))
     labels = np.array(labels)
     found = {"genes": int((labels == 0).sum()), "look-alikes": int((labels == 1).sum())}
     report = {**model.report, "pseudogene filter training calls": f"{found['genes']} on genes, "
@@ -279,3 +260,39 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
     return replace(model, pseudogene_filter=replace(fitted, threshold=threshold),
                    report={**report, "pseudogene filter": f"drops {dropped['look-alikes']:.3f} of training look-alikes, "
                                                           f"{dropped['genes']:.3f} of training genes"})
+
+
+class _FilterStretch(NamedTuple):
+    """One strand of a training region as the pseudogene filter's fit reads it, strand coordinates (n,):
+    ``codes`` and their Markov ``words``; ``chain_bases`` the look-alike bases of this strand outside every
+    coding transcript (what the chain counts); ``lookalike_bases`` those of either strand and ``cds_bases``
+    this strand's annotated CDS (what labels a call); ``half`` each base's cross-fit half (uint8)."""
+
+    codes: np.ndarray
+    words: np.ndarray
+    chain_bases: np.ndarray
+    lookalike_bases: np.ndarray
+    cds_bases: np.ndarray
+    half: np.ndarray
+
+
+def _filter_stretches(genome, annotation: pd.DataFrame, region: Interval, order: int):
+    """The two strands of ``region`` (+ then −) as :class:`_FilterStretch` es."""
+    codes = encode_bases(genome.fetch(region.name, region.start, region.end))
+    n = len(codes)
+    masks = {kind: {strand: np.zeros(n, bool) for strand in "+-"} for kind in ("lookalike", "cds", "coding_span")}
+    pieces = coding_transcripts(annotation, region.name)
+    extents = pieces.groupby("transcript").agg(start=("start", "min"), end=("end", "max"), strand=("strand", "first"))
+    for kind, table in (("lookalike", lookalike_spans(annotation, region.name)), ("cds", pieces), ("coding_span", extents)):
+        for start, end, strand in zip(table["start"] - region.start, table["end"] - region.start, table["strand"]):
+            if strand in ("+", "-") and end > 0 and start < n:
+                masks[kind][strand][max(start, 0):min(end, n)] = True
+    half = (((region.start + np.arange(n)) // CROSS_FIT_BLOCK) % 2).astype(np.uint8)  # (n,) forward coordinates
+    outside_genes = ~(masks["coding_span"]["+"] | masks["coding_span"]["-"])
+    lookalike_either = masks["lookalike"]["+"] | masks["lookalike"]["-"]
+    for row, strand in enumerate("+-"):
+        flip = (lambda m: m) if row == 0 else (lambda m: m[::-1])
+        view = codes if row == 0 else reverse_complement_codes(codes)
+        yield _FilterStretch(codes=view, words=ending_words(view, order),
+                             chain_bases=flip(masks["lookalike"][strand] & outside_genes),
+                             lookalike_bases=flip(lookalike_either), cds_bases=flip(masks["cds"][strand]), half=flip(half))
