@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genoformer.genemodel.training import coding_transcripts  # noqa: E402
+from genoformer.genemodel.training import coding_transcripts, merged_pieces  # noqa: E402
 from genoformer.genome import read_annotation  # noqa: E402
 from genoformer.genome.intervals import read_bed_regions  # noqa: E402
 
@@ -30,13 +30,7 @@ from genoformer.genome.intervals import read_bed_regions  # noqa: E402
 def chain(pieces: pd.DataFrame) -> tuple[tuple[int, int], ...]:
     """A transcript's CDS pieces, sorted, with touching or overlapping ones merged (a stop_codon row beside
     or inside its CDS, as GTF and AUGUSTUS write them)."""
-    merged: list[list[int]] = []
-    for start, end in sorted(zip(pieces["start"].tolist(), pieces["end"].tolist())):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return tuple((start, end) for start, end in merged)
+    return tuple(merged_pieces(pieces[["start", "end"]].to_numpy()))
 
 
 def call_table(reference: pd.DataFrame, prediction: pd.DataFrame, regions, score: str = "log_odds") -> pd.DataFrame:

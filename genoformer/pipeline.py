@@ -480,8 +480,8 @@ class Pipeline:
         if regions and _file(prediction, "gff3").is_file() and c["data"]["annotation"]:
             # The run's own tracks; where it wrote none (a gene model weighing the tagger at 0), the first other
             # annotation's that has them, so the plot still shows what the network saw.
+            suffix = "bw" if c["annotate"]["bigwig"] else "bedgraph"  # as annotate writes them
             for row in self.rows():
-                suffix = "bw" if c["annotate"]["bigwig"] else "bedgraph"
                 tracks = {f"P(CDS {sign})": _file(self.prediction(0, row), f"CDS.{strand}.{suffix}")
                           for strand, sign in (("plus", "+"), ("minus", "−"))}
                 tracks = {label: path for label, path in tracks.items() if path.is_file()}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .export.tracks import pybigwig
+from .export.tracks import pybigwig, track_format
 from .files import atomic_path, atomic_write
 from .genome import Interval
 
@@ -28,7 +28,7 @@ HEADLINES = {
 def read_track_region(path: Path, name: str, start: int, end: int) -> np.ndarray:
     """Values of one track (bedGraph, or bigWig by its ``.bw`` / ``.bigwig`` suffix) over [start, end) of
     record ``name``, 0 where it has none."""
-    if Path(path).suffix.lower() not in (".bw", ".bigwig"):
+    if track_format(path) == "bedgraph":
         return read_bedgraph_region(path, name, start, end)
     track = pybigwig().open(str(path))
     try:

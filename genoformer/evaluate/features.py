@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from genoformer.genome.annotation_table import parent_lists
+from genoformer.genome.annotation_table import marked_pseudo, parent_lists
 
 # Parents that are not transcripts: TAIR lists the protein as a second parent of each CDS.
 _NOT_TRANSCRIPTS = {"protein", "polypeptide"}
@@ -67,7 +67,7 @@ def _parent_map(table: pd.DataFrame) -> dict[str, str]:
 def is_pseudo(table: pd.DataFrame) -> np.ndarray:
     """Rows that are pseudogenes, marked ``pseudo=true``, or descend from such a feature."""
     marked = table["type"].astype(str).str.contains("pseudogen", case=False).to_numpy() | np.array(
-        [isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true" for a in table["attributes"]], dtype=bool
+        [marked_pseudo(a) for a in table["attributes"]], dtype=bool
     )
     pseudo_ids = set(table.loc[marked & _present(table["id"]).to_numpy(), "id"].astype(str))
     if not pseudo_ids:

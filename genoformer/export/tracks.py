@@ -99,6 +99,11 @@ class BedGraphWriter:
             )
 
 
+def track_format(path: str | os.PathLike) -> str:
+    """``"bigwig"`` for a ``.bw`` / ``.bigwig`` file, else ``"bedgraph"``."""
+    return "bigwig" if Path(path).suffix.lower() in (".bw", ".bigwig") else "bedgraph"
+
+
 def pybigwig():
     """The pyBigWig module, or a message saying how to install it."""
     try:
@@ -157,7 +162,7 @@ def open_track(
     meaning bigWig). bigWig needs ``sequence_lengths`` for its header.
     """
     path = Path(path)
-    format = format or ("bigwig" if path.suffix.lower() in (".bw", ".bigwig") else "bedgraph")
+    format = format or track_format(path)
     if format == "bedgraph":
         with atomic_write(path) as handle:
             yield BedGraphWriter(

@@ -92,10 +92,9 @@ class ScoringTables:
             self.intron_per_base = np.log1p(-1 / intron_excess) - stay_out
             self.gene_penalty = np.log(intergenic) + np.log(exon) + settings.gene_penalty
             self.intron_penalty = np.log(exon) + np.log(intron_excess) + settings.intron_penalty
-        self.pseudogene_filter = model.pseudogene_filter
-        if self.pseudogene_filter is not None:  # the chains its features compare, unweighted: (3, W), (W,), (W,)
+        if model.pseudogene_filter is not None:  # the chains its features compare, unweighted: (3, W), (W,), (W,)
             self.filter_chains = (log_probabilities(model.coding, model.pseudocount), null,
-                                  self.pseudogene_filter.lookalike_log_probabilities(model.pseudocount))
+                                  model.pseudogene_filter.lookalike_log_probabilities(model.pseudocount))
         self.donors, self.acceptors = model.signal_words("donor"), model.signal_words("acceptor")
         self.starts, self.stops = tuple(model.start_codons), tuple(model.stop_codons)
 
@@ -163,12 +162,13 @@ class ScoringTables:
         it (complete genes only; all False without a filter)."""
         drop = [False] * len(genes.genes)
         complete = [k for k, partial in enumerate(genes.partial) if not partial]
-        if self.pseudogene_filter is None or not complete:
+        lookalike = self.model.pseudogene_filter
+        if lookalike is None or not complete:
             return drop
         words = ending_words(codes, self.model.order)
         features = np.array([call_features(words, genes.genes[k], *self.filter_chains) for k in complete])
-        for k, score in zip(complete, self.pseudogene_filter.scores(features)):
-            drop[k] = bool(score > self.pseudogene_filter.threshold)
+        for k, score in zip(complete, lookalike.scores(features)):
+            drop[k] = bool(score > lookalike.threshold)
         return drop
 
 

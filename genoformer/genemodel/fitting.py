@@ -228,7 +228,8 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
     features, labels = [], []
     for region in regions:
         for stretch in _filter_stretches(genome, annotation, region, model.order):
-            for pieces, partial in zip(*tables.decode(stretch.codes)[:2]):
+            decoded = tables.decode(stretch.codes)
+            for pieces, partial in zip(decoded.genes, decoded.partial):
                 at = np.concatenate([np.arange(s, e) for s, e in pieces])
                 if partial or len(at) < tables.settings.min_cds_length:  # never filtered, or dropped anyway
                     continue

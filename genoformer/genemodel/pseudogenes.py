@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from genoformer.genemodel.markov import log_probabilities
+from genoformer.genome.annotation_table import marked_pseudo
 
 # Annotation rows whose bases teach the look-alike chain: types naming pseudogenes or transposable elements
 # (pseudogene, pseudogenic_transcript, transposable_element_gene, ...), genes marked pseudo=true, and genes
@@ -52,9 +53,9 @@ def lookalike_spans(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
     rows = annotation[annotation["seqid"] == name]
     pattern = re.compile(LOOKALIKE_PATTERN, re.IGNORECASE)
     kinds = rows["type"].astype(str).str.contains(pattern).to_numpy()
-    marked = np.array([kind == "gene" and isinstance(a, dict) and (
-        str(a.get("pseudo", "")).lower() == "true" or any(pattern.search(str(a.get(key, ""))) for key in _BIOTYPE_KEYS))
-        for a, kind in zip(rows["attributes"], rows["type"])], dtype=bool)
+    marked = np.array([kind == "gene" and (marked_pseudo(a) or isinstance(a, dict) and any(
+        pattern.search(str(a.get(key, ""))) for key in _BIOTYPE_KEYS)) for a, kind in zip(rows["attributes"], rows["type"])],
+        dtype=bool)
     chosen = rows[kinds | marked]
     return pd.DataFrame({"strand": chosen["strand"].to_numpy(object), "start": chosen["start"].to_numpy(np.int64),
                          "end": chosen["end"].to_numpy(np.int64)})

@@ -28,7 +28,7 @@ import pandas as pd
 from genoformer.decode.eukaryote import signal_positions
 from genoformer.decode.segments import encode_bases, reverse_complement_codes
 from genoformer.errors import ConfigError
-from genoformer.genemodel.training import _merged, coding_transcripts, transcript_pieces
+from genoformer.genemodel.training import coding_transcripts, merged_pieces, transcript_pieces
 from genoformer.genome.intervals import Interval
 from genoformer.model.site_model import UNLABELLED, SiteModel, SiteTraining, train_site_network
 from genoformer.model.sites import SiteNetworkConfig
@@ -86,7 +86,7 @@ def region_sites(annotation: pd.DataFrame, region: Interval, by_record: dict | N
         strand = rows["strand"].iloc[0]
         if strand not in sites:
             continue
-        exons = _merged(rows[["start", "end"]].to_numpy() - region.start)
+        exons = merged_pieces(rows[["start", "end"]].to_numpy() - region.start)
         if strand == "-":
             exons = [(n - e, n - s) for s, e in exons[::-1]]
         for (_, donor), (acceptor, _) in zip(exons, exons[1:]):

@@ -25,7 +25,7 @@ from genoformer.genemodel.markov import count_words, ending_words
 from genoformer.genemodel.signals import (
     DECOY_FLANK, FITTED_WINDOWS, WINDOWS, count_sites, start_ranks, window_pairs,
 )
-from genoformer.genome.annotation_table import parent_lists
+from genoformer.genome.annotation_table import marked_pseudo, parent_lists
 from genoformer.genome.intervals import Interval
 
 UNUSED, INTERGENIC, INTRON, CODING = -1, 0, 1, 2
@@ -88,7 +88,7 @@ def transcript_pieces(annotation: pd.DataFrame, name: str, types: tuple[str, ...
     gene, strand, start, end; rows marked ``pseudo=true`` only if ``pseudo``."""
     rows = annotation[(annotation["seqid"] == name) & annotation["type"].isin(types)]
     if not pseudo:
-        marked = rows["attributes"].map(lambda a: isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true")
+        marked = rows["attributes"].map(marked_pseudo)
         rows = rows[~marked.to_numpy(dtype=bool)]
     # An ID may hold an (escaped) comma: split Parent against the table's known IDs.
     parents = parent_lists([p if isinstance(p, str) and p else None for p in rows["parent"]], annotation["id"].tolist())
@@ -102,7 +102,7 @@ def transcript_pieces(annotation: pd.DataFrame, name: str, types: tuple[str, ...
     return table[table["transcript"].notna()].reset_index(drop=True)
 
 
-def _merged(pieces: np.ndarray) -> list[tuple[int, int]]:
+def merged_pieces(pieces: np.ndarray) -> list[tuple[int, int]]:
     """Sorted pieces with touching or overlapping ones merged (a GTF stop_codon next to its CDS)."""
     merged: list[list[int]] = []
     for s, e in sorted(pieces.tolist()):
@@ -153,7 +153,7 @@ def add_region(counts: TrainingCounts, codes: np.ndarray, pieces: pd.DataFrame, 
         if strand not in views:
             counts.report["skipped: no strand"] += 1
             continue
-        forward = _merged(gene[["start", "end"]].to_numpy() - offset)
+        forward = merged_pieces(gene[["start", "end"]].to_numpy() - offset)
         exons = forward if strand == "+" else [(n - e, n - s) for s, e in forward[::-1]]
         view = views[strand]
         spliced = np.concatenate([view[s:e] for s, e in exons])

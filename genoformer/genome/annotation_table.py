@@ -44,6 +44,12 @@ def parent_ids(text: str, known: set[str]) -> list[str]:
     return listed
 
 
+def marked_pseudo(attributes: object) -> bool:
+    """Whether a row's attributes (a dict, or anything else for none) say ``pseudo=true`` (NCBI's mark of a
+    pseudogene's features)."""
+    return isinstance(attributes, dict) and str(attributes.get("pseudo", "")).lower() == "true"
+
+
 def parent_lists(parents: Sequence, ids: Sequence) -> list[list[str] | None]:
     """Each row's Parent as its list of IDs (:func:`parent_ids`, ``ids`` being the table's), None where absent."""
     known = {i for i in ids if isinstance(i, str)}

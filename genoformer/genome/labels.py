@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from genoformer.errors import ConfigError, RegionError
-from genoformer.genome.annotation_table import parent_lists
+from genoformer.genome.annotation_table import marked_pseudo, parent_lists
 
 GENE_STRUCTURE_CLASSES = ("intergenic", "five_prime_UTR", "CDS", "intron", "three_prime_UTR", "ncRNA")
 KINDS = ("gene_structure", "regions")
@@ -222,8 +222,7 @@ def _gene_structure_segments(annotation: pd.DataFrame, scheme: LabelScheme) -> p
     types = annotation["type"].astype(object).to_numpy()
     attributes = annotation["attributes"].to_numpy()
     mapping = scheme.type_classes
-    pseudo = np.fromiter((isinstance(a, dict) and str(a.get("pseudo", "")).lower() == "true" for a in attributes),
-                         dtype=bool, count=len(types))
+    pseudo = np.fromiter((marked_pseudo(a) for a in attributes), dtype=bool, count=len(types))
     biotypes = [(a.get("transcript_biotype") or a.get("transcript_type")) if isinstance(a, dict) else None
                 for a in attributes]
     structure = np.array([mapping.get(t) for t in types], dtype=object)
