@@ -396,7 +396,7 @@ def test_loading_refuses_another_version_or_a_missing_or_broken_field_naming_fil
 
 
 @pytest.mark.parametrize("change, told", [
-    (lambda d: d.update(format_version=0), "reads version 3, the file has 0; learn the gene model again with this version"),
+    (lambda d: d.update(format_version=0), "reads version 4, the file has 0; learn the gene model again with this version"),
     (lambda d: d.pop("format_version"), "the file has None; learn the gene model again"),
     (lambda d: d.pop("lengths"), "'lengths': missing: the file is incomplete or was not written by genoformer; learn"),
 ])

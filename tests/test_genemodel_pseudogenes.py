@@ -17,7 +17,9 @@ from genoformer.genemodel import DecodeSettings, GeneModel
 from genoformer.genemodel.decode import gene_model_transcripts
 from genoformer.genemodel.fitting import fit_pseudogene_filter
 from genoformer.genemodel.markov import ending_words, log_probabilities
-from genoformer.genemodel.pseudogenes import call_features, fit_logistic, lookalike_spans
+from genoformer.genemodel.pseudogenes import (
+    PROTEIN_WORD, call_features, family_share, fit_logistic, lookalike_spans, protein_words, spliced,
+)
 from genoformer.genome import Genome, Interval, read_annotation
 from genoformer.genome.annotation_table import make_annotation
 
@@ -69,18 +71,35 @@ def test_the_lookalike_rows_are_pseudogenes_transposable_elements_and_genes_mark
     assert lookalike_spans(table, "other").empty
 
 
-def test_a_calls_features_are_its_mean_log_odds_per_coding_base_its_length_and_exons():
+def test_a_calls_features_are_its_mean_log_odds_per_coding_base_its_length_exons_and_family_share():
     codes = np.array([0, 1, 2, 3, 0, 1, 2, 3, 3, 2], dtype=np.uint8)  # order 1: words of two bases
     words = ending_words(codes, 1)
     rng = np.random.default_rng(0)
     coding, intergenic, lookalike = (np.log(rng.uniform(0.1, 1, size=shape)) for shape in ((3, 17), (17,), (17,)))
     pieces = [(1, 4), (6, 9)]  # six coding bases: 1 2 3 | 6 7 8, codon positions 0 1 2 0 1 2
-    features = call_features(words, pieces, coding, intergenic, lookalike)
     at, position = [1, 2, 3, 6, 7, 8], [0, 1, 2, 0, 1, 2]
+    assert spliced(words, pieces).tolist() == [words[x] for x in at]
+    assert spliced(codes, pieces).tolist() == [1, 2, 3, 2, 3, 3]
+    protein = encode_bases("ATGGCT" * 4)  # MAMAMAMA: words MAMAMA, AMAMAM, MAMAMA
+    families = np.sort(protein_words(encode_bases("GCTATGGCTATGGCTATG")))  # AMAMAM only
+    features = call_features(protein, spliced(words, pieces), len(pieces), coding, intergenic, lookalike, families)
     by_hand_coding = [coding[p, words[x]] for x, p in zip(at, position)]
     assert features[0] == pytest.approx(np.mean([c - lookalike[words[x]] for c, x in zip(by_hand_coding, at)]))
     assert features[1] == pytest.approx(np.mean([c - intergenic[words[x]] for c, x in zip(by_hand_coding, at)]))
-    assert features[2] == pytest.approx(np.log(6)) and features[3] == 2
+    assert features[2] == pytest.approx(np.log(6)) and features[3] == 2 and features[4] == pytest.approx(1 / 3)
+
+
+def test_protein_words_translate_the_cds_in_frame_and_skip_stops_and_ns():
+    assert PROTEIN_WORD == 6
+    m, a, k = (("ACDEFGHIKLMNPQRSTVWY".index(x)) for x in "MAK")
+    # ATG GCT AAA ATG GCT AAA ATG: M A K M A K M, two words
+    words = protein_words(encode_bases("ATGGCTAAAATGGCTAAAATGGC"))  # a trailing partial codon is ignored
+    assert words.tolist() == [sum(x * 20 ** (5 - i) for i, x in enumerate(w)) for w in ((m, a, k, m, a, k), (a, k, m, a, k, m))]
+    assert protein_words(encode_bases("ATGGCTAAATAAATGGCTAAAATG")).size == 0  # a stop inside every word
+    assert protein_words(encode_bases("ATGGCTAAANTGGCTAAAATGGCT")).size == 0  # an N in every word's codons
+    assert protein_words(encode_bases("ATGGCTAAAATG")).size == 0  # shorter than a word
+    assert family_share(words, np.array([], np.int64)) == 0 and family_share(np.array([], np.int64), words) == 0
+    assert family_share(words, np.sort(words[:1])) == 0.5
 
 
 def test_the_logistic_regression_stops_where_its_penalised_gradient_vanishes_and_separates_the_classes():
@@ -101,6 +120,8 @@ def test_fitted_on_a_pericentromere_slice_the_filter_learns_from_both_kinds_of_c
     # The look-alike chain counted every pseudogene and transposable-element base of the training stretch,
     # both strands as annotated, outside the coding transcripts.
     assert 100_000 < fitted.counts.sum() < 600_000
+    # The look-alike families: the protein words of the 42 look-alike calls, at least a minimal CDS's worth each.
+    assert len(fitted.families) > 42 * (60 // 3 - PROTEIN_WORD) and (np.diff(fitted.families) > 0).all()
 
 
 def test_decoding_drops_exactly_the_complete_calls_the_filter_scores_above_its_threshold(filtered, pericentromere):
@@ -109,8 +130,8 @@ def test_decoding_drops_exactly_the_complete_calls_the_filter_scores_above_its_t
     keep_both = DecodeSettings(strand_overlaps=True)  # so that a dropped call cannot let another one back in
     plain = gene_model_transcripts(sequence, replace(filtered, pseudogene_filter=None), keep_both)
     fitted = filtered.pseudogene_filter
-    chains = (log_probabilities(filtered.coding, 1.0), log_probabilities(filtered.intergenic, 1.0),
-              fitted.lookalike_log_probabilities(1.0))
+    tables = (log_probabilities(filtered.coding, 1.0), log_probabilities(filtered.intergenic, 1.0),
+              log_probabilities(fitted.counts, 1.0), fitted.families)
     views = {"+": encode_bases(sequence)}
     views["-"] = reverse_complement_codes(views["+"])
     n = len(sequence)
@@ -118,7 +139,8 @@ def test_decoding_drops_exactly_the_complete_calls_the_filter_scores_above_its_t
     def score(transcript):
         pieces = transcript.cds if transcript.strand == "+" else [(n - e, n - s) for s, e in transcript.cds[::-1]]
         words = ending_words(views[transcript.strand], filtered.order)
-        return float(fitted.scores(call_features(words, pieces, *chains)[None])[0])
+        features = call_features(spliced(views[transcript.strand], pieces), spliced(words, pieces), len(pieces), *tables)
+        return float(fitted.scores(features[None])[0])
 
     complete = [t for t in plain if not t.partial]
     middle = float(np.median([score(t) for t in complete]))  # a threshold that drops half the complete calls
@@ -143,7 +165,7 @@ def test_without_enough_lookalike_calls_or_with_share_zero_there_is_no_filter_an
 def test_a_saved_filter_loads_back_equal_and_changes_the_models_fingerprint(tmp_path, filtered, pericentromere):
     filtered.save(tmp_path)
     loaded = GeneModel.load(tmp_path)
-    for name in ("counts", "center", "scale", "weights"):
+    for name in ("counts", "families", "center", "scale", "weights"):
         assert np.array_equal(getattr(loaded.pseudogene_filter, name), getattr(filtered.pseudogene_filter, name))
     assert loaded.pseudogene_filter.threshold == filtered.pseudogene_filter.threshold
     off = fit_pseudogene_filter(filtered, *pericentromere, TRAINING, share=0)
@@ -155,12 +177,16 @@ def test_a_saved_filter_loads_back_equal_and_changes_the_models_fingerprint(tmp_
     (lambda f: f.update(counts=f["counts"][:-1]), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
     (lambda f: f["counts"].__setitem__(0, -1), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
     (lambda f: f["counts"].__setitem__(0, 1.5), "'pseudogene_filter.counts': must be a list of 4096 non-negative"),
-    (lambda f: f.update(scale=[1.0, 0.0, 1.0, 1.0]), "'pseudogene_filter.scale': must be positive"),
+    (lambda f: f.update(families=f["families"][::-1]), "'pseudogene_filter.families': must be sorted, without repeats"),
+    (lambda f: f["families"].__setitem__(0, 20 ** 6), "'pseudogene_filter.families': must be a list of protein words"),
+    (lambda f: f.update(families="MAK"), "'pseudogene_filter.families': must be a list of protein words"),
+    (lambda f: f.update(scale=[1.0, 0.0, 1.0, 1.0, 1.0]), "'pseudogene_filter.scale': must be positive"),
     (lambda f: f.update(share=1.5), "'pseudogene_filter.share': 1.5 is not a valid value"),
     (lambda f: f.update(threshold="high"), "'pseudogene_filter.threshold': 'high' is not a valid value"),
     (lambda f: f.update(threshold=10 ** 400), "'pseudogene_filter.threshold': 1000"),
-    (lambda f: f.update(weights=[1.0, "x", 0, 0, 0]), "'pseudogene_filter.weights': must be a list of 5 finite numbers"),
-    (lambda f: f.update(center=[True, 0.0, 0.0, 0.0]), "'pseudogene_filter.center': must be a list of 4 finite numbers"),
+    (lambda f: f.update(weights=[1.0, "x", 0, 0, 0, 0]), "'pseudogene_filter.weights': must be a list of 6 finite numbers"),
+    (lambda f: f.update(center=[True, 0.0, 0.0, 0.0, 0.0]), "'pseudogene_filter.center': must be a list of 5 finite numbers"),
+    (lambda f: f.update(center=[0.0] * 4), "'pseudogene_filter.center': must be a list of 5 finite numbers"),
     (lambda f: f.pop("center"), "'pseudogene_filter': must map"),
 ])
 def test_a_malformed_filter_is_refused_naming_the_file_and_the_field(tmp_path, filtered, change, told):

@@ -42,7 +42,7 @@ from genoformer.decode.segments import (
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.pseudogenes import call_features
+from genoformer.genemodel.pseudogenes import call_features, spliced
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, START_RANKS, WINDOWS, log_odds_table, score_sites, start_ranks,
@@ -92,9 +92,10 @@ class ScoringTables:
             self.intron_per_base = np.log1p(-1 / intron_excess) - stay_out
             self.gene_penalty = np.log(intergenic) + np.log(exon) + settings.gene_penalty
             self.intron_penalty = np.log(exon) + np.log(intron_excess) + settings.intron_penalty
-        if model.pseudogene_filter is not None:  # the chains its features compare, unweighted: (3, W), (W,), (W,)
-            self.filter_chains = (log_probabilities(model.coding, model.pseudocount), null,
-                                  model.pseudogene_filter.lookalike_log_probabilities(model.pseudocount))
+        if model.pseudogene_filter is not None:  # what its features compare with: chains, unweighted, and families
+            self.filter_tables = (log_probabilities(model.coding, model.pseudocount), null,
+                                  model.pseudogene_filter.lookalike_log_probabilities(model.pseudocount),
+                                  model.pseudogene_filter.families)
         self.donors, self.acceptors = model.signal_words("donor"), model.signal_words("acceptor")
         self.starts, self.stops = tuple(model.start_codons), tuple(model.stop_codons)
 
@@ -166,7 +167,8 @@ class ScoringTables:
         if lookalike is None or not complete:
             return drop
         words = ending_words(codes, self.model.order)
-        features = np.array([call_features(words, genes.genes[k], *self.filter_chains) for k in complete])
+        features = np.array([call_features(spliced(codes, genes.genes[k]), spliced(words, genes.genes[k]),
+                                           len(genes.genes[k]), *self.filter_tables) for k in complete])
         for k, score in zip(complete, lookalike.scores(features)):
             drop[k] = bool(score > lookalike.threshold)
         return drop

@@ -26,6 +26,7 @@ from genoformer.genemodel.markov import count_words, ending_words, log_probabili
 from genoformer.genemodel.model import GeneModel
 from genoformer.genemodel.pseudogenes import (
     CROSS_FIT_BLOCK, DEFAULT_SHARE, MIN_CALLS, PseudogeneFilter, call_features, fit_logistic, lookalike_spans,
+    protein_words,
 )
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.training import coding_transcripts
@@ -203,9 +204,10 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
     CDS inside look-alike features), and the regression fitted between them. With fewer than ``MIN_CALLS``
     of either kind the model is returned without a filter, the report saying why; ``share`` 0: no filter.
 
-    A call's look-alike feature is read with the chain counted on the other half of the training sequence
-    (alternate ``CROSS_FIT_BLOCK``-base blocks of each record): read with a chain that counted the call's own
-    bases, a look-alike looks more like one than any call on new sequence will, and the regression would
+    The look-alike families are the protein words of the look-alike calls. A call's look-alike features are
+    read with the chain and families learned on the other half of the training sequence (alternate
+    ``CROSS_FIT_BLOCK``-base blocks of each record; a call's half is its first CDS base's): read with a chain
+    that counted the call's own bases, a look-alike looks more like one than any call on new sequence will, and the regression would
     lean on that (on a 1 Mb slice of A. thaliana chromosome 1, trained on 600 kb, it dropped two thirds of
     the training look-alikes and one of 43 on the rest)."""
     if not 0 <= share < 1:
@@ -222,10 +224,7 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
         return replace(model, report={**model.report, "pseudogene filter": "not fitted (no pseudogene or "
                                                                            "transposable-element bases in the training regions)"})
     tables = ScoringTables(model)
-    coding = log_probabilities(model.coding, model.pseudocount)  # (3, words + 1)
-    intergenic = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
-    other_half = [log_probabilities(halves[1 - h], model.pseudocount) for h in (0, 1)]
-    features, labels = [], []
+    calls = []  # per labelled call: label (1: look-alike), cross-fit half, its spliced CDS's codes and words, exons
     for region in regions:
         for stretch in _filter_stretches(genome, annotation, region, model.order):
             decoded = tables.decode(stretch.codes)
@@ -234,23 +233,30 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
                 if partial or len(at) < tables.settings.min_cds_length:  # never filtered, or dropped anyway
                     continue
                 if stretch.cds_bases[at].any():
-                    labels.append(0)
+                    label = 0
                 elif stretch.lookalike_bases[at].mean() >= 0.5:
-                    labels.append(1)
+                    label = 1
                 else:
                     continue
-                features.append(call_features(stretch.words, pieces, coding, intergenic, other_half[stretch.half[at[0]]]))
-    labels = np.array(labels)
+                calls.append((label, stretch.half[at[0]], stretch.codes[at], stretch.words[at].astype(np.int32),
+                              len(pieces)))
+    labels = np.array([label for label, *_ in calls])
     found = {"genes": int((labels == 0).sum()), "look-alikes": int((labels == 1).sum())}
     report = {**model.report, "pseudogene filter training calls": f"{found['genes']} on genes, "
                                                                    f"{found['look-alikes']} look-alikes"}
     if min(found.values()) < MIN_CALLS:
         return replace(model, report={**report, "pseudogene filter": f"not fitted (fewer than {MIN_CALLS} training "
                                                                      "calls of a kind)"})
-    features = np.array(features)
+    families = [np.unique(np.concatenate([protein_words(codes) for label, half, codes, *_ in calls
+                                          if label == 1 and half == h] or [np.zeros(0, np.int64)])) for h in (0, 1)]
+    coding = log_probabilities(model.coding, model.pseudocount)  # (3, words + 1)
+    intergenic = log_probabilities(model.intergenic, model.pseudocount)  # (words + 1,)
+    other_half = [(log_probabilities(halves[1 - h], model.pseudocount), families[1 - h]) for h in (0, 1)]
+    features = np.array([call_features(codes, words, exons, coding, intergenic, *other_half[half])
+                         for _, half, codes, words, exons in calls])
     center, scale, weights = fit_logistic(features, labels)
-    fitted = PseudogeneFilter(counts=halves.sum(axis=0), center=center, scale=scale, weights=weights, threshold=0.0,
-                              share=share)
+    fitted = PseudogeneFilter(counts=halves.sum(axis=0), families=np.union1d(*families), center=center, scale=scale,
+                              weights=weights, threshold=0.0, share=share)
     scores = fitted.scores(features)
     threshold = float(np.quantile(scores[labels == 0], 1 - share))
     # (with few gene calls the quantile still drops one of them: the report gives the shares measured)

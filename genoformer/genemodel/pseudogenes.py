@@ -9,9 +9,14 @@ beside 5,043 on annotated genes. The filter learns from those calls what sets th
 * a Markov chain of the same order as the gene model's, counted over the annotation's pseudogene and
   transposable-element bases (strand as annotated, outside every coding transcript's span): the
   "look-alike" chain;
-* per call (complete genes only; a partial one is never dropped), four features: the mean per coding base
+* the protein words (:data:`PROTEIN_WORD` amino acids) of the gene model's own look-alike calls on its
+  training regions (below): the "look-alike families". Transposable elements come in families whose copies
+  keep their proteins (transposase, reverse transcriptase) across the genome, so a new copy shares words with
+  the training copies that no content model sees;
+* per call (complete genes only; a partial one is never dropped), five features: the mean per coding base
   of the coding chain's log-probability against the look-alike chain's, the same against the intergenic
-  chain's, the log of the CDS length and the number of exons;
+  chain's, the log of the CDS length, the number of exons, and the share of its protein's words found in the
+  look-alike families;
 * a logistic regression of look-alike calls against calls on annotated genes, whose threshold drops a
   given ``share`` of the training gene calls (default 0.005).
 
@@ -29,6 +34,7 @@ from typing import NoReturn
 
 import numpy as np
 import pandas as pd
+from Bio.Data.CodonTable import standard_dna_table
 
 from genoformer.genemodel.markov import log_probabilities
 from genoformer.genome.annotation_table import marked_pseudo
@@ -38,13 +44,20 @@ from genoformer.genome.annotation_table import marked_pseudo
 # whose biotype names one (Ensembl and GENCODE: gene_biotype / gene_type / biotype "transcribed_pseudogene").
 LOOKALIKE_PATTERN = "pseudogen|transposable|transposon"
 _BIOTYPE_KEYS = ("gene_biotype", "gene_type", "biotype")
-FEATURES = ("coding vs look-alike per base", "coding vs intergenic per base", "log CDS length", "exons")
+FEATURES = ("coding vs look-alike per base", "coding vs intergenic per base", "log CDS length", "exons",
+            "share of protein words in look-alike families")
 # The share of the training genes' calls the threshold gives up, chosen on A. thaliana chromosome 1
 # validation (24-27 Mb) among 0, 0.005, 0.01 and 0.02 (mean of nucleotide CDS, CDS exon and gene F1:
 # 0.8650, 0.8653, 0.8625, 0.8590).
 DEFAULT_SHARE = 0.005
 MIN_CALLS = 30  # fewer training calls of either kind: no filter (a regression of noise)
 CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain of the other half's blocks (fitting)
+# Words of six amino acids: 20 ** 6 = 64 million of them, so that a protein of a few hundred amino acids hits
+# the families of chromosome 1's ~1,000 look-alike calls (~280,000 words) by chance at about 1% of its words
+# (calls on genes: 1.1% on average, look-alikes 32%).
+PROTEIN_WORD = 6
+_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+_NOT_AN_AMINO_ACID = len(_AMINO_ACIDS)  # a stop codon, or a codon with an N
 _L2 = 1e-3
 
 
@@ -61,21 +74,52 @@ def lookalike_spans(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
                          "end": chosen["end"].to_numpy(np.int64)})
 
 
-def call_features(words: np.ndarray, pieces: Sequence[tuple[int, int]], coding: np.ndarray, intergenic: np.ndarray,
-                  lookalike: np.ndarray) -> np.ndarray:
-    """(4,) :data:`FEATURES` of a complete call: ``words`` its strand's (``markov.ending_words``), ``pieces`` its
-    CDS in strand coordinates (5' to 3'), ``coding`` (3, words + 1), ``intergenic`` and ``lookalike``
-    (words + 1,) log-probabilities (``markov.log_probabilities``)."""
-    at = np.concatenate([np.arange(s, e) for s, e in pieces])  # (cds,) the spliced CDS, codon position = index % 3
-    chosen = words[at]
-    coding_logp = coding[np.arange(len(at)) % 3, chosen]
-    return np.array([np.mean(coding_logp - lookalike[chosen]), np.mean(coding_logp - intergenic[chosen]),
-                     np.log(len(at)), float(len(pieces))])
+def call_features(codes: np.ndarray, words: np.ndarray, exons: int, coding: np.ndarray, intergenic: np.ndarray,
+                  lookalike: np.ndarray, families: np.ndarray) -> np.ndarray:
+    """(5,) :data:`FEATURES` of a complete call: ``codes`` and ``words`` its spliced CDS's bases and Markov words
+    (:func:`spliced`), ``exons`` its number of CDS pieces; ``coding`` (3, words + 1), ``intergenic`` and
+    ``lookalike`` (words + 1,) log-probabilities (``markov.log_probabilities``); ``families`` sorted protein
+    words (:func:`protein_words`)."""
+    coding_logp = coding[np.arange(len(words)) % 3, words]  # (cds,) codon position = index % 3
+    return np.array([np.mean(coding_logp - lookalike[words]), np.mean(coding_logp - intergenic[words]),
+                     np.log(len(words)), float(exons), family_share(protein_words(codes), families)])
+
+
+def spliced(values: np.ndarray, pieces: Sequence[tuple[int, int]]) -> np.ndarray:
+    """A strand's per-base ``values`` (codes, Markov words) along a call's CDS ``pieces`` (strand coordinates,
+    5' to 3'), spliced."""
+    return values[np.concatenate([np.arange(s, e) for s, e in pieces])]
+
+
+# (64,) amino acid of each codon code 16a + 4b + c (bases coded A C G T = 0 1 2 3), stops not an amino acid
+_CODONS = np.array([_AMINO_ACIDS.index(standard_dna_table.forward_table[a + b + c])
+                    if a + b + c in standard_dna_table.forward_table else _NOT_AN_AMINO_ACID
+                    for a in "ACGT" for b in "ACGT" for c in "ACGT"])
+
+
+def protein_words(codes: np.ndarray) -> np.ndarray:
+    """Codes (base 20) of the :data:`PROTEIN_WORD`-amino-acid words of a spliced CDS's translation (``codes``,
+    frame 0), words over a stop or an N left out."""
+    codons = codes[: len(codes) // 3 * 3].reshape(-1, 3).astype(np.int64)  # (codons, 3)
+    amino = np.where((codons > 3).any(axis=1), _NOT_AN_AMINO_ACID, _CODONS[np.minimum(codons, 3) @ (16, 4, 1)])
+    if len(amino) < PROTEIN_WORD:
+        return np.zeros(0, np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(amino, PROTEIN_WORD)  # (words, PROTEIN_WORD)
+    whole = windows[(windows < _NOT_AN_AMINO_ACID).all(axis=1)]
+    return whole @ len(_AMINO_ACIDS) ** np.arange(PROTEIN_WORD - 1, -1, -1)
+
+
+def family_share(words: np.ndarray, families: np.ndarray) -> float:
+    """The share of protein ``words`` found in the sorted ``families`` (0 for a protein too short for a word)."""
+    if not len(words) or not len(families):
+        return 0.0
+    at = np.minimum(np.searchsorted(families, words), len(families) - 1)
+    return float((families[at] == words).mean())
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardised logistic regression (Newton steps, a small ridge) of ``labels`` (1: look-alike) on
-    ``features`` (calls, 4): (center, scale, weights), weights[0] the intercept."""
+    ``features`` (calls, features): (center, scale, weights), weights[0] the intercept."""
     center, scale = features.mean(axis=0), features.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     design = np.column_stack([np.ones(len(features)), (features - center) / scale])
@@ -89,11 +133,13 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, iterations: int = 50)
 
 @dataclass(frozen=True)
 class PseudogeneFilter:
-    """A fitted filter: the look-alike chain's ``counts`` (4 ** (order + 1),), the regression (``center``,
-    ``scale``: (4,), ``weights``: (5,)), and the ``threshold`` above which a call is dropped, set so that
-    ``share`` of the training genes' calls score above it."""
+    """A fitted filter: the look-alike chain's ``counts`` (4 ** (order + 1),), the look-alike ``families``
+    (sorted unique :func:`protein_words`), the regression (``center``, ``scale``: (5,), ``weights``: (6,)), and
+    the ``threshold`` above which a call is dropped, set so that ``share`` of the training genes' calls score
+    above it."""
 
     counts: np.ndarray
+    families: np.ndarray
     center: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
@@ -108,16 +154,18 @@ class PseudogeneFilter:
         return log_probabilities(self.counts, pseudocount)
 
     def to_dict(self) -> dict:
-        return {"counts": self.counts.tolist(), "center": self.center.tolist(), "scale": self.scale.tolist(),
+        return {"counts": self.counts.tolist(), "families": self.families.tolist(), "center": self.center.tolist(), "scale": self.scale.tolist(),
                 "weights": self.weights.tolist(), "threshold": self.threshold, "share": self.share}
 
     @classmethod
     def from_dict(cls, data, order: int, fail: Callable[[str, str], NoReturn]) -> "PseudogeneFilter":
         """A filter from :meth:`to_dict`'s mapping for a gene model of ``order``; anything else refused through
         ``fail(field, why)``."""
-        shapes = {"counts": 4 ** (order + 1), "center": 4, "scale": 4, "weights": 5}
-        if not isinstance(data, dict) or set(data) != set(shapes) | {"threshold", "share"}:
-            fail("pseudogene_filter", f"must map {sorted(set(shapes) | {'threshold', 'share'})} to their values")
+        shapes = {"counts": 4 ** (order + 1), "center": len(FEATURES), "scale": len(FEATURES),
+                  "weights": len(FEATURES) + 1}
+        if not isinstance(data, dict) or set(data) != set(shapes) | {"families", "threshold", "share"}:
+            fail("pseudogene_filter", f"must map {sorted(set(shapes) | {'families', 'threshold', 'share'})} to "
+                                      "their values")
         arrays = {}
         for name, size in shapes.items():
             value = data[name]
@@ -128,6 +176,13 @@ class PseudogeneFilter:
             if whole and any(x < 0 or x >= 2 ** 62 for x in value):
                 fail(f"pseudogene_filter.{name}", f"must be a list of {size} non-negative whole-number counts")
             arrays[name] = np.asarray(value, dtype=np.int64 if whole else np.float64)
+        families = data["families"]
+        if not (isinstance(families, list) and all(_number(x, True) and 0 <= x < len(_AMINO_ACIDS) ** PROTEIN_WORD
+                                                   for x in families)):
+            fail("pseudogene_filter.families", f"must be a list of protein words from 0 to 20 ** {PROTEIN_WORD}")
+        arrays["families"] = np.asarray(families, dtype=np.int64)
+        if (np.diff(arrays["families"]) <= 0).any():
+            fail("pseudogene_filter.families", "must be sorted, without repeats")
         if (arrays["scale"] <= 0).any():
             fail("pseudogene_filter.scale", "must be positive")
         for name in ("threshold", "share"):
