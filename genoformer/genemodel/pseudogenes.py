@@ -48,7 +48,7 @@ FEATURES = ("coding vs look-alike per base", "coding vs intergenic per base", "l
             "share of protein words in look-alike families")
 # The share of the training genes' calls the threshold gives up, chosen on A. thaliana chromosome 1
 # validation (24-27 Mb) among 0, 0.005, 0.01 and 0.02 (mean of nucleotide CDS, CDS exon and gene F1:
-# 0.8650, 0.8653, 0.8625, 0.8590).
+# 0.8650, 0.8652, 0.8634, 0.8609; docs/gene-decoding.md).
 DEFAULT_SHARE = 0.005
 MIN_CALLS = 30  # fewer training calls of either kind: no filter (a regression of noise)
 CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain of the other half's blocks (fitting)
