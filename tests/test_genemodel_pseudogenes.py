@@ -94,7 +94,8 @@ def test_protein_words_translate_the_cds_in_frame_and_skip_stops_and_ns():
     m, a, k = (("ACDEFGHIKLMNPQRSTVWY".index(x)) for x in "MAK")
     # ATG GCT AAA ATG GCT AAA ATG: M A K M A K M, two words
     words = protein_words(encode_bases("ATGGCTAAAATGGCTAAAATGGC"))  # a trailing partial codon is ignored
-    assert words.tolist() == [sum(x * 20 ** (5 - i) for i, x in enumerate(w)) for w in ((m, a, k, m, a, k), (a, k, m, a, k, m))]
+    by_hand = [sum(x * 20 ** (5 - i) for i, x in enumerate(w)) for w in ((m, a, k, m, a, k), (a, k, m, a, k, m))]
+    assert words.tolist() == by_hand
     assert protein_words(encode_bases("ATGGCTAAATAAATGGCTAAAATG")).size == 0  # a stop inside every word
     assert protein_words(encode_bases("ATGGCTAAANTGGCTAAAATGGCT")).size == 0  # an N in every word's codons
     assert protein_words(encode_bases("ATGGCTAAAATG")).size == 0  # shorter than a word

@@ -206,10 +206,11 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
 
     The look-alike families are the protein words of the look-alike calls. A call's look-alike features are
     read with the chain and families learned on the other half of the training sequence (alternate
-    ``CROSS_FIT_BLOCK``-base blocks of each record; a call's half is its first CDS base's): read with a chain
-    that counted the call's own bases, a look-alike looks more like one than any call on new sequence will, and the regression would
-    lean on that (on a 1 Mb slice of A. thaliana chromosome 1, trained on 600 kb, it dropped two thirds of
-    the training look-alikes and one of 43 on the rest)."""
+    ``CROSS_FIT_BLOCK``-base blocks of each record; a call's half is its first CDS base's, so the few calls
+    across a block boundary read a chain that counted their bases past it): read with a chain
+    that counted the call's own bases, a look-alike looks more like one than any call on new sequence will,
+    and the regression would lean on that (on a 1 Mb slice of A. thaliana chromosome 1, trained on 600 kb,
+    it dropped two thirds of the training look-alikes and one of 43 on the rest)."""
     if not 0 <= share < 1:
         raise ConfigError(f"the pseudogene filter's share of training genes to give up must be in [0, 1), got {share!r}")
     model = replace(model, pseudogene_filter=None)

@@ -40,7 +40,7 @@ from genoformer.genemodel.training import (
 )
 from genoformer.genome.intervals import Interval
 
-FORMAT_VERSION = 4  # 2: fitted signal models; 3: start rank weights; 4: the pseudogene filter's codon chain
+FORMAT_VERSION = 4  # 2: fitted signal models; 3: start rank weights; 4: the pseudogene filter's look-alike families
 FILE_NAME = "gene_model.json"
 # A donor / acceptor dinucleotide becomes a candidate signal when it is at least this share of introns.
 MIN_SIGNAL_SHARE = 0.001

@@ -53,7 +53,7 @@ DEFAULT_SHARE = 0.005
 MIN_CALLS = 30  # fewer training calls of either kind: no filter (a regression of noise)
 CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain of the other half's blocks (fitting)
 # Words of six amino acids: 20 ** 6 = 64 million of them, so that a protein of a few hundred amino acids hits
-# the families of chromosome 1's ~1,000 look-alike calls (~280,000 words) by chance at about 1% of its words
+# the families of chromosome 1's ~1,000 look-alike calls (~240,000 words) by chance at about 1% of its words
 # (calls on genes: 1.1% on average, look-alikes 32%).
 PROTEIN_WORD = 6
 _AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
@@ -154,8 +154,9 @@ class PseudogeneFilter:
         return log_probabilities(self.counts, pseudocount)
 
     def to_dict(self) -> dict:
-        return {"counts": self.counts.tolist(), "families": self.families.tolist(), "center": self.center.tolist(), "scale": self.scale.tolist(),
-                "weights": self.weights.tolist(), "threshold": self.threshold, "share": self.share}
+        return {"counts": self.counts.tolist(), "families": self.families.tolist(), "center": self.center.tolist(),
+                "scale": self.scale.tolist(), "weights": self.weights.tolist(), "threshold": self.threshold,
+                "share": self.share}
 
     @classmethod
     def from_dict(cls, data, order: int, fail: Callable[[str, str], NoReturn]) -> "PseudogeneFilter":
@@ -179,7 +180,7 @@ class PseudogeneFilter:
         families = data["families"]
         if not (isinstance(families, list) and all(_number(x, True) and 0 <= x < len(_AMINO_ACIDS) ** PROTEIN_WORD
                                                    for x in families)):
-            fail("pseudogene_filter.families", f"must be a list of protein words from 0 to 20 ** {PROTEIN_WORD}")
+            fail("pseudogene_filter.families", f"must be a list of protein words from 0 up to (not including) 20 ** {PROTEIN_WORD}")
         arrays["families"] = np.asarray(families, dtype=np.int64)
         if (np.diff(arrays["families"]) <= 0).any():
             fail("pseudogene_filter.families", "must be sorted, without repeats")
