@@ -18,7 +18,7 @@ from genoformer.genemodel.decode import gene_model_transcripts
 from genoformer.genemodel.fitting import fit_pseudogene_filter
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.pseudogenes import (
-    PROTEIN_WORD, call_features, family_share, fit_logistic, lookalike_spans, protein_words, spliced,
+    PROTEIN_WORD, call_features, cds_positions, family_share, fit_logistic, lookalike_spans, protein_words,
 )
 from genoformer.genome import Genome, Interval, read_annotation
 from genoformer.genome.annotation_table import make_annotation
@@ -78,11 +78,11 @@ def test_a_calls_features_are_its_mean_log_odds_per_coding_base_its_length_exons
     coding, intergenic, lookalike = (np.log(rng.uniform(0.1, 1, size=shape)) for shape in ((3, 17), (17,), (17,)))
     pieces = [(1, 4), (6, 9)]  # six coding bases: 1 2 3 | 6 7 8, codon positions 0 1 2 0 1 2
     at, position = [1, 2, 3, 6, 7, 8], [0, 1, 2, 0, 1, 2]
-    assert spliced(words, pieces).tolist() == [words[x] for x in at]
-    assert spliced(codes, pieces).tolist() == [1, 2, 3, 2, 3, 3]
+    assert cds_positions(pieces).tolist() == at
+    assert codes[cds_positions(pieces)].tolist() == [1, 2, 3, 2, 3, 3]
     protein = encode_bases("ATGGCT" * 4)  # MAMAMAMA: words MAMAMA, AMAMAM, MAMAMA
     families = np.sort(protein_words(encode_bases("GCTATGGCTATGGCTATG")))  # AMAMAM only
-    features = call_features(protein, spliced(words, pieces), len(pieces), coding, intergenic, lookalike, families)
+    features = call_features(protein, words[cds_positions(pieces)], len(pieces), coding, intergenic, lookalike, families)
     by_hand_coding = [coding[p, words[x]] for x, p in zip(at, position)]
     assert features[0] == pytest.approx(np.mean([c - lookalike[words[x]] for c, x in zip(by_hand_coding, at)]))
     assert features[1] == pytest.approx(np.mean([c - intergenic[words[x]] for c, x in zip(by_hand_coding, at)]))
@@ -140,7 +140,8 @@ def test_decoding_drops_exactly_the_complete_calls_the_filter_scores_above_its_t
     def score(transcript):
         pieces = transcript.cds if transcript.strand == "+" else [(n - e, n - s) for s, e in transcript.cds[::-1]]
         words = ending_words(views[transcript.strand], filtered.order)
-        features = call_features(spliced(views[transcript.strand], pieces), spliced(words, pieces), len(pieces), *tables)
+        at = cds_positions(pieces)
+        features = call_features(views[transcript.strand][at], words[at], len(pieces), *tables)
         return float(fitted.scores(features[None])[0])
 
     complete = [t for t in plain if not t.partial]

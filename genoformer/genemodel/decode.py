@@ -42,7 +42,7 @@ from genoformer.decode.segments import (
 from genoformer.genemodel.lengths import length_scores
 from genoformer.genemodel.markov import ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
-from genoformer.genemodel.pseudogenes import call_features, spliced
+from genoformer.genemodel.pseudogenes import call_features, cds_positions
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.signals import (
     FITTED_WINDOWS, START_RANKS, WINDOWS, log_odds_table, score_sites, start_ranks,
@@ -167,8 +167,9 @@ class ScoringTables:
         if lookalike is None or not complete:
             return drop
         words = ending_words(codes, self.model.order)
-        features = np.array([call_features(spliced(codes, genes.genes[k]), spliced(words, genes.genes[k]),
-                                           len(genes.genes[k]), *self.filter_tables) for k in complete])
+        at = [cds_positions(genes.genes[k]) for k in complete]
+        features = np.array([call_features(codes[cds], words[cds], len(genes.genes[k]), *self.filter_tables)
+                             for k, cds in zip(complete, at)])
         for k, score in zip(complete, lookalike.scores(features)):
             drop[k] = bool(score > lookalike.threshold)
         return drop

@@ -25,8 +25,8 @@ from genoformer.genemodel.decode import NO_PROBABILITIES, ScoringTables, gene_mo
 from genoformer.genemodel.markov import count_words, ending_words, log_probabilities
 from genoformer.genemodel.model import GeneModel
 from genoformer.genemodel.pseudogenes import (
-    CROSS_FIT_BLOCK, DEFAULT_SHARE, MIN_CALLS, PseudogeneFilter, call_features, fit_logistic, lookalike_spans,
-    protein_words,
+    CROSS_FIT_BLOCK, DEFAULT_SHARE, MIN_CALLS, PseudogeneFilter, call_features, cds_positions, fit_logistic,
+    lookalike_spans, protein_words,
 )
 from genoformer.genemodel.settings import DecodeSettings
 from genoformer.genemodel.training import coding_transcripts
@@ -230,7 +230,7 @@ def fit_pseudogene_filter(model: GeneModel, genome, annotation: pd.DataFrame, re
         for stretch in _filter_stretches(genome, annotation, region, model.order):
             decoded = tables.decode(stretch.codes)
             for pieces, partial in zip(decoded.genes, decoded.partial):
-                at = np.concatenate([np.arange(s, e) for s, e in pieces])
+                at = cds_positions(pieces)
                 if partial or len(at) < tables.settings.min_cds_length:  # never filtered, or dropped anyway
                     continue
                 if stretch.cds_bases[at].any():

@@ -51,13 +51,17 @@ FEATURES = ("coding vs look-alike per base", "coding vs intergenic per base", "l
 # 0.8650, 0.8652, 0.8634, 0.8609; docs/gene-decoding.md).
 DEFAULT_SHARE = 0.005
 MIN_CALLS = 30  # fewer training calls of either kind: no filter (a regression of noise)
-CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain of the other half's blocks (fitting)
+CROSS_FIT_BLOCK = 100_000  # training calls read the look-alike chain and families of the other half's blocks
 # Words of six amino acids: 20 ** 6 = 64 million of them, so that a protein of a few hundred amino acids hits
 # the families of chromosome 1's ~1,000 look-alike calls (~240,000 words) by chance at about 1% of its words
 # (calls on genes: 1.1% on average, look-alikes 32%).
 PROTEIN_WORD = 6
 _AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 _NOT_AN_AMINO_ACID = len(_AMINO_ACIDS)  # a stop codon, or a codon with an N
+# (64,) amino acid of each codon code 16a + 4b + c (bases coded A C G T = 0 1 2 3), stops not an amino acid
+_CODONS = np.array([_AMINO_ACIDS.index(standard_dna_table.forward_table[a + b + c])
+                    if a + b + c in standard_dna_table.forward_table else _NOT_AN_AMINO_ACID
+                    for a in "ACGT" for b in "ACGT" for c in "ACGT"])
 _L2 = 1e-3
 
 
@@ -77,7 +81,7 @@ def lookalike_spans(annotation: pd.DataFrame, name: str) -> pd.DataFrame:
 def call_features(codes: np.ndarray, words: np.ndarray, exons: int, coding: np.ndarray, intergenic: np.ndarray,
                   lookalike: np.ndarray, families: np.ndarray) -> np.ndarray:
     """(5,) :data:`FEATURES` of a complete call: ``codes`` and ``words`` its spliced CDS's bases and Markov words
-    (:func:`spliced`), ``exons`` its number of CDS pieces; ``coding`` (3, words + 1), ``intergenic`` and
+    (at :func:`cds_positions`), ``exons`` its number of CDS pieces; ``coding`` (3, words + 1), ``intergenic`` and
     ``lookalike`` (words + 1,) log-probabilities (``markov.log_probabilities``); ``families`` sorted protein
     words (:func:`protein_words`)."""
     coding_logp = coding[np.arange(len(words)) % 3, words]  # (cds,) codon position = index % 3
@@ -85,16 +89,9 @@ def call_features(codes: np.ndarray, words: np.ndarray, exons: int, coding: np.n
                      np.log(len(words)), float(exons), family_share(protein_words(codes), families)])
 
 
-def spliced(values: np.ndarray, pieces: Sequence[tuple[int, int]]) -> np.ndarray:
-    """A strand's per-base ``values`` (codes, Markov words) along a call's CDS ``pieces`` (strand coordinates,
-    5' to 3'), spliced."""
-    return values[np.concatenate([np.arange(s, e) for s, e in pieces])]
-
-
-# (64,) amino acid of each codon code 16a + 4b + c (bases coded A C G T = 0 1 2 3), stops not an amino acid
-_CODONS = np.array([_AMINO_ACIDS.index(standard_dna_table.forward_table[a + b + c])
-                    if a + b + c in standard_dna_table.forward_table else _NOT_AN_AMINO_ACID
-                    for a in "ACGT" for b in "ACGT" for c in "ACGT"])
+def cds_positions(pieces: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(cds,) the strand positions of a call's spliced CDS, ``pieces`` in strand coordinates (5' to 3')."""
+    return np.concatenate([np.arange(s, e) for s, e in pieces])
 
 
 def protein_words(codes: np.ndarray) -> np.ndarray:
